@@ -1,0 +1,281 @@
+//! Authentication: configured API keys, HS256 JWTs, and the hashed tokens of registered
+//! clients, tried in that order. Also the token hashing used for `registered_clients`.
+
+use std::{collections::HashMap, fmt, sync::Arc};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::{
+    error::CoreError,
+    store::{Store, StoreError},
+};
+
+/// How a client proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// A configured `auth.api_keys` entry.
+    ApiKey,
+    /// An HS256 JWT whose `sub` is the client id.
+    Jwt,
+    /// The token stored (hashed) when the client registered.
+    Registered,
+}
+
+/// Claims of the JWTs the server accepts and issues.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Claims {
+    /// The client id.
+    pub sub: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    /// Issued at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Display name (room-path's `username`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Checks credentials. Cheap to share behind an `Arc`.
+pub struct Authenticator {
+    api_keys: HashMap<String, String>,
+    jwt: Option<(DecodingKey, Validation)>,
+    store: Arc<dyn Store>,
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("api_keys", &self.api_keys.len())
+            .field("jwt", &self.jwt.is_some())
+            .finish()
+    }
+}
+
+// === impl Authenticator ===
+
+impl Authenticator {
+    /// Builds an authenticator from `(client_id, token)` API keys and an optional JWT secret.
+    pub fn new(
+        api_keys: impl IntoIterator<Item = (String, String)>,
+        jwt_secret: Option<&str>,
+        store: Arc<dyn Store>,
+    ) -> Self {
+        let jwt = jwt_secret.filter(|s| !s.is_empty()).map(|s| {
+            let mut v = Validation::new(Algorithm::HS256);
+            v.validate_aud = false;
+            v.set_required_spec_claims(&["exp", "sub"]);
+            (DecodingKey::from_secret(s.as_bytes()), v)
+        });
+        Self {
+            api_keys: api_keys.into_iter().collect(),
+            jwt,
+            store,
+        }
+    }
+
+    /// Authenticates `(client_id, token)`: API key, then JWT, then registered token.
+    /// Wrong credentials are 401; a database outage while checking a registered token is 503.
+    pub async fn authenticate(
+        &self,
+        client_id: &str,
+        token: &str,
+    ) -> Result<AuthMethod, CoreError> {
+        if token.is_empty() {
+            return Err(CoreError::bad_request(
+                "Missing or invalid 'auth_token' field",
+            ));
+        }
+        if let Some(expected) = self.api_keys.get(client_id)
+            && bool::from(expected.as_bytes().ct_eq(token.as_bytes()))
+        {
+            return Ok(AuthMethod::ApiKey);
+        }
+        if looks_like_jwt(token) {
+            match self.verify_jwt(token) {
+                Ok(claims) if claims.sub == client_id => return Ok(AuthMethod::Jwt),
+                Ok(_) => {
+                    return Err(CoreError::unauthorized(
+                        "Invalid authentication token: JWT subject does not match client_id",
+                    ));
+                }
+                Err(e) if self.jwt.is_some() => return Err(e),
+                Err(_) => {}
+            }
+        }
+        match self.store.get_client(client_id).await {
+            Ok(Some(c)) if verify_token(token, &c.auth_token) => Ok(AuthMethod::Registered),
+            Ok(_) => Err(CoreError::unauthorized("Invalid client_id or auth_token")),
+            Err(StoreError::Conflict(m) | StoreError::Internal(m)) => {
+                tracing::error!(error = %m, "authenticate: database error");
+                Err(CoreError::new(
+                    crate::error::ErrorCode::Internal,
+                    "Internal server error",
+                ))
+            }
+            Err(e) => Err(CoreError::from_store("authenticate", e)),
+        }
+    }
+
+    /// Verifies an HS256 JWT (signature, `exp`) and returns its claims.
+    pub fn verify_jwt(&self, token: &str) -> Result<Claims, CoreError> {
+        let Some((key, validation)) = &self.jwt else {
+            return Err(CoreError::unauthorized(
+                "Invalid authentication token: JWT authentication is not configured",
+            ));
+        };
+        jsonwebtoken::decode::<Claims>(token, key, validation)
+            .map(|d| d.claims)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                let why = match e.kind() {
+                    ErrorKind::ExpiredSignature => "JWT has expired",
+                    ErrorKind::InvalidSignature => "JWT signature is invalid",
+                    ErrorKind::MissingRequiredClaim(_) => "JWT lacks a required claim (sub, exp)",
+                    _ => "JWT is malformed",
+                };
+                CoreError::unauthorized(format!("Invalid authentication token: {why}"))
+            })
+    }
+
+    /// Whether JWTs are accepted (a secret is configured).
+    pub fn jwt_enabled(&self) -> bool {
+        self.jwt.is_some()
+    }
+}
+
+fn looks_like_jwt(token: &str) -> bool {
+    token.bytes().filter(|b| *b == b'.').count() == 2
+}
+
+/// Issues an HS256 JWT for `sub`, valid for `ttl_secs` (the `token` CLI command and tests).
+pub fn issue_jwt(
+    secret: &str,
+    sub: &str,
+    name: Option<&str>,
+    ttl_secs: u64,
+) -> Result<String, CoreError> {
+    let now = chrono::Utc::now().timestamp().max(0) as u64;
+    let claims = Claims {
+        sub: sub.to_owned(),
+        exp: now + ttl_secs,
+        iat: Some(now),
+        name: name.map(str::to_owned),
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(|e| {
+        CoreError::new(
+            crate::error::ErrorCode::Internal,
+            format!("could not sign JWT: {e}"),
+        )
+    })
+}
+
+/// Hashes a client token for storage: `sha256$<salt hex>$<digest hex>`, a fresh random salt
+/// per token. Tokens are compared in constant time by [`verify_token`].
+pub fn hash_token(token: &str) -> String {
+    let salt = uuid::Uuid::new_v4().simple().to_string();
+    format!("sha256${salt}${}", digest(&salt, token))
+}
+
+/// Checks a token against a [`hash_token`] string.
+pub fn verify_token(token: &str, stored: &str) -> bool {
+    let mut parts = stored.splitn(3, '$');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("sha256"), Some(salt), Some(hex)) => {
+            digest(salt, token).as_bytes().ct_eq(hex.as_bytes()).into()
+        }
+        _ => false,
+    }
+}
+
+fn digest(salt: &str, token: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    h.update([0u8]);
+    h.update(token.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn auth() -> Authenticator {
+        Authenticator::new(
+            [("k1".to_owned(), "secret-1".to_owned())],
+            Some("jwt-secret"),
+            Arc::new(MemoryStore::new()),
+        )
+    }
+
+    #[tokio::test]
+    async fn api_keys_and_jwts_authenticate() {
+        let a = auth();
+        assert_eq!(
+            a.authenticate("k1", "secret-1").await.unwrap(),
+            AuthMethod::ApiKey
+        );
+        assert_eq!(
+            a.authenticate("k1", "nope")
+                .await
+                .unwrap_err()
+                .code
+                .as_u16(),
+            401
+        );
+        let t = issue_jwt("jwt-secret", "alice", None, 60).unwrap();
+        assert_eq!(a.authenticate("alice", &t).await.unwrap(), AuthMethod::Jwt);
+        let e = a.authenticate("bob", &t).await.unwrap_err();
+        assert!(e.message.contains("subject does not match"), "{e}");
+        let forged = issue_jwt("other-secret", "alice", None, 60).unwrap();
+        assert!(
+            a.authenticate("alice", &forged)
+                .await
+                .unwrap_err()
+                .message
+                .contains("signature")
+        );
+    }
+
+    #[test]
+    fn expired_jwt_is_refused() {
+        let claims = Claims {
+            sub: "a".into(),
+            exp: 1_000,
+            iat: None,
+            name: None,
+        };
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"jwt-secret"),
+        )
+        .unwrap();
+        assert!(
+            auth()
+                .verify_jwt(&t)
+                .unwrap_err()
+                .message
+                .contains("expired")
+        );
+    }
+
+    #[test]
+    fn token_hashes_verify_and_are_salted() {
+        let h1 = hash_token("tok");
+        assert!(verify_token("tok", &h1));
+        assert!(!verify_token("tok2", &h1));
+        assert_ne!(h1, hash_token("tok"));
+        assert!(!h1.contains("tok"));
+        assert!(!verify_token("tok", "plain"));
+    }
+}

@@ -1,0 +1,270 @@
+//! What the hub tells connections: events shared by every receiver and encoded at most
+//! once per wire format, and the close reasons that end a connection.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::{
+    error::CoreError,
+    ids::{ClientId, RoomId},
+};
+
+/// The wire formats a connection can speak. A closed set: it indexes the per-event encode
+/// cache and labels metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Wire {
+    /// Binary frames with JSON payloads.
+    BinaryJson,
+    /// Binary frames with CBOR payloads.
+    BinaryCbor,
+    /// Seed 002's JSON envelope on `/ws`.
+    Altair,
+    /// Seed 003's JSON messages on `/ws`.
+    Simple,
+    /// Seed 004's JSON messages on `/webrtc/ws/{room}`.
+    RoomPath,
+}
+
+/// Number of [`Wire`] variants.
+pub const WIRE_COUNT: usize = 5;
+
+impl Wire {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::BinaryJson => "binary_json",
+            Self::BinaryCbor => "binary_cbor",
+            Self::Altair => "altair",
+            Self::Simple => "simple",
+            Self::RoomPath => "room_path",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A member's role in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The room's one media sender (the creator by default).
+    Sender,
+    /// Any other member.
+    Receiver,
+}
+
+impl Role {
+    /// Parses `sender` / `receiver` (case-insensitive).
+    pub fn parse(s: &str) -> Result<Self, CoreError> {
+        if s.eq_ignore_ascii_case("sender") {
+            Ok(Self::Sender)
+        } else if s.eq_ignore_ascii_case("receiver") {
+            Ok(Self::Receiver)
+        } else {
+            Err(CoreError::bad_request(format!(
+                "Invalid role '{s}': expected 'sender' or 'receiver'"
+            )))
+        }
+    }
+
+    /// `sender` / `receiver`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sender => "sender",
+            Self::Receiver => "receiver",
+        }
+    }
+}
+
+/// Which kind of signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SignalKind {
+    /// SDP offer.
+    Offer,
+    /// SDP answer.
+    Answer,
+    /// ICE candidate.
+    IceCandidate,
+}
+
+impl SignalKind {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Offer => "offer",
+            Self::Answer => "answer",
+            Self::IceCandidate => "ice_candidate",
+        }
+    }
+}
+
+/// The opaque body of a signal: SDP and candidates are carried, never interpreted.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SignalBody {
+    /// SDP of an offer or answer.
+    pub sdp: Option<String>,
+    /// ICE candidate, a string or an object.
+    pub candidate: Option<Value>,
+    /// Candidate's media stream id.
+    pub sdp_mid: Option<String>,
+    /// Candidate's m-line index.
+    pub sdp_m_line_index: Option<u32>,
+    /// Fields the server does not interpret, passed through.
+    pub extra: Map<String, Value>,
+}
+
+/// A signal on its way to a peer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signal {
+    /// Offer, answer or candidate.
+    pub kind: SignalKind,
+    /// The sender, stamped by the hub.
+    pub from: ClientId,
+    /// The target peer.
+    pub target: ClientId,
+    /// The room it belongs to, if the sender named one.
+    pub room: Option<RoomId>,
+    /// The payload.
+    pub body: SignalBody,
+}
+
+/// Something that happened, told to one or more connections.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Another member joined a room.
+    PeerJoined {
+        /// The room.
+        room: RoomId,
+        /// Who joined.
+        client: ClientId,
+        /// Their role.
+        role: Role,
+        /// Their join metadata.
+        metadata: Value,
+    },
+    /// Another member left a room.
+    PeerLeft {
+        /// The room.
+        room: RoomId,
+        /// Who left.
+        client: ClientId,
+        /// Why.
+        reason: String,
+    },
+    /// A room the receiver was in has terminated.
+    RoomClosed {
+        /// The room.
+        room: RoomId,
+        /// Why.
+        reason: String,
+    },
+    /// A relayed offer, answer or candidate.
+    Signal(Signal),
+}
+
+impl Event {
+    /// Metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::PeerJoined { .. } => "peer_joined",
+            Self::PeerLeft { .. } => "peer_left",
+            Self::RoomClosed { .. } => "room_closed",
+            Self::Signal(s) => s.kind.label(),
+        }
+    }
+}
+
+/// An event plus its id, shared by all receivers, with a lazily filled cache of its
+/// encoding per wire format: a broadcast is encoded once per format present, and the
+/// encoded `Bytes` are shared by every receiver of that format.
+#[derive(Debug)]
+pub struct Envelope {
+    /// Frame id: fresh for hub events, the sender's for relayed signals.
+    pub id: Uuid,
+    /// The event.
+    pub event: Event,
+    cache: [OnceLock<Option<Bytes>>; WIRE_COUNT],
+}
+
+impl Envelope {
+    /// Wraps an event with a fresh id.
+    pub fn new(event: Event) -> Arc<Self> {
+        Self::with_id(Uuid::new_v4(), event)
+    }
+
+    /// Wraps an event with a given id.
+    pub fn with_id(id: Uuid, event: Event) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            event,
+            cache: Default::default(),
+        })
+    }
+
+    /// The event encoded for `wire`, computed by `encode` the first time any receiver of
+    /// that format asks. `None` if the format cannot express the event.
+    pub fn encoded(
+        &self,
+        wire: Wire,
+        encode: impl FnOnce(&Envelope) -> Option<Bytes>,
+    ) -> Option<Bytes> {
+        self.cache[wire.index()]
+            .get_or_init(|| encode(self))
+            .clone()
+    }
+}
+
+/// Why the hub ends a connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloseReason {
+    /// WebSocket close code.
+    pub code: u16,
+    /// Close reason text (≤ 123 bytes on the wire).
+    pub reason: String,
+    /// An error to send before closing, if any.
+    pub error: Option<CoreError>,
+}
+
+impl CloseReason {
+    /// The client's outbound queue overflowed.
+    pub fn slow_consumer(capacity: usize) -> Self {
+        Self {
+            code: 1008,
+            reason: format!("slow consumer: {capacity} messages queued and unread"),
+            error: None,
+        }
+    }
+
+    /// A new session of the same client replaced this one.
+    pub fn replaced() -> Self {
+        Self {
+            code: 1008,
+            reason: "session replaced by a newer connection".into(),
+            error: Some(CoreError::conflict(
+                "Session replaced: the same client_id connected again",
+            )),
+        }
+    }
+
+    /// The server is shutting down.
+    pub fn shutdown() -> Self {
+        Self {
+            code: 1001,
+            reason: "server shutting down".into(),
+            error: None,
+        }
+    }
+}
+
+/// One item of a connection's outbound queue.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A shared event, encoded by the writer for its wire format.
+    Event(Arc<Envelope>),
+    /// Bytes already encoded for this connection (a response).
+    Frame(Bytes),
+}

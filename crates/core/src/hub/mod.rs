@@ -1,0 +1,408 @@
+//! The hub: who is connected, which rooms exist and who is in them, and how signals get
+//! from one peer to another. One cheap-to-clone handle over sharded state; no lock is held
+//! across an `.await` except a room's own control lock, which orders that room's
+//! lifecycle writes to the store.
+
+mod event;
+mod room;
+mod session;
+mod signal;
+pub use signal::SignalRequest;
+
+pub use event::{
+    CloseReason, Envelope, Event, Outbound, Role, Signal, SignalBody, SignalKind, WIRE_COUNT, Wire,
+};
+pub use room::{
+    CreateRoomParams, JoinRoomParams, ParticipantInfo, RoomCreated, RoomInfo, RoomJoined,
+};
+pub use session::{QueueFull, Session};
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicUsize, Ordering},
+};
+
+use chrono::Utc;
+use dashmap::DashMap;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::{
+    auth::{Authenticator, hash_token, verify_token},
+    bus::Bus,
+    error::CoreError,
+    ids::{ClientId, RoomId},
+    store::{RegisteredClient, Store},
+};
+use room::Room;
+
+/// Hub settings, taken from the server configuration.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// The protocol version the server speaks; newer client versions are refused.
+    pub protocol_version: semver::Version,
+    /// Seconds between heartbeats, told to clients.
+    pub heartbeat_interval: u64,
+    /// Sessions one client id may hold at once; a newer one replaces the oldest.
+    pub max_sessions_per_client: usize,
+    /// Members per room when the creator does not set `metadata.max_participants`.
+    pub default_max_participants: usize,
+    /// Upper bound for `metadata.max_participants`.
+    pub max_participants_limit: usize,
+    /// Rooms that may exist at once on this node.
+    pub max_rooms: usize,
+    /// Whether signal sender and target must share a room.
+    pub require_shared_room: bool,
+    /// Media backend application id (empty in P2P mode).
+    pub app_id: String,
+    /// STUN URL told to room members, if any.
+    pub stun_url: Option<String>,
+    /// Capabilities announced in CONNECT_ACK.
+    pub capabilities: Vec<String>,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            protocol_version: semver::Version::new(1, 0, 0),
+            heartbeat_interval: 30,
+            max_sessions_per_client: 1,
+            default_max_participants: 16,
+            max_participants_limit: 10_000,
+            max_rooms: 100_000,
+            require_shared_room: true,
+            app_id: String::new(),
+            stun_url: None,
+            capabilities: vec!["websocket".into(), "heartbeat".into(), "webrtc".into()],
+        }
+    }
+}
+
+/// Counts for `/health` and stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubStats {
+    /// Authenticated sessions on this node.
+    pub sessions: usize,
+    /// Active rooms.
+    pub rooms: usize,
+    /// Room memberships, summed over rooms.
+    pub members: usize,
+}
+
+/// CONNECT, in core terms.
+#[derive(Debug, Clone)]
+pub struct ConnectParams {
+    /// Claimed client id.
+    pub client_id: String,
+    /// Credential.
+    pub auth_token: String,
+    /// Client protocol version, if sent.
+    pub version: Option<String>,
+    /// Wire format of the connection.
+    pub wire: Wire,
+    /// Announced capabilities.
+    pub capabilities: Vec<String>,
+    /// Announced metadata.
+    pub metadata: Value,
+}
+
+/// REGISTER / UNREGISTER / ROOM_* share these request fields.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// Client protocol version.
+    pub version: String,
+    /// Must equal the session's client.
+    pub client_id: String,
+    /// The client's token.
+    pub auth_token: String,
+}
+
+/// REGISTER, in core terms.
+#[derive(Debug, Clone)]
+pub struct RegisterParams {
+    /// Version, client id, token to store.
+    pub creds: Credentials,
+    /// Associated room, informational.
+    pub room_id: Option<String>,
+    /// Capabilities.
+    pub capabilities: Vec<String>,
+    /// Metadata.
+    pub metadata: Value,
+}
+
+/// The hub handle. Clone freely.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: HubConfig,
+    store: Arc<dyn Store>,
+    auth: Arc<Authenticator>,
+    bus: Arc<dyn Bus>,
+    sessions: DashMap<ClientId, Vec<Arc<Session>>>,
+    rooms: DashMap<RoomId, Arc<Room>>,
+    session_count: AtomicUsize,
+    shutting_down: AtomicBool,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("stats", &self.stats()).finish()
+    }
+}
+
+// === impl Hub ===
+
+impl Hub {
+    /// A hub over the given ports.
+    pub fn new(
+        cfg: HubConfig,
+        store: Arc<dyn Store>,
+        auth: Arc<Authenticator>,
+        bus: Arc<dyn Bus>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                cfg,
+                store,
+                auth,
+                bus,
+                sessions: DashMap::new(),
+                rooms: DashMap::new(),
+                session_count: AtomicUsize::new(0),
+                shutting_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.cfg
+    }
+
+    /// The store port.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The authenticator.
+    pub fn auth(&self) -> &Arc<Authenticator> {
+        &self.inner.auth
+    }
+
+    /// Current counts.
+    pub fn stats(&self) -> HubStats {
+        let members = self
+            .inner
+            .rooms
+            .iter()
+            .map(|r| r.value().member_count())
+            .sum();
+        HubStats {
+            sessions: self.inner.session_count.load(Ordering::Relaxed),
+            rooms: self.inner.rooms.len(),
+            members,
+        }
+    }
+
+    /// Authenticates and opens a session. With `max_sessions_per_client` reached, the
+    /// oldest session of the client leaves its rooms and is closed with an ERROR 409.
+    pub async fn connect(
+        &self,
+        p: ConnectParams,
+        tx: mpsc::Sender<Outbound>,
+    ) -> Result<Arc<Session>, CoreError> {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            return Err(CoreError::new(
+                crate::ErrorCode::Unavailable,
+                "Server is shutting down",
+            ));
+        }
+        let client_id = ClientId::parse("client_id", &p.client_id)?;
+        if p.auth_token.is_empty() {
+            return Err(CoreError::bad_request(
+                "Missing or invalid 'auth_token' field",
+            ));
+        }
+        if let Some(v) = &p.version {
+            self.check_version(v)?;
+        }
+        self.inner
+            .auth
+            .authenticate(&p.client_id, &p.auth_token)
+            .await?;
+        let session = Session::new(client_id.clone(), p.wire, tx, p.capabilities, p.metadata);
+        let evicted: Vec<Arc<Session>> = {
+            let mut list = self.inner.sessions.entry(client_id).or_default();
+            list.push(session.clone());
+            let excess = list
+                .len()
+                .saturating_sub(self.inner.cfg.max_sessions_per_client.max(1));
+            list.drain(..excess).collect()
+        };
+        self.inner.session_count.fetch_add(1, Ordering::Relaxed);
+        for old in evicted {
+            self.inner.session_count.fetch_sub(1, Ordering::Relaxed);
+            tracing::info!(client_id = %old.client_id, old_session = %old.id, "session replaced");
+            self.leave_all(&old, "replaced").await;
+            old.close(CloseReason::replaced());
+        }
+        metrics::gauge!("signal_sessions", "wire" => session.wire.label()).increment(1.0);
+        Ok(session)
+    }
+
+    /// Ends a session: it leaves every room (members are told) and is forgotten.
+    /// Idempotent.
+    pub async fn disconnect(&self, session: &Arc<Session>, reason: &str) {
+        let removed = {
+            let mut removed = false;
+            if let Some(mut list) = self.inner.sessions.get_mut(&session.client_id) {
+                let before = list.len();
+                list.retain(|s| !Arc::ptr_eq(s, session));
+                removed = list.len() != before;
+            }
+            self.inner
+                .sessions
+                .remove_if(&session.client_id, |_, list| list.is_empty());
+            removed
+        };
+        if removed {
+            self.inner.session_count.fetch_sub(1, Ordering::Relaxed);
+            metrics::gauge!("signal_sessions", "wire" => session.wire.label()).decrement(1.0);
+        }
+        self.leave_all(session, reason).await;
+        if let Err(e) = self
+            .inner
+            .store
+            .touch_client(session.client_id.as_str(), Utc::now())
+            .await
+        {
+            tracing::debug!(error = %e, "could not record last_seen");
+        }
+    }
+
+    /// REGISTER: persists the client (token hashed) and returns once committed.
+    pub async fn register(&self, session: &Session, p: RegisterParams) -> Result<(), CoreError> {
+        self.check_creds(session, &p.creds)?;
+        let now = Utc::now();
+        let client = RegisteredClient {
+            id: uuid::Uuid::new_v4(),
+            client_id: p.creds.client_id.clone(),
+            auth_token: hash_token(&p.creds.auth_token),
+            room_id: p.room_id,
+            capabilities: p.capabilities,
+            registered_at: now,
+            last_seen: Some(now),
+            status: "Active".into(),
+            metadata: p.metadata,
+            record_created_at: now,
+        };
+        match self.inner.store.register_client(&client).await {
+            Ok(()) => Ok(()),
+            Err(crate::store::StoreError::Conflict(_)) => {
+                Err(CoreError::conflict("Client already registered")
+                    .with("client_id", p.creds.client_id))
+            }
+            Err(e) => Err(CoreError::from_store("register", e)),
+        }
+    }
+
+    /// UNREGISTER: checks the registered token, deletes the client and takes it out of
+    /// its rooms.
+    pub async fn unregister(
+        &self,
+        session: &Arc<Session>,
+        creds: Credentials,
+    ) -> Result<(), CoreError> {
+        self.check_creds(session, &creds)?;
+        let store = &self.inner.store;
+        let Some(client) = store
+            .get_client(&creds.client_id)
+            .await
+            .map_err(|e| CoreError::from_store("unregister", e))?
+        else {
+            return Err(CoreError::not_found("Client not found").with("client_id", creds.client_id));
+        };
+        if !verify_token(&creds.auth_token, &client.auth_token) {
+            return Err(CoreError::unauthorized("Invalid client_id or auth_token"));
+        }
+        if !store
+            .delete_client(&creds.client_id)
+            .await
+            .map_err(|e| CoreError::from_store("unregister", e))?
+        {
+            return Err(CoreError::not_found("Client not found").with("client_id", creds.client_id));
+        }
+        let sessions: Vec<Arc<Session>> = self
+            .inner
+            .sessions
+            .get(&session.client_id)
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        for s in sessions {
+            self.leave_all(&s, "unregistered").await;
+        }
+        Ok(())
+    }
+
+    /// Stops admitting sessions and asks every connection to close with 1001. The
+    /// connection tasks then disconnect their sessions, which terminates their rooms.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Release);
+        for entry in self.inner.sessions.iter() {
+            for s in entry.value() {
+                s.close(CloseReason::shutdown());
+            }
+        }
+    }
+
+    /// Whether [`begin_shutdown`](Self::begin_shutdown) was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Sessions of a client on this node, oldest first.
+    pub fn sessions_of(&self, client: &str) -> Vec<Arc<Session>> {
+        self.inner
+            .sessions
+            .get(client)
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+
+    fn check_version(&self, v: &str) -> Result<(), CoreError> {
+        let parsed = semver::Version::parse(v.trim()).map_err(|e| {
+            CoreError::bad_request(format!(
+                "Invalid 'version' field '{v}': {e} (expected semver such as 1.0.0)"
+            ))
+        })?;
+        let server = &self.inner.cfg.protocol_version;
+        if parsed > *server {
+            return Err(CoreError::bad_request(format!(
+                "Unsupported protocol version {parsed}: this server speaks {server} or older"
+            ))
+            .with("server_version", server.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Version, identity and token presence checks shared by REGISTER, UNREGISTER, ROOM_*.
+    fn check_creds(&self, session: &Session, c: &Credentials) -> Result<(), CoreError> {
+        self.check_version(&c.version)?;
+        ClientId::parse("client_id", &c.client_id)?;
+        if c.auth_token.is_empty() {
+            return Err(CoreError::bad_request(
+                "Missing or invalid 'auth_token' field",
+            ));
+        }
+        if c.client_id != session.client_id.as_str() {
+            return Err(CoreError::forbidden(format!(
+                "client_id '{}' is not the client authenticated on this connection ('{}')",
+                c.client_id, session.client_id
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,716 @@
+//! Rooms: creation, joining, leaving and termination in P2P mode, with roles and a
+//! participant cap. Each room has a control lock that orders its lifecycle (and the store
+//! writes that record it); the member list itself sits behind a short sync lock that the
+//! relay path reads without waiting on the store.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use parking_lot::RwLock;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{
+    Credentials, Hub,
+    event::{Envelope, Event, Role},
+    session::Session,
+};
+use crate::{
+    auth::verify_token,
+    error::{CoreError, ErrorCode},
+    ids::{ClientId, RoomId},
+    store::{
+        ClientInRoomRecord, ClientInTerminatedRoomRecord, MemberRecords, RoomCreatedRecord,
+        RoomRecord, TerminatedRoomRecord, WebrtcClientRecord,
+    },
+};
+
+pub(super) struct Room {
+    id: RoomId,
+    uuid: Uuid,
+    created_at: DateTime<Utc>,
+    metadata: Value,
+    max_participants: usize,
+    control: tokio::sync::Mutex<()>,
+    state: RwLock<RoomState>,
+}
+
+#[derive(Default)]
+struct RoomState {
+    members: Vec<Member>,
+    offer_sdp: Option<String>,
+    closed: bool,
+    ever_joined: usize,
+}
+
+#[derive(Clone)]
+struct Member {
+    session: Arc<Session>,
+    role: Role,
+    metadata: Value,
+    capabilities: Vec<String>,
+    joined_at: DateTime<Utc>,
+    room_session: Uuid,
+}
+
+impl Member {
+    fn client(&self) -> &ClientId {
+        &self.session.client_id
+    }
+}
+
+/// A member as listed to joiners and over REST.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParticipantInfo {
+    /// The member.
+    pub client_id: ClientId,
+    /// Its role.
+    pub role: Role,
+    /// Its join metadata.
+    pub metadata: Value,
+    /// When it joined.
+    pub joined_at: DateTime<Utc>,
+}
+
+/// A snapshot of a room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomInfo {
+    /// The room.
+    pub room_id: RoomId,
+    /// When created.
+    pub created_at: DateTime<Utc>,
+    /// Member cap.
+    pub max_participants: usize,
+    /// Members, by join time.
+    pub participants: Vec<ParticipantInfo>,
+}
+
+/// ROOM_CREATE's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomCreated {
+    /// The room's id.
+    pub room_id: RoomId,
+    /// The creator's room session.
+    pub session_id: Uuid,
+    /// The creator's role.
+    pub role: Role,
+    /// When created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// ROOM_JOIN's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomJoined {
+    /// The room.
+    pub room_id: RoomId,
+    /// The joiner's room session.
+    pub session_id: Uuid,
+    /// The joiner's role.
+    pub role: Role,
+    /// When the room was created.
+    pub created_at: DateTime<Utc>,
+    /// The other members.
+    pub participants: Vec<ParticipantInfo>,
+    /// The sender's stored offer.
+    pub offer_sdp: Option<String>,
+}
+
+/// ROOM_CREATE, in core terms.
+#[derive(Debug, Clone)]
+pub struct CreateRoomParams {
+    /// Version, client id, token.
+    pub creds: Credentials,
+    /// Custom id, or generated.
+    pub room_id: Option<String>,
+    /// `sender` (default) or `receiver`.
+    pub role: Option<String>,
+    /// Offer handed to joiners.
+    pub offer_sdp: Option<String>,
+    /// Capabilities.
+    pub capabilities: Vec<String>,
+    /// Room metadata (`max_participants`).
+    pub metadata: Option<Value>,
+}
+
+/// ROOM_JOIN, in core terms.
+#[derive(Debug, Clone)]
+pub struct JoinRoomParams {
+    /// Version, client id, token.
+    pub creds: Credentials,
+    /// The room.
+    pub room_id: String,
+    /// `receiver` (default) or `sender`.
+    pub role: Option<String>,
+    /// Capabilities.
+    pub capabilities: Vec<String>,
+    /// Join metadata.
+    pub metadata: Option<Value>,
+}
+
+// === impl Room ===
+
+impl Room {
+    pub(super) fn member_count(&self) -> usize {
+        self.state.read().members.len()
+    }
+
+    /// The session of `client` in this room, if it is a member.
+    pub(super) fn member_session(&self, client: &str) -> Option<Arc<Session>> {
+        self.state
+            .read()
+            .members
+            .iter()
+            .find(|m| m.client().as_str() == client)
+            .map(|m| m.session.clone())
+    }
+
+    fn info(&self) -> RoomInfo {
+        let st = self.state.read();
+        RoomInfo {
+            room_id: self.id.clone(),
+            created_at: self.created_at,
+            max_participants: self.max_participants,
+            participants: st.members.iter().map(participant).collect(),
+        }
+    }
+}
+
+fn participant(m: &Member) -> ParticipantInfo {
+    ParticipantInfo {
+        client_id: m.client().clone(),
+        role: m.role,
+        metadata: m.metadata.clone(),
+        joined_at: m.joined_at,
+    }
+}
+
+fn member_records(room: &Room, m: &Member) -> MemberRecords {
+    MemberRecords {
+        client_in_room: ClientInRoomRecord {
+            id: m.room_session,
+            client_id: m.client().to_string(),
+            room_id: room.id.to_string(),
+            joined_at: m.joined_at,
+            last_activity: m.joined_at,
+            status: "Active".into(),
+            capabilities: m.capabilities.clone(),
+            metadata: m.metadata.clone(),
+            record_created_at: Utc::now(),
+        },
+        webrtc_client: WebrtcClientRecord {
+            id: Uuid::new_v4(),
+            client_id: m.client().to_string(),
+            room_id: room.id.to_string(),
+            role: m.role.as_str().into(),
+            session_id: Some(m.room_session.to_string()),
+            joined_at: m.joined_at,
+            status: "Active".into(),
+            metadata: m.metadata.clone(),
+            record_created_at: Utc::now(),
+        },
+    }
+}
+
+fn history(
+    room: &Room,
+    m: &Member,
+    reason: &str,
+    by: &str,
+    final_status: &str,
+) -> ClientInTerminatedRoomRecord {
+    let now = Utc::now();
+    ClientInTerminatedRoomRecord {
+        id: Uuid::new_v4(),
+        client_id: m.client().to_string(),
+        room_id: room.id.to_string(),
+        joined_at: m.joined_at,
+        left_at: now,
+        termination_reason: reason.into(),
+        terminated_by: by.into(),
+        final_status: final_status.into(),
+        capabilities: m.capabilities.clone(),
+        metadata: m.metadata.clone(),
+        record_created_at: now,
+    }
+}
+
+/// `VoluntaryDisconnect` for an explicit leave, `Disconnected` otherwise.
+fn final_status(reason: &str) -> &'static str {
+    match reason {
+        "disconnected" | "replaced" | "server shutting down" | "heartbeat timeout" => {
+            "Disconnected"
+        }
+        _ => "VoluntaryDisconnect",
+    }
+}
+
+// === impl Hub: rooms ===
+
+impl Hub {
+    /// Checks a ROOM_* request: version, identity, registration and token.
+    async fn authorize_member(
+        &self,
+        session: &Session,
+        creds: &Credentials,
+    ) -> Result<(), CoreError> {
+        self.check_creds(session, creds)?;
+        let client = self
+            .store()
+            .get_client(&creds.client_id)
+            .await
+            .map_err(|e| CoreError::from_store("room request", e))?
+            .ok_or_else(|| {
+                CoreError::unauthorized("Client not registered")
+                    .with("client_id", creds.client_id.clone())
+            })?;
+        if verify_token(&creds.auth_token, &client.auth_token) {
+            return Ok(());
+        }
+        // A client may present the credential it connected with instead of its
+        // registered token (an API key or a JWT).
+        self.auth()
+            .authenticate(&creds.client_id, &creds.auth_token)
+            .await
+            .map(|_| ())
+            .map_err(|_| CoreError::unauthorized("Invalid client_id or auth_token"))
+    }
+
+    fn max_participants(&self, metadata: Option<&Value>) -> Result<usize, CoreError> {
+        let cfg = self.config();
+        match metadata.and_then(|m| m.get("max_participants")) {
+            None | Some(Value::Null) => Ok(cfg.default_max_participants),
+            Some(v) => match v.as_u64() {
+                Some(n) if n >= 1 && n as usize <= cfg.max_participants_limit => Ok(n as usize),
+                _ => Err(CoreError::bad_request(format!(
+                    "Invalid 'metadata.max_participants': expected an integer from 1 to {}",
+                    cfg.max_participants_limit
+                ))),
+            },
+        }
+    }
+
+    /// ROOM_CREATE: creates a room with the caller as its first member, persisted before
+    /// returning. A custom id that is already active is 409.
+    pub async fn create_room(
+        &self,
+        session: &Arc<Session>,
+        p: CreateRoomParams,
+    ) -> Result<RoomCreated, CoreError> {
+        self.authorize_member(session, &p.creds).await?;
+        let role = p
+            .role
+            .as_deref()
+            .map(Role::parse)
+            .transpose()?
+            .unwrap_or(Role::Sender);
+        let room_id = match p.room_id.as_deref() {
+            Some(id) => RoomId::parse(id)?,
+            None => RoomId::generate(),
+        };
+        let max_participants = self.max_participants(p.metadata.as_ref())?;
+        if self.inner.rooms.len() >= self.config().max_rooms {
+            return Err(CoreError::new(
+                ErrorCode::Unavailable,
+                format!("Room limit reached ({} rooms)", self.config().max_rooms),
+            ));
+        }
+        let now = Utc::now();
+        let room = Arc::new(Room {
+            id: room_id.clone(),
+            uuid: Uuid::new_v4(),
+            created_at: now,
+            metadata: p.metadata.clone().unwrap_or_else(|| json!({})),
+            max_participants,
+            control: tokio::sync::Mutex::new(()),
+            state: RwLock::new(RoomState::default()),
+        });
+        // Held until the room is committed: joiners that find it wait here.
+        let Ok(_control) = room.control.try_lock() else {
+            return Err(CoreError::new(ErrorCode::Internal, "Internal server error"));
+        };
+        match self.inner.rooms.entry(room_id.clone()) {
+            dashmap::Entry::Occupied(_) => {
+                return Err(
+                    CoreError::conflict(format!("Room '{room_id}' already exists"))
+                        .with("room_id", room_id.to_string()),
+                );
+            }
+            dashmap::Entry::Vacant(v) => {
+                v.insert(room.clone());
+            }
+        }
+        let member = Member {
+            session: session.clone(),
+            role,
+            metadata: p.metadata.clone().unwrap_or_else(|| json!({})),
+            capabilities: p.capabilities,
+            joined_at: now,
+            room_session: Uuid::new_v4(),
+        };
+        let record = RoomRecord {
+            id: room.uuid,
+            room_id: room_id.to_string(),
+            app_id: self.config().app_id.clone(),
+            created_at: now,
+            status: "Active".into(),
+            sender_client_id: (role == Role::Sender).then(|| session.client_id.to_string()),
+            receiver_client_id: (role == Role::Receiver).then(|| session.client_id.to_string()),
+            session_id: None,
+            metadata: room.metadata.clone(),
+            record_created_at: now,
+        };
+        let created = RoomCreatedRecord {
+            id: Uuid::new_v4(),
+            room_uuid: room.uuid,
+            room_id: room_id.to_string(),
+            created_at: now,
+            room_data: json!({
+                "room_id": room_id.as_str(),
+                "app_id": self.config().app_id,
+                "initial_participants": 1,
+                "creation_type": "p2p",
+                "max_participants": max_participants,
+                "has_offer": p.offer_sdp.is_some(),
+            }),
+            created_by: Some(session.client_id.to_string()),
+            metadata: room.metadata.clone(),
+            record_created_at: now,
+        };
+        if let Err(e) = self
+            .store()
+            .create_room(&record, &created, &member_records(&room, &member))
+            .await
+        {
+            room.state.write().closed = true;
+            self.inner
+                .rooms
+                .remove_if(&room_id, |_, r| Arc::ptr_eq(r, &room));
+            return Err(match e {
+                crate::store::StoreError::Conflict(_) => {
+                    CoreError::conflict(format!("Room '{room_id}' already exists"))
+                        .with("room_id", room_id.to_string())
+                }
+                e => CoreError::from_store("create_room", e),
+            });
+        }
+        let room_session = member.room_session;
+        {
+            let mut st = room.state.write();
+            st.offer_sdp = if role == Role::Sender {
+                p.offer_sdp
+            } else {
+                None
+            };
+            st.members.push(member);
+            st.ever_joined = 1;
+        }
+        session.add_room(room_id.clone());
+        metrics::counter!("signal_rooms_created_total").increment(1);
+        tracing::debug!(room_id = %room_id, client_id = %session.client_id, "room created");
+        Ok(RoomCreated {
+            room_id,
+            session_id: room_session,
+            role,
+            created_at: now,
+        })
+    }
+
+    /// ROOM_JOIN: adds the caller to a room, persisted before returning; the other members
+    /// get PEER_JOINED.
+    pub async fn join_room(
+        &self,
+        session: &Arc<Session>,
+        p: JoinRoomParams,
+    ) -> Result<RoomJoined, CoreError> {
+        self.authorize_member(session, &p.creds).await?;
+        let room_id = RoomId::parse(&p.room_id)?;
+        let role = p
+            .role
+            .as_deref()
+            .map(Role::parse)
+            .transpose()?
+            .unwrap_or(Role::Receiver);
+        let not_found = || {
+            CoreError::not_found(format!("Room '{room_id}' not found"))
+                .with("room_id", room_id.to_string())
+        };
+        let room = self
+            .inner
+            .rooms
+            .get(&room_id)
+            .map(|r| r.clone())
+            .ok_or_else(not_found)?;
+        let _control = room.control.lock().await;
+        let metadata = p.metadata.unwrap_or_else(|| json!({}));
+        {
+            let st = room.state.read();
+            if st.closed {
+                return Err(not_found());
+            }
+            if st.members.iter().any(|m| m.client() == &session.client_id) {
+                return Err(CoreError::conflict(format!(
+                    "Client '{}' is already in room '{room_id}'",
+                    session.client_id
+                ))
+                .with("room_id", room_id.to_string()));
+            }
+            if st.members.len() >= room.max_participants {
+                return Err(CoreError::forbidden(format!(
+                    "Room '{room_id}' is full ({} participants)",
+                    room.max_participants
+                ))
+                .with("room_id", room_id.to_string())
+                .with("max_participants", room.max_participants));
+            }
+            if role == Role::Sender && st.members.iter().any(|m| m.role == Role::Sender) {
+                return Err(CoreError::bad_request(format!(
+                    "Role 'sender' is not available: room '{room_id}' already has a sender"
+                )));
+            }
+        }
+        let member = Member {
+            session: session.clone(),
+            role,
+            metadata: metadata.clone(),
+            capabilities: p.capabilities,
+            joined_at: Utc::now(),
+            room_session: Uuid::new_v4(),
+        };
+        self.store()
+            .add_member(&member_records(&room, &member))
+            .await
+            .map_err(|e| CoreError::from_store("join_room", e))?;
+        let room_session = member.room_session;
+        let (others, offer_sdp) = {
+            let mut st = room.state.write();
+            let others: Vec<Member> = st.members.clone();
+            st.members.push(member);
+            st.ever_joined += 1;
+            (others, st.offer_sdp.clone())
+        };
+        session.add_room(room_id.clone());
+        let env = Envelope::new(Event::PeerJoined {
+            room: room_id.clone(),
+            client: session.client_id.clone(),
+            role,
+            metadata,
+        });
+        for m in &others {
+            m.session.deliver(env.clone());
+        }
+        Ok(RoomJoined {
+            room_id,
+            session_id: room_session,
+            role,
+            created_at: room.created_at,
+            participants: others.iter().map(participant).collect(),
+            offer_sdp,
+        })
+    }
+
+    /// ROOM_LEAVE: the caller leaves; PEER_LEFT to the rest, or, when the sender or the
+    /// last member leaves, the room terminates (ROOM_CLOSED to anyone left).
+    pub async fn leave_room(
+        &self,
+        session: &Arc<Session>,
+        creds: Credentials,
+        room_id: &str,
+        reason: Option<String>,
+    ) -> Result<(), CoreError> {
+        self.check_creds(session, &creds)?;
+        let room_id = RoomId::parse(room_id)?;
+        let room = self
+            .inner
+            .rooms
+            .get(&room_id)
+            .map(|r| r.clone())
+            .ok_or_else(|| {
+                CoreError::not_found(format!("Room '{room_id}' not found"))
+                    .with("room_id", room_id.to_string())
+            })?;
+        let reason = reason
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "left".into());
+        if !self.leave(&room, session, &reason).await {
+            return Err(CoreError::forbidden(format!(
+                "Client '{}' is not in room '{room_id}'",
+                session.client_id
+            ))
+            .with("room_id", room_id.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Takes a session out of every room it is in.
+    pub(super) async fn leave_all(&self, session: &Arc<Session>, reason: &str) {
+        for room_id in session.rooms() {
+            let room = self.inner.rooms.get(&room_id).map(|r| r.clone());
+            match room {
+                Some(room) => {
+                    self.leave(&room, session, reason).await;
+                }
+                None => session.remove_room(room_id.as_str()),
+            }
+        }
+    }
+
+    /// Removes `session` from `room`; false if it was not a member.
+    async fn leave(&self, room: &Arc<Room>, session: &Arc<Session>, reason: &str) -> bool {
+        let _control = room.control.lock().await;
+        let (member, remaining, terminate) = {
+            let mut st = room.state.write();
+            let Some(pos) = st
+                .members
+                .iter()
+                .position(|m| Arc::ptr_eq(&m.session, session))
+            else {
+                return false;
+            };
+            let member = st.members.remove(pos);
+            let terminate = member.role == Role::Sender || st.members.is_empty();
+            let remaining = if terminate {
+                st.closed = true;
+                std::mem::take(&mut st.members)
+            } else {
+                st.members.clone()
+            };
+            (member, remaining, terminate)
+        };
+        session.remove_room(room.id.as_str());
+        let by = member.client().to_string();
+        if terminate {
+            self.inner
+                .rooms
+                .remove_if(&room.id, |_, r| Arc::ptr_eq(r, room));
+            for m in &remaining {
+                m.session.remove_room(room.id.as_str());
+            }
+            let why = if member.role == Role::Sender && !remaining.is_empty() {
+                format!("sender '{by}' left ({reason})")
+            } else {
+                format!("last member '{by}' left ({reason})")
+            };
+            let env = Envelope::new(Event::RoomClosed {
+                room: room.id.clone(),
+                reason: why.clone(),
+            });
+            for m in &remaining {
+                m.session.deliver(env.clone());
+            }
+            let now = Utc::now();
+            let mut histories = vec![history(room, &member, reason, &by, final_status(reason))];
+            histories.extend(
+                remaining
+                    .iter()
+                    .map(|m| history(room, m, &why, &by, "Disconnected")),
+            );
+            let record = TerminatedRoomRecord {
+                id: Uuid::new_v4(),
+                room_id: room.id.to_string(),
+                terminated_at: now,
+                termination_recorded_at: now,
+                room_data: json!({
+                    "room_uuid": room.uuid.to_string(),
+                    "session_duration": (now - room.created_at).num_seconds(),
+                    "participant_count": room.state.read().ever_joined,
+                    "final_status": "completed",
+                }),
+                termination_reason: Some(why),
+                terminated_by: Some(by),
+                metadata: room.metadata.clone(),
+                record_created_at: now,
+            };
+            if let Err(e) = self.store().terminate_room(&record, &histories).await {
+                tracing::error!(room_id = %room.id, error = %e, "could not record room termination");
+            }
+            metrics::counter!("signal_rooms_terminated_total").increment(1);
+        } else {
+            let env = Envelope::new(Event::PeerLeft {
+                room: room.id.clone(),
+                client: member.client().clone(),
+                reason: reason.to_owned(),
+            });
+            for m in &remaining {
+                m.session.deliver(env.clone());
+            }
+            if let Err(e) = self
+                .store()
+                .remove_member(&history(room, &member, reason, &by, final_status(reason)))
+                .await
+            {
+                tracing::error!(room_id = %room.id, error = %e, "could not record room leave");
+            }
+        }
+        true
+    }
+
+    /// A snapshot of one room.
+    pub fn room_info(&self, room_id: &str) -> Option<RoomInfo> {
+        self.inner.rooms.get(room_id).map(|r| r.info())
+    }
+
+    /// Snapshots of every room.
+    pub fn list_rooms(&self) -> Vec<RoomInfo> {
+        let rooms: Vec<Arc<Room>> = self.inner.rooms.iter().map(|r| r.value().clone()).collect();
+        rooms.iter().map(|r| r.info()).collect()
+    }
+
+    /// Terminates rooms a previous run left active in the store (a crash, or a kill
+    /// without drain): their members are long gone. Returns how many were closed.
+    pub async fn recover_rooms(&self) -> Result<usize, CoreError> {
+        let store = self.store();
+        let rooms = store
+            .active_rooms()
+            .await
+            .map_err(|e| CoreError::from_store("recover", e))?;
+        let now = Utc::now();
+        for r in &rooms {
+            let members = store
+                .room_members(&r.room_id)
+                .await
+                .map_err(|e| CoreError::from_store("recover", e))?;
+            let reason = "server restarted while the room was active";
+            let histories: Vec<_> = members
+                .iter()
+                .map(|m| ClientInTerminatedRoomRecord {
+                    id: Uuid::new_v4(),
+                    client_id: m.client_id.clone(),
+                    room_id: m.room_id.clone(),
+                    joined_at: m.joined_at,
+                    left_at: now,
+                    termination_reason: reason.into(),
+                    terminated_by: "server".into(),
+                    final_status: "Disconnected".into(),
+                    capabilities: m.capabilities.clone(),
+                    metadata: m.metadata.clone(),
+                    record_created_at: now,
+                })
+                .collect();
+            let record = TerminatedRoomRecord {
+                id: Uuid::new_v4(),
+                room_id: r.room_id.clone(),
+                terminated_at: now,
+                termination_recorded_at: now,
+                room_data: json!({
+                    "room_uuid": r.id.to_string(),
+                    "session_duration": (now - r.created_at).num_seconds(),
+                    "participant_count": members.len(),
+                    "final_status": "recovered",
+                }),
+                termination_reason: Some(reason.into()),
+                terminated_by: Some("server".into()),
+                metadata: r.metadata.clone(),
+                record_created_at: now,
+            };
+            store
+                .terminate_room(&record, &histories)
+                .await
+                .map_err(|e| CoreError::from_store("recover", e))?;
+        }
+        Ok(rooms.len())
+    }
+
+    pub(super) fn room(&self, room_id: &str) -> Option<Arc<Room>> {
+        self.inner.rooms.get(room_id).map(|r| r.clone())
+    }
+}

@@ -1,0 +1,158 @@
+//! A connected, authenticated peer: its identity, its bounded outbound queue and the rooms
+//! it is in. The connection task owns the socket; the hub only ever pushes to the queue.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc};
+use uuid::Uuid;
+
+use super::event::{CloseReason, Envelope, Outbound, Wire};
+use crate::ids::{ClientId, RoomId};
+
+/// A session of one client on one connection.
+#[derive(Debug)]
+pub struct Session {
+    /// Session id, sent in CONNECT_ACK.
+    pub id: Uuid,
+    /// The authenticated client.
+    pub client_id: ClientId,
+    /// The connection's wire format.
+    pub wire: Wire,
+    /// When the session started.
+    pub connected_at: DateTime<Utc>,
+    /// Capabilities the client announced.
+    pub capabilities: Vec<String>,
+    /// Metadata the client announced.
+    pub metadata: Value,
+    tx: mpsc::Sender<Outbound>,
+    capacity: usize,
+    rooms: Mutex<Vec<RoomId>>,
+    closing: AtomicBool,
+    close_reason: Mutex<Option<CloseReason>>,
+    kill: Notify,
+}
+
+/// Handed back by [`Session::try_send`] when the queue is full or closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueFull;
+
+// === impl Session ===
+
+impl Session {
+    /// A new session writing to `tx` (bounded; its capacity is the slow-consumer limit).
+    pub fn new(
+        client_id: ClientId,
+        wire: Wire,
+        tx: mpsc::Sender<Outbound>,
+        capabilities: Vec<String>,
+        metadata: Value,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            id: Uuid::new_v4(),
+            client_id,
+            wire,
+            connected_at: Utc::now(),
+            capabilities,
+            metadata,
+            capacity: tx.max_capacity(),
+            tx,
+            rooms: Mutex::new(Vec::new()),
+            closing: AtomicBool::new(false),
+            close_reason: Mutex::new(None),
+            kill: Notify::new(),
+        })
+    }
+
+    /// Queues a shared event. A full queue closes the session as a slow consumer.
+    pub fn deliver(&self, env: Arc<Envelope>) -> bool {
+        self.push(Outbound::Event(env))
+    }
+
+    /// Queues bytes already encoded for this connection. A full queue closes the session.
+    pub fn send_frame(&self, frame: Bytes) -> bool {
+        self.push(Outbound::Frame(frame))
+    }
+
+    /// Queues without side effects; the caller decides what a full queue means.
+    pub fn try_send(&self, item: Outbound) -> Result<(), QueueFull> {
+        self.tx.try_send(item).map_err(|_| QueueFull)
+    }
+
+    fn push(&self, item: Outbound) -> bool {
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("signal_slow_consumer_disconnects_total").increment(1);
+                tracing::info!(client_id = %self.client_id, session_id = %self.id, "slow consumer: closing");
+                self.close(CloseReason::slow_consumer(self.capacity));
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks the connection to close. The first reason wins.
+    pub fn close(&self, reason: CloseReason) {
+        if self.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        *self.close_reason.lock() = Some(reason);
+        self.kill.notify_one();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Resolves when the hub asks this connection to close, with the reason.
+    pub async fn closed(&self) -> CloseReason {
+        loop {
+            if let Some(r) = self.close_reason.lock().clone() {
+                return r;
+            }
+            self.kill.notified().await;
+        }
+    }
+
+    /// Rooms this session is a member of.
+    pub fn rooms(&self) -> Vec<RoomId> {
+        self.rooms.lock().clone()
+    }
+
+    /// Whether this session is a member of `room`.
+    pub fn in_room(&self, room: &str) -> bool {
+        self.rooms.lock().iter().any(|r| r.as_str() == room)
+    }
+
+    /// Whether this session and `other` share at least one room.
+    pub fn shares_room_with(&self, other: &Session) -> bool {
+        if std::ptr::eq(self, other) {
+            return !self.rooms.lock().is_empty();
+        }
+        // Two sessions may test each other at once: lock in address order, never deadlock.
+        let (first, second) = if (self as *const Self) < (other as *const Self) {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        let a = first.rooms.lock();
+        let b = second.rooms.lock();
+        a.iter().any(|r| b.contains(r))
+    }
+
+    pub(crate) fn add_room(&self, room: RoomId) {
+        self.rooms.lock().push(room);
+    }
+
+    pub(crate) fn remove_room(&self, room: &str) {
+        self.rooms.lock().retain(|r| r.as_str() != room);
+    }
+}

@@ -1,0 +1,133 @@
+//! The relay path: a signal from one session to a target peer. No store round trip, no
+//! global lock: one shard read for the target, two short per-session locks for the
+//! shared-room rule, one bounded queue push.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::{
+    Hub,
+    event::{Envelope, Event, Signal, SignalBody, SignalKind},
+    session::Session,
+};
+use crate::{
+    bus::Remote,
+    error::CoreError,
+    ids::{ClientId, RoomId},
+};
+
+/// A signal as a dialect hands it to the hub.
+#[derive(Debug, Clone)]
+pub struct SignalRequest {
+    /// Frame id, kept end to end.
+    pub id: Uuid,
+    /// Offer, answer or candidate.
+    pub kind: SignalKind,
+    /// Target peer.
+    pub target: Option<String>,
+    /// Room, if named.
+    pub room: Option<String>,
+    /// Payload.
+    pub body: SignalBody,
+}
+
+impl Hub {
+    /// Routes a signal to its target, stamped with the sender's id.
+    pub async fn signal(&self, from: &Arc<Session>, req: SignalRequest) -> Result<(), CoreError> {
+        let Some(target) = req.target.as_deref().filter(|t| !t.is_empty()) else {
+            return Err(CoreError::bad_request(
+                "Missing or invalid 'target_client_id' field",
+            ));
+        };
+        let target = ClientId::parse("target_client_id", target)?;
+        if target == from.client_id {
+            return Err(CoreError::bad_request(
+                "Cannot signal yourself: target_client_id is the sender",
+            ));
+        }
+        let room = req
+            .room
+            .as_deref()
+            .filter(|r| !r.is_empty())
+            .map(RoomId::parse)
+            .transpose()?;
+        let not_connected = || {
+            CoreError::not_found(format!("Target client '{target}' not found"))
+                .with("target_client_id", target.to_string())
+        };
+        let to: Option<Arc<Session>> = match &room {
+            Some(room_id) => {
+                let r = self.room(room_id.as_str()).ok_or_else(|| {
+                    CoreError::not_found(format!("Room '{room_id}' not found"))
+                        .with("room_id", room_id.to_string())
+                })?;
+                if !from.in_room(room_id.as_str()) {
+                    return Err(CoreError::forbidden(format!(
+                        "Client '{}' is not in room '{room_id}'",
+                        from.client_id
+                    ))
+                    .with("room_id", room_id.to_string()));
+                }
+                match r.member_session(target.as_str()) {
+                    Some(s) => Some(s),
+                    None if self.sessions_of(target.as_str()).is_empty() => None,
+                    None => {
+                        return Err(CoreError::not_found(format!(
+                            "Target client '{target}' is not in room '{room_id}'"
+                        ))
+                        .with("target_client_id", target.to_string())
+                        .with("room_id", room_id.to_string()));
+                    }
+                }
+            }
+            None => {
+                let sessions = self.sessions_of(target.as_str());
+                if sessions.is_empty() {
+                    None
+                } else if self.config().require_shared_room {
+                    match sessions.iter().rev().find(|s| from.shares_room_with(s)) {
+                        Some(s) => Some(s.clone()),
+                        None => {
+                            return Err(CoreError::forbidden(format!(
+                                "Clients '{}' and '{target}' share no room",
+                                from.client_id
+                            ))
+                            .with("target_client_id", target.to_string()));
+                        }
+                    }
+                } else {
+                    sessions.last().cloned()
+                }
+            }
+        };
+        let kind = req.kind;
+        let env = Envelope::with_id(
+            req.id,
+            Event::Signal(Signal {
+                kind,
+                from: from.client_id.clone(),
+                target: target.clone(),
+                room,
+                body: req.body,
+            }),
+        );
+        match to {
+            Some(s) => {
+                s.deliver(env);
+            }
+            None => {
+                // Not on this node. Another node may hold it (only when rooms don't
+                // constrain routing, since room membership here is node-local).
+                if self.config().require_shared_room {
+                    return Err(not_connected());
+                }
+                if self.inner.bus.deliver_remote(&target, env).await == Remote::NotFound {
+                    return Err(not_connected());
+                }
+            }
+        }
+        metrics::counter!("signal_relayed_total", "kind" => kind.label()).increment(1);
+        Ok(())
+    }
+}

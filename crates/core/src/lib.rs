@@ -1,0 +1,14 @@
+//! The signaling domain of signal-manager: sessions, peers, rooms, roles and routing, and
+//! the ports it depends on (store, bus, auth). Knows nothing of WebSocket, JSON framing or
+//! SQL: dialect adapters turn wire messages into calls on [`hub::Hub`] and core events back
+//! into wire messages.
+
+pub mod auth;
+pub mod bus;
+pub mod error;
+pub mod hub;
+pub mod ids;
+pub mod store;
+
+pub use error::{CoreError, ErrorCode};
+pub use ids::{ClientId, RoomId};

@@ -1,0 +1,100 @@
+//! The store port: what the hub persists, as records named after the seed's seven
+//! collections, and the trait a database implements. No SQL here: an implementation may be
+//! SQLite, PostgreSQL or Firestore. Each method is one atomic unit of work; a method that
+//! returns `Ok` has committed.
+//!
+//! Active-state tables (`webrtc_rooms`, `webrtc_clients`, `client_in_room`) hold only live
+//! state and lose their rows when that state ends; history tables (`room_created`,
+//! `terminated_rooms`, `client_in_terminated_room`) are append-only.
+
+mod memory;
+mod records;
+
+pub use memory::MemoryStore;
+pub use records::*;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// A unique key already exists (e.g. the client is already registered).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database cannot be reached or timed out; retrying later may work.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug or corrupt data.
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+/// The persistence port of the hub.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A cheap round trip proving the database answers.
+    async fn health(&self) -> Result<(), StoreError>;
+
+    /// Inserts a `registered_clients` row. `Conflict` if the client_id exists.
+    async fn register_client(&self, client: &RegisteredClient) -> Result<(), StoreError>;
+    /// Reads a `registered_clients` row by client_id.
+    async fn get_client(&self, client_id: &str) -> Result<Option<RegisteredClient>, StoreError>;
+    /// Deletes a `registered_clients` row; `false` if there was none.
+    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
+    /// Sets `last_seen` of a registered client (no error if absent).
+    async fn touch_client(&self, client_id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Number of registered clients.
+    async fn count_clients(&self) -> Result<u64, StoreError>;
+
+    /// Creates a room: `webrtc_rooms` + `room_created` + the creator's `client_in_room`
+    /// and `webrtc_clients` rows, in one transaction.
+    async fn create_room(
+        &self,
+        room: &RoomRecord,
+        created: &RoomCreatedRecord,
+        creator: &MemberRecords,
+    ) -> Result<(), StoreError>;
+    /// Adds a member: `client_in_room` + `webrtc_clients`, and sets the room's
+    /// `sender_client_id`/`receiver_client_id` if `member`'s role slot is empty.
+    async fn add_member(&self, member: &MemberRecords) -> Result<(), StoreError>;
+    /// Removes one member of a room that goes on: deletes its `client_in_room` and
+    /// `webrtc_clients` rows and appends its `client_in_terminated_room` history.
+    async fn remove_member(&self, history: &ClientInTerminatedRoomRecord)
+    -> Result<(), StoreError>;
+    /// Terminates a room: deletes its `webrtc_rooms`, `client_in_room` and `webrtc_clients`
+    /// rows, appends `terminated_rooms` and one `client_in_terminated_room` per member still
+    /// in it, in one transaction.
+    async fn terminate_room(
+        &self,
+        record: &TerminatedRoomRecord,
+        members: &[ClientInTerminatedRoomRecord],
+    ) -> Result<(), StoreError>;
+
+    /// Active rooms (`webrtc_rooms`), oldest first.
+    async fn active_rooms(&self) -> Result<Vec<RoomRecord>, StoreError>;
+    /// One active room.
+    async fn get_room(&self, room_id: &str) -> Result<Option<RoomRecord>, StoreError>;
+    /// Current members of an active room (`client_in_room`), by join time.
+    async fn room_members(&self, room_id: &str) -> Result<Vec<ClientInRoomRecord>, StoreError>;
+    /// `webrtc_clients` rows of a room.
+    async fn room_webrtc_clients(
+        &self,
+        room_id: &str,
+    ) -> Result<Vec<WebrtcClientRecord>, StoreError>;
+    /// `room_created` rows for a room id (one per time the id was used).
+    async fn room_created(&self, room_id: &str) -> Result<Vec<RoomCreatedRecord>, StoreError>;
+    /// `terminated_rooms` rows for a room id.
+    async fn terminated_rooms(
+        &self,
+        room_id: &str,
+    ) -> Result<Vec<TerminatedRoomRecord>, StoreError>;
+    /// `client_in_terminated_room` rows for a room id, by `left_at`.
+    async fn member_history(
+        &self,
+        room_id: &str,
+    ) -> Result<Vec<ClientInTerminatedRoomRecord>, StoreError>;
+
+    /// Flushes and closes; later calls fail with `Unavailable`.
+    async fn close(&self);
+}

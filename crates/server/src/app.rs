@@ -1,0 +1,198 @@
+//! The HTTP surface on the main port: the binary WebSocket endpoint at `/` and `/health`.
+//! Connection limits (total and per IP) and the origin allow-list are enforced before the
+//! upgrade, so a refused client gets an HTTP status, not a dropped socket.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use axum::{
+    Json, Router,
+    extract::{ConnectInfo, State, WebSocketUpgrade, ws::rejection::WebSocketUpgradeRejection},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{any, get},
+};
+use dashmap::DashMap;
+use serde_json::json;
+use signal_core::hub::Hub;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{binary, config::Config};
+
+/// Shared state of every handler. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The hub.
+    pub hub: Hub,
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Cancelled when the server drains: every connection closes with 1001.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks, so the drain can wait for them.
+    pub tracker: TaskTracker,
+    /// Open connection counts.
+    pub conns: Arc<ConnCounts>,
+}
+
+/// Open WebSocket connections, in total and per client IP.
+#[derive(Debug, Default)]
+pub struct ConnCounts {
+    total: AtomicUsize,
+    per_ip: DashMap<IpAddr, usize>,
+}
+
+impl ConnCounts {
+    /// Open connections.
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// Releases a connection slot when dropped.
+struct ConnSlot {
+    counts: Arc<ConnCounts>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.counts.total.fetch_sub(1, Ordering::Relaxed);
+        self.counts.per_ip.remove_if_mut(&self.ip, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
+        metrics::gauge!("signal_connections").decrement(1.0);
+    }
+}
+
+/// The main router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", any(binary_endpoint))
+        .route("/health", get(health))
+        .with_state(state)
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// Admits a connection or says why not.
+fn admit(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<ConnSlot, (StatusCode, &'static str)> {
+    if state.shutdown.is_cancelled() {
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "server is shutting down"));
+    }
+    let sec = &state.config.security;
+    if !sec.allowed_origins.iter().any(|o| o == "*")
+        && let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
+        && !sec.allowed_origins.iter().any(|o| o == origin)
+    {
+        return Err((StatusCode::FORBIDDEN, "origin not allowed"));
+    }
+    let counts = &state.conns;
+    let max = state.config.server.max_connections;
+    if counts.total.fetch_add(1, Ordering::Relaxed) >= max {
+        counts.total.fetch_sub(1, Ordering::Relaxed);
+        metrics::counter!("signal_connections_refused_total", "reason" => "max_connections")
+            .increment(1);
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "connection limit reached"));
+    }
+    let ip = peer.ip();
+    let per_ip_max = sec.max_connections_per_ip as usize;
+    {
+        let mut n = counts.per_ip.entry(ip).or_insert(0);
+        if per_ip_max > 0 && *n >= per_ip_max {
+            drop(n);
+            counts.total.fetch_sub(1, Ordering::Relaxed);
+            metrics::counter!("signal_connections_refused_total", "reason" => "per_ip")
+                .increment(1);
+            return Err((
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many connections from this address",
+            ));
+        }
+        *n += 1;
+    }
+    metrics::gauge!("signal_connections").increment(1.0);
+    Ok(ConnSlot {
+        counts: counts.clone(),
+        ip,
+    })
+}
+
+async fn binary_endpoint(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(_) => {
+            return (
+                StatusCode::UPGRADE_REQUIRED,
+                [(header::UPGRADE, "websocket")],
+                "signal-manager: open a WebSocket here and speak the binary protocol (see docs/protocol.md)\n",
+            )
+                .into_response();
+        }
+    };
+    let slot = match admit(&state, peer, &headers) {
+        Ok(s) => s,
+        Err((status, why)) => return refuse(status, why),
+    };
+    let s = &state.config.server;
+    let max_message = s.max_message_size;
+    let token = state.tracker.token();
+    ws.max_message_size(max_message)
+        .max_frame_size(s.max_frame_size.unwrap_or(max_message))
+        .read_buffer_size(s.read_buffer_size)
+        .write_buffer_size(s.write_buffer_size)
+        .max_write_buffer_size(s.write_buffer_size + max_message + 4096)
+        .on_upgrade(move |socket| async move {
+            let _slot = slot;
+            let _token = token;
+            binary::serve(socket, state, peer).await;
+        })
+}
+
+/// `GET /health`: 200 `healthy` with counts, or 503 `unhealthy` when the store is down.
+pub async fn health(State(state): State<AppState>) -> Response {
+    let store = state.hub.store();
+    let stats = state.hub.stats();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    match (store.health().await, store.count_clients().await) {
+        (Ok(()), Ok(registered)) => Json(json!({
+            "status": "healthy",
+            "timestamp": now,
+            "active_connections": state.conns.total(),
+            "registered_clients": registered,
+            "webrtc_sessions": stats.members,
+            "rooms": stats.rooms,
+            "sessions": stats.sessions,
+        }))
+        .into_response(),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "health check: store unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({
+                    "status": "unhealthy",
+                    "timestamp": now,
+                    "active_connections": state.conns.total(),
+                    "error": "database unavailable",
+                })),
+            )
+                .into_response()
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! CONNECT → CONNECT_ACK: authenticate and open the session.
+
+use bytes::Bytes;
+use serde_json::Value;
+use signal_core::{
+    CoreError,
+    hub::{ConnectParams, Wire},
+};
+use signal_protocol::{
+    Frame, MessageType, PayloadType,
+    payload::{ConnectAck, ConnectRequest},
+};
+
+use crate::binary::{Conn, codec, payload};
+
+pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Bytes>, CoreError> {
+    if let Some(s) = &conn.session {
+        return Err(CoreError::conflict(format!(
+            "Already connected: this connection has session {}",
+            s.id
+        )));
+    }
+    let req: ConnectRequest = payload(frame)?;
+    let wire = if frame.payload_type == PayloadType::Cbor {
+        Wire::BinaryCbor
+    } else {
+        Wire::BinaryJson
+    };
+    let session = conn
+        .state
+        .hub
+        .connect(
+            ConnectParams {
+                client_id: req.client_id,
+                auth_token: req.auth_token,
+                version: req.version,
+                wire,
+                capabilities: req.capabilities.unwrap_or_default(),
+                metadata: req.metadata.unwrap_or(Value::Null),
+            },
+            conn.tx.clone(),
+        )
+        .await?;
+    let _ = conn.wire.set(wire);
+    tracing::Span::current().record("client_id", tracing::field::display(&session.client_id));
+    tracing::debug!(session_id = %session.id, "connected");
+    let hub = conn.state.hub.config();
+    let ack = ConnectAck {
+        status: 200,
+        message: "Connection established".into(),
+        session_id: session.id.to_string(),
+        server_version: hub.protocol_version.to_string(),
+        heartbeat_interval: hub.heartbeat_interval,
+        capabilities: hub.capabilities.clone(),
+    };
+    conn.session = Some(session);
+    codec::encode(
+        MessageType::ConnectAck,
+        frame.id,
+        codec::reply_type(frame.payload_type),
+        &ack,
+    )
+    .map(Some)
+}

@@ -1,0 +1,58 @@
+//! ROOM_JOIN → ROOM_JOIN_ACK with the other participants and the stored offer.
+
+use bytes::Bytes;
+use signal_core::{CoreError, hub::JoinRoomParams};
+use signal_protocol::{
+    Frame, MessageType,
+    payload::{RoomJoinAck, RoomJoinRequest},
+};
+
+use super::{connection_info, creds, participant, version};
+use crate::binary::{Conn, codec, payload};
+
+pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Bytes>, CoreError> {
+    let req: RoomJoinRequest = payload(frame)?;
+    let session = conn.session()?.clone();
+    let client_id = req.client_id.clone();
+    let joined = conn
+        .state
+        .hub
+        .join_room(
+            &session,
+            JoinRoomParams {
+                creds: creds(req.version, req.client_id, req.auth_token),
+                room_id: req.room_id,
+                role: req.role,
+                capabilities: req.capabilities.unwrap_or_default(),
+                metadata: req.metadata,
+            },
+        )
+        .await?;
+    let session_id = joined.session_id.to_string();
+    let ack = RoomJoinAck {
+        version: version(),
+        status: 200,
+        message: "Successfully joined room".into(),
+        room_id: joined.room_id.to_string(),
+        session_id: session_id.clone(),
+        app_id: conn.state.hub.config().app_id.clone(),
+        stun_url: conn.state.hub.config().stun_url.clone(),
+        connection_info: connection_info(
+            conn,
+            joined.room_id.as_str(),
+            joined.role,
+            &session_id,
+            joined.created_at,
+            &client_id,
+        ),
+        participants: joined.participants.iter().map(participant).collect(),
+        offer_sdp: joined.offer_sdp,
+    };
+    codec::encode(
+        MessageType::RoomJoinAck,
+        frame.id,
+        codec::reply_type(frame.payload_type),
+        &ack,
+    )
+    .map(Some)
+}

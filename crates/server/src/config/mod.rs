@@ -1,0 +1,222 @@
+//! The server's configuration: typed sections with defaults, loaded from an optional TOML
+//! file and `SIGNAL_MANAGER_<SECTION>_<KEY>` environment variables, then validated.
+//!
+//! Loading is strict: an unknown section or key, in the file or in the environment, is an
+//! error naming the key and its source. [`Config::validate`] then checks ranges and the
+//! relations between keys, reporting every failure with the key it concerns.
+//! `config.example.toml` at the repository root documents every key with its default.
+//!
+//! Environment variables map the first `_` after the prefix to `.` and lowercase the rest:
+//! `SIGNAL_MANAGER_SERVER_MAX_CONNECTIONS` sets `server.max_connections`, so section
+//! names never contain `_`. Arrays use TOML syntax: `SIGNAL_MANAGER_AUTH_API_KEYS='["a:b"]'`.
+//!
+//! Every time value is a whole number of seconds unless its key says otherwise
+//! (`database.retry_interval` is in milliseconds).
+
+mod auth;
+mod checks;
+mod database;
+mod error;
+mod load;
+mod secret;
+mod sections;
+mod server;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use auth::{AuthConfig, AuthMethod};
+pub use database::{DatabaseBackend, DatabaseConfig};
+pub use error::{ConfigError, ConfigIssue};
+pub use load::ENV_PREFIX;
+pub use secret::Secret;
+pub use sections::{
+    CloudflareConfig, FirestoreConfig, HeartbeatConfig, LogFormat, LoggingConfig, MetricsConfig,
+    RoomsConfig, RoutingConfig, SecurityConfig, SessionConfig, WebrtcConfig,
+};
+pub use server::{MAX_SIZE_LIMIT, MIN_SIZE_LIMIT, ServerConfig};
+
+use checks::Checks;
+
+/// The seed documents' test credentials, added by [`Config::apply_dev_mode`].
+pub const DEV_API_KEYS: [(&str, &str); 2] = [
+    ("test_client_1", "test_token_1"),
+    ("test_client_2", "test_token_2"),
+];
+
+/// The whole configuration, one field per TOML section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`: listener, limits, timeouts, TLS.
+    pub server: ServerConfig,
+    /// `[auth]`: API keys and JWT.
+    pub auth: AuthConfig,
+    /// `[heartbeat]`: liveness.
+    pub heartbeat: HeartbeatConfig,
+    /// `[session]`: registered-client sessions.
+    pub session: SessionConfig,
+    /// `[security]`: rate limits and origins.
+    pub security: SecurityConfig,
+    /// `[logging]`: tracing output.
+    pub logging: LoggingConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// `[database]`: the store.
+    pub database: DatabaseConfig,
+    /// `[rooms]`: room limits.
+    pub rooms: RoomsConfig,
+    /// `[routing]`: who may signal whom.
+    pub routing: RoutingConfig,
+    /// `[firestore]` (seed 000): accepted, not acted on.
+    pub firestore: Option<FirestoreConfig>,
+    /// `[cloudflare]`: accepted and validated, not yet acted on.
+    pub cloudflare: Option<CloudflareConfig>,
+    /// `[webrtc]` (seed 001): accepted and validated, not yet acted on.
+    pub webrtc: Option<WebrtcConfig>,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Defaults ← the TOML file at `path` (if `Some`) ← `SIGNAL_MANAGER_*` variables of the
+    /// process environment. Does not validate; call [`Config::validate`].
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env = std::env::vars_os().map(|(name, value)| {
+            (
+                name.to_string_lossy().into_owned(),
+                value.to_string_lossy().into_owned(),
+            )
+        });
+        load::load(path, env)
+    }
+
+    /// Like [`Config::load`], with the environment given as `(name, value)` pairs instead
+    /// of read from the process, so tests need not touch the process environment.
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        load::load(path, env)
+    }
+
+    /// Checks ranges and relations between keys; the error lists every failure, each
+    /// naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut c = Checks::default();
+        self.server.check(&mut c);
+        self.auth.check(&mut c);
+        self.check_heartbeat(&mut c);
+        self.session.check(&mut c);
+        self.security.check(&mut c);
+        self.logging.check(&mut c);
+        self.metrics.check(&mut c);
+        self.check_metrics_port(&mut c);
+        self.database.check(&mut c);
+        self.rooms.check(&mut c);
+        if let Some(cloudflare) = &self.cloudflare {
+            cloudflare.check(&mut c);
+        }
+        if let Some(webrtc) = &self.webrtc {
+            webrtc.check(&mut c);
+        }
+        let issues = c.into_issues();
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid { issues })
+        }
+    }
+
+    /// Sections present in the config that this build parses and validates but does not
+    /// act on yet: `"firestore"`, `"cloudflare"`, `"webrtc"`.
+    pub fn inactive_sections(&self) -> Vec<&'static str> {
+        [
+            ("firestore", self.firestore.is_some()),
+            ("cloudflare", self.cloudflare.is_some()),
+            ("webrtc", self.webrtc.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, present)| present.then_some(name))
+        .collect()
+    }
+
+    /// Development mode: adds the seed test credentials ([`DEV_API_KEYS`]) for each
+    /// client id not already in `auth.api_keys`, and sets `auth.allow_anonymous`.
+    pub fn apply_dev_mode(&mut self) {
+        let present: Vec<String> = self
+            .auth
+            .parsed_api_keys()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        for (id, token) in DEV_API_KEYS {
+            if !present.iter().any(|p| p == id) {
+                self.auth.api_keys.push(format!("{id}:{token}"));
+            }
+        }
+        self.auth.allow_anonymous = true;
+    }
+
+    /// The API keys as `(client_id, token)`, skipping malformed entries (which
+    /// [`Config::validate`] reports).
+    pub fn api_keys(&self) -> Vec<(String, String)> {
+        self.auth.parsed_api_keys()
+    }
+
+    /// The heartbeat interval in force, in seconds: `heartbeat.interval`, unless it is left
+    /// at its default and seed 000's `server.heartbeat_interval` is set.
+    pub fn heartbeat_interval(&self) -> u64 {
+        match self.server.heartbeat_interval {
+            Some(interval) if self.heartbeat.interval == HeartbeatConfig::default().interval => {
+                interval
+            }
+            _ => self.heartbeat.interval,
+        }
+    }
+
+    /// The key [`Config::heartbeat_interval`] takes its value from.
+    fn heartbeat_interval_key(&self) -> &'static str {
+        if self.heartbeat_interval() == self.heartbeat.interval {
+            "heartbeat.interval"
+        } else {
+            "server.heartbeat_interval"
+        }
+    }
+
+    fn check_heartbeat(&self, c: &mut Checks) {
+        c.at_least("heartbeat.interval", self.heartbeat.interval, 1);
+        let interval = self.heartbeat_interval();
+        if self.heartbeat.timeout <= interval {
+            c.fail(
+                "heartbeat.timeout",
+                format!(
+                    "must be greater than {} = {interval} (got {})",
+                    self.heartbeat_interval_key(),
+                    self.heartbeat.timeout
+                ),
+            );
+        }
+    }
+
+    fn check_metrics_port(&self, c: &mut Checks) {
+        let (server, metrics) = (&self.server, &self.metrics);
+        if metrics.enabled
+            && metrics.port != 0
+            && metrics.port == server.port
+            && metrics.host == server.host
+        {
+            c.fail(
+                "metrics.port",
+                format!(
+                    "must differ from server.port when both listen on {} (got {})",
+                    metrics.host, metrics.port
+                ),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,10 @@
+//! The signal-manager server: the HTTP/WebSocket listener, the binary dialect adapter,
+//! configuration, logging, start-up and drain. `main.rs` is a thin shell over [`run`].
+
+pub mod app;
+pub mod binary;
+pub mod config;
+pub mod run;
+pub mod telemetry;
+
+pub use run::{Running, StartError, start};

@@ -1,0 +1,160 @@
+//! `signal-manager-service`: configuration → logging → bind → serve → drain on SIGTERM/SIGINT.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use signal_server::{config::Config, telemetry};
+
+/// A WebRTC signaling server: binary protocol over WebSocket, rooms, persistence.
+#[derive(Parser, Debug)]
+#[command(name = "signal-manager-service", version, about)]
+struct Cli {
+    /// TOML configuration file (every key optional; `SIGNAL_MANAGER_<SECTION>_<KEY>`
+    /// environment variables override it).
+    #[arg(long, short, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Development mode: accept the seed test credentials (test_client_1/test_token_1,
+    /// test_client_2/test_token_2). Never use in production.
+    #[arg(long)]
+    dev: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Load and validate the configuration, print the effective settings, and exit.
+    CheckConfig,
+    /// Print an HS256 JWT for a client id, signed with `auth.token_secret`.
+    Token {
+        /// The client id (`sub` claim).
+        #[arg(long)]
+        sub: String,
+        /// Display name (`name` claim).
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime in seconds (default `auth.token_expiry`).
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+}
+
+/// Exit status for a configuration error (EX_CONFIG is 78; sysexits' EX_USAGE, 64, is what
+/// operators of the seed expect for bad input).
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("signal-manager-service: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if cli.dev {
+        config.apply_dev_mode();
+    }
+    if let Err(e) = config.validate() {
+        eprintln!("signal-manager-service: configuration error: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match cli.command {
+        Some(Command::CheckConfig) => {
+            println!("{config:#?}");
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Token { sub, name, ttl }) => {
+            let Some(secret) = config.auth.token_secret.as_ref() else {
+                eprintln!(
+                    "signal-manager-service: auth.token_secret is not set; cannot sign a JWT"
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            let ttl = ttl.unwrap_or(config.auth.token_expiry);
+            return match signal_core::auth::issue_jwt(secret.expose(), &sub, name.as_deref(), ttl) {
+                Ok(t) => {
+                    println!("{t}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("signal-manager-service: {}", e.message);
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        None => {}
+    }
+    telemetry::init(&config.logging);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("signal-manager-service: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config, cli.dev))
+}
+
+async fn serve(config: Config, dev: bool) -> ExitCode {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    for section in config.inactive_sections() {
+        tracing::warn!(
+            section,
+            "configuration section parsed and validated but not active in this version"
+        );
+    }
+    if dev {
+        tracing::warn!("development mode: the seed test credentials are accepted");
+    }
+    if config.api_keys().is_empty() && config.auth.token_secret.is_none() {
+        tracing::warn!(
+            "no auth.api_keys and no auth.token_secret: only registered clients can connect, and none can register; \
+             configure credentials or start with --dev"
+        );
+    }
+    let running = match signal_server::start(config.clone(), None).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("signal-manager-service: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        addr = %running.addr,
+        database = %config.database.redacted_url(),
+        version = env!("CARGO_PKG_VERSION"),
+        "listening: binary protocol on ws://{}/", running.addr
+    );
+    wait_for_signal().await;
+    running.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,214 @@
+//! Starting and draining the server. `start` takes a validated configuration (and an
+//! optional already-bound listener, so tests can bind port 0) and returns a handle whose
+//! `shutdown` performs the staged drain: stop accepting, close every WebSocket with 1001
+//! (members leave their rooms, which writes the room history), wait for the connection
+//! tasks, close the store.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use signal_core::{
+    auth::Authenticator,
+    bus::LocalBus,
+    hub::{Hub, HubConfig},
+    store::{Store, StoreError},
+};
+use signal_store_sqlite::{SqliteOptions, SqliteStore};
+use tokio::task::JoinHandle;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    app::{AppState, ConnCounts, app},
+    config::{Config, DatabaseBackend},
+};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error("database: {0}")]
+    Store(String),
+    /// The listener could not be bound or served.
+    #[error("listener {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// TLS material could not be loaded.
+    #[error("tls: {0}")]
+    Tls(String),
+}
+
+/// A running server.
+pub struct Running {
+    /// The address the main listener is bound to.
+    pub addr: SocketAddr,
+    state: AppState,
+    handle: axum_server::Handle<SocketAddr>,
+    join: JoinHandle<std::io::Result<()>>,
+}
+
+/// Opens the store named by `database.url`.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    match config.database.backend() {
+        DatabaseBackend::Sqlite => {
+            let opts = SqliteOptions {
+                max_connections: config.database.max_connections,
+                operation_timeout: Duration::from_secs(config.database.operation_timeout.max(1)),
+            };
+            let store = SqliteStore::open(&config.database.url, opts)
+                .await
+                .map_err(|e: StoreError| {
+                    StartError::Store(format!("{} ({})", e, config.database.redacted_url()))
+                })?;
+            Ok(Arc::new(store))
+        }
+        DatabaseBackend::Postgres => Err(StartError::Store(format!(
+            "PostgreSQL ({}) is not available in this build yet; use sqlite://PATH",
+            config.database.redacted_url()
+        ))),
+    }
+}
+
+/// Builds the hub's settings from the configuration.
+pub fn hub_config(config: &Config) -> HubConfig {
+    HubConfig {
+        heartbeat_interval: config.heartbeat_interval(),
+        max_sessions_per_client: config.session.max_sessions_per_client.max(1) as usize,
+        default_max_participants: config.rooms.max_participants as usize,
+        max_rooms: config.rooms.max_rooms as usize,
+        require_shared_room: config.routing.require_shared_room,
+        ..HubConfig::default()
+    }
+}
+
+/// Starts the server on `listener` (or binds `server.host:server.port`).
+pub async fn start(
+    config: Config,
+    listener: Option<std::net::TcpListener>,
+) -> Result<Running, StartError> {
+    let config = Arc::new(config);
+    let store = open_store(&config).await?;
+    let auth = Arc::new(Authenticator::new(
+        config.api_keys(),
+        config.auth.token_secret.as_ref().map(|s| s.expose()),
+        store.clone(),
+    ));
+    let hub = Hub::new(
+        hub_config(&config),
+        store,
+        auth,
+        Arc::new(LocalBus::default()),
+    );
+    match hub.recover_rooms().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(rooms = n, "closed rooms left active by a previous run"),
+        Err(e) => {
+            tracing::error!(error = %e.message, "could not recover rooms left by a previous run")
+        }
+    }
+    let state = AppState {
+        hub,
+        config: config.clone(),
+        shutdown: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        conns: Arc::new(ConnCounts::default()),
+    };
+    let addr_text = format!("{}:{}", config.server.host, config.server.port);
+    let listener = match listener {
+        Some(l) => l,
+        None => std::net::TcpListener::bind(&addr_text).map_err(|source| StartError::Bind {
+            addr: addr_text.clone(),
+            source,
+        })?,
+    };
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| StartError::Bind {
+            addr: addr_text.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: addr_text.clone(),
+        source,
+    })?;
+    let handle = axum_server::Handle::new();
+    let make = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let header_timeout = Duration::from_secs(config.server.header_read_timeout.max(1));
+    let join = if config.server.tls_enabled {
+        let (Some(cert), Some(key)) = (&config.server.tls_cert_path, &config.server.tls_key_path)
+        else {
+            return Err(StartError::Tls(
+                "server.tls_cert_path and server.tls_key_path are required".into(),
+            ));
+        };
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+            .await
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+        let mut server = axum_server::from_tcp_rustls(listener, tls)
+            .map_err(|source| StartError::Bind {
+                addr: addr_text,
+                source,
+            })?
+            .handle(handle.clone());
+        server
+            .http_builder()
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        tokio::spawn(server.serve(make))
+    } else {
+        let mut server = axum_server::from_tcp(listener)
+            .map_err(|source| StartError::Bind {
+                addr: addr_text,
+                source,
+            })?
+            .handle(handle.clone());
+        server
+            .http_builder()
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        tokio::spawn(server.serve(make))
+    };
+    Ok(Running {
+        addr,
+        state,
+        handle,
+        join,
+    })
+}
+
+// === impl Running ===
+
+impl Running {
+    /// The hub (for in-process inspection).
+    pub fn hub(&self) -> &Hub {
+        &self.state.hub
+    }
+
+    /// Drains and stops: no new connections, every WebSocket closed with 1001 after its
+    /// session left its rooms, then the store is closed. Bounded by `server.shutdown_timeout`.
+    pub async fn shutdown(self) {
+        let timeout = Duration::from_secs(self.state.config.server.shutdown_timeout.max(1));
+        tracing::info!("draining: closing connections");
+        // Stop accepting; upgraded WebSockets are not tracked by hyper, we close them.
+        self.handle.graceful_shutdown(Some(timeout));
+        self.state.hub.begin_shutdown();
+        self.state.shutdown.cancel();
+        self.state.tracker.close();
+        if tokio::time::timeout(timeout, self.state.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.state.tracker.len(),
+                "drain timed out; closing the store with connections still open"
+            );
+        }
+        let _ = tokio::time::timeout(timeout, self.join).await;
+        self.state.hub.store().close().await;
+        tracing::info!("drained");
+    }
+}

@@ -1,0 +1,901 @@
+//! The embedded SQLite implementation of the signal-manager [`Store`] port.
+//!
+//! [`SqliteStore::open`] opens (creating it and its missing parent directories if needed) a
+//! database file and runs the embedded migrations (`migrations/0001_init.sql`: the seed's
+//! seven tables).
+//!
+//! # Durability and concurrency
+//!
+//! * The journal is WAL with `synchronous=NORMAL`: a committed transaction survives a crash
+//!   of the process (the WAL is written before `COMMIT` returns, only its `fsync` is deferred
+//!   to checkpoints), which is what "acknowledge only after commit" needs. An OS crash or
+//!   power loss may lose the last transactions; `FULL` would cost an `fsync` per commit for
+//!   that case, which a signaling server does not need.
+//! * Readers never block writers and vice versa. Every write runs in a transaction opened
+//!   with `BEGIN IMMEDIATE`, which takes the write lock up front, so concurrent writers wait
+//!   on `busy_timeout` (5 s) instead of failing with "database is locked" when a deferred
+//!   transaction tries to upgrade its lock.
+//! * Foreign keys are on: member rows (`client_in_room`, `webrtc_clients`) need an active
+//!   room in `webrtc_rooms`.
+//! * Every operation is bounded by [`SqliteOptions::operation_timeout`].
+//!
+//! # Storage format
+//!
+//! UUIDs are hyphenated TEXT, timestamps RFC 3339 TEXT in UTC with nanoseconds
+//! (`2024-06-01T12:00:00.000000000Z`, fixed width so that text order is time order), JSON
+//! values and capability lists JSON TEXT.
+//!
+//! # Errors
+//!
+//! Pool, I/O, lock and timeout failures are [`StoreError::Unavailable`]; unique-key
+//! violations are [`StoreError::Conflict`] with a message naming the key; the rest is
+//! [`StoreError::Internal`]. Messages carry ids and SQLite's own text, never a token or a
+//! database URL.
+
+use std::future::Future;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
+use signal_core::store::{
+    ClientInRoomRecord, ClientInTerminatedRoomRecord, MemberRecords, RegisteredClient,
+    RoomCreatedRecord, RoomRecord, Store, StoreError, TerminatedRoomRecord, WebrtcClientRecord,
+};
+use sqlx::error::ErrorKind;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use uuid::Uuid;
+
+/// The embedded migrations (`crates/store-sqlite/migrations`).
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// How long SQLite waits for a lock held by another connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Tuning of a [`SqliteStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// Connections in the pool (at least 1; an in-memory database always uses 1).
+    pub max_connections: u32,
+    /// Upper bound of every store operation, including waiting for a pooled connection;
+    /// past it the operation fails with [`StoreError::Unavailable`].
+    pub operation_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            operation_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A [`Store`] on an embedded SQLite database.
+#[derive(Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    timeout: Duration,
+    closed: AtomicBool,
+}
+
+/// Why a URL is not accepted (the URL itself is not echoed: it could hold a password).
+const BAD_URL: &str =
+    "unsupported database url: expected sqlite://PATH, sqlite:PATH or sqlite::memory:";
+
+impl SqliteStore {
+    /// Opens the database at `url` and brings its schema up to date.
+    ///
+    /// Accepts `sqlite://PATH` and `sqlite:PATH` (relative or absolute; the file and its
+    /// missing parent directories are created) and `sqlite::memory:` (a private in-memory
+    /// database that lives as long as the store).
+    pub async fn open(url: &str, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| StoreError::Internal(BAD_URL.into()))?;
+        let (path, params) = rest.split_once('?').unwrap_or((rest, ""));
+        let in_memory = path == ":memory:"
+            || params
+                .split('&')
+                .any(|p| p.eq_ignore_ascii_case("mode=memory"));
+        if !in_memory && path.is_empty() {
+            return Err(StoreError::Internal(BAD_URL.into()));
+        }
+
+        let mut connect = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Internal(format!("{BAD_URL} ({e})")))?
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .synchronous(SqliteSynchronous::Normal);
+        let mut pool = SqlitePoolOptions::new().acquire_timeout(opts.operation_timeout);
+        if in_memory {
+            // One connection that never closes: the database dies with its last connection.
+            pool = pool
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        } else {
+            connect = connect
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal);
+            let file = connect.get_filename().to_owned();
+            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                create_dir(dir)?;
+            }
+            pool = pool.max_connections(opts.max_connections.max(1));
+        }
+
+        // The first connection (which switches the file to WAL) and the migrations run alone,
+        // before any other connection exists.
+        let pool = tokio::time::timeout(opts.operation_timeout, pool.connect_with(connect))
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "opening the database timed out after {:?}",
+                    opts.operation_timeout
+                ))
+            })?
+            .map_err(classify)?;
+        if let Err(e) = MIGRATOR.run(&pool).await {
+            pool.close().await;
+            return Err(StoreError::Internal(format!("migrating the database: {e}")));
+        }
+        tracing::info!(in_memory, "sqlite store opened");
+        Ok(SqliteStore {
+            pool,
+            timeout: opts.operation_timeout,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The connection pool (for tests and diagnostics).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Runs one store operation, bounded by the operation timeout.
+    async fn run<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, StoreError>> + Send,
+    ) -> Result<T, StoreError> {
+        if self.closed.load(Ordering::SeqCst) || self.pool.is_closed() {
+            return Err(StoreError::Unavailable("the store is closed".into()));
+        }
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(op, timeout = ?self.timeout, "sqlite store operation timed out");
+                Err(StoreError::Unavailable(format!(
+                    "{op} timed out after {:?}",
+                    self.timeout
+                )))
+            }
+        }
+    }
+
+    /// Opens a write transaction holding the write lock.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        StoreError::Unavailable(format!(
+            "cannot create the database directory {}: {e}",
+            dir.display()
+        ))
+    })
+}
+
+// ----- errors -----
+
+/// SQLite primary result codes meaning "the database cannot serve now".
+const SQLITE_BUSY: i64 = 5;
+const SQLITE_LOCKED: i64 = 6;
+const SQLITE_READONLY: i64 = 8;
+const SQLITE_IOERR: i64 = 10;
+const SQLITE_FULL: i64 = 13;
+const SQLITE_CANTOPEN: i64 = 14;
+
+/// Maps an error with no statement-specific meaning.
+fn classify(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+        sqlx::Error::Database(db) => {
+            let primary = db
+                .code()
+                .and_then(|c| c.parse::<i64>().ok())
+                .map(|c| c & 0xff);
+            match (db.kind(), primary) {
+                (ErrorKind::UniqueViolation, _) => {
+                    StoreError::Conflict(format!("unique key violated: {}", db.message()))
+                }
+                (
+                    _,
+                    Some(
+                        SQLITE_BUSY | SQLITE_LOCKED | SQLITE_READONLY | SQLITE_IOERR | SQLITE_FULL
+                        | SQLITE_CANTOPEN,
+                    ),
+                ) => StoreError::Unavailable(e.to_string()),
+                _ => StoreError::Internal(e.to_string()),
+            }
+        }
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+/// Maps an error of an `INSERT`: a unique violation becomes `Conflict(conflict(sqlite
+/// message))`, where the message names the violated columns (e.g. `UNIQUE constraint
+/// failed: webrtc_rooms.room_id`).
+fn insert_err(e: sqlx::Error, conflict: impl FnOnce(&str) -> String) -> StoreError {
+    if let sqlx::Error::Database(db) = &e
+        && db.kind() == ErrorKind::UniqueViolation
+    {
+        return StoreError::Conflict(conflict(db.message()));
+    }
+    classify(e)
+}
+
+/// Maps an error of inserting a member row: unique key → `Conflict`, missing room →
+/// `Internal`.
+fn member_err(e: sqlx::Error, table: &str, client_id: &str, room_id: &str, id: Uuid) -> StoreError {
+    if let sqlx::Error::Database(db) = &e
+        && db.kind() == ErrorKind::ForeignKeyViolation
+    {
+        return StoreError::Internal(format!("room '{room_id}' is not active"));
+    }
+    insert_err(e, |msg| {
+        if msg.contains(&format!("{table}.client_id")) {
+            if table == "client_in_room" {
+                format!("client '{client_id}' is already in room '{room_id}'")
+            } else {
+                format!("client '{client_id}' already has a WebRTC session in room '{room_id}'")
+            }
+        } else {
+            format!("{table} row {id} already exists")
+        }
+    })
+}
+
+// ----- encoding -----
+
+fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+fn opt_ts(t: &Option<DateTime<Utc>>) -> Option<String> {
+    t.as_ref().map(ts)
+}
+
+fn json(v: &Value) -> String {
+    v.to_string()
+}
+
+fn caps(c: &[String]) -> String {
+    Value::from(c.to_vec()).to_string()
+}
+
+// ----- decoding -----
+
+fn corrupt(col: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(format!("bad value in column {col}: {e}"))
+}
+
+fn get_str(row: &SqliteRow, col: &str) -> Result<String, StoreError> {
+    row.try_get::<String, _>(col).map_err(|e| corrupt(col, e))
+}
+
+fn get_opt_str(row: &SqliteRow, col: &str) -> Result<Option<String>, StoreError> {
+    row.try_get::<Option<String>, _>(col)
+        .map_err(|e| corrupt(col, e))
+}
+
+fn get_uuid(row: &SqliteRow, col: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(&get_str(row, col)?).map_err(|e| corrupt(col, e))
+}
+
+fn parse_ts(col: &str, s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| corrupt(col, e))
+}
+
+fn get_ts(row: &SqliteRow, col: &str) -> Result<DateTime<Utc>, StoreError> {
+    parse_ts(col, &get_str(row, col)?)
+}
+
+fn get_opt_ts(row: &SqliteRow, col: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    get_opt_str(row, col)?
+        .map(|s| parse_ts(col, &s))
+        .transpose()
+}
+
+fn get_json(row: &SqliteRow, col: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(&get_str(row, col)?).map_err(|e| corrupt(col, e))
+}
+
+fn get_caps(row: &SqliteRow, col: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(&get_str(row, col)?).map_err(|e| corrupt(col, e))
+}
+
+fn client_from_row(row: &SqliteRow) -> Result<RegisteredClient, StoreError> {
+    Ok(RegisteredClient {
+        id: get_uuid(row, "id")?,
+        client_id: get_str(row, "client_id")?,
+        auth_token: get_str(row, "auth_token")?,
+        room_id: get_opt_str(row, "room_id")?,
+        capabilities: get_caps(row, "capabilities")?,
+        registered_at: get_ts(row, "registered_at")?,
+        last_seen: get_opt_ts(row, "last_seen")?,
+        status: get_str(row, "status")?,
+        metadata: get_json(row, "metadata")?,
+        record_created_at: get_ts(row, "record_created_at")?,
+    })
+}
+
+fn room_from_row(row: &SqliteRow) -> Result<RoomRecord, StoreError> {
+    Ok(RoomRecord {
+        id: get_uuid(row, "id")?,
+        room_id: get_str(row, "room_id")?,
+        app_id: get_str(row, "app_id")?,
+        created_at: get_ts(row, "created_at")?,
+        status: get_str(row, "status")?,
+        sender_client_id: get_opt_str(row, "sender_client_id")?,
+        receiver_client_id: get_opt_str(row, "receiver_client_id")?,
+        session_id: get_opt_str(row, "session_id")?,
+        metadata: get_json(row, "metadata")?,
+        record_created_at: get_ts(row, "record_created_at")?,
+    })
+}
+
+fn created_from_row(row: &SqliteRow) -> Result<RoomCreatedRecord, StoreError> {
+    Ok(RoomCreatedRecord {
+        id: get_uuid(row, "id")?,
+        room_uuid: get_uuid(row, "room_uuid")?,
+        room_id: get_str(row, "room_id")?,
+        created_at: get_ts(row, "created_at")?,
+        room_data: get_json(row, "room_data")?,
+        created_by: get_opt_str(row, "created_by")?,
+        metadata: get_json(row, "metadata")?,
+        record_created_at: get_ts(row, "record_created_at")?,
+    })
+}
+
+fn member_from_row(row: &SqliteRow) -> Result<ClientInRoomRecord, StoreError> {
+    Ok(ClientInRoomRecord {
+        id: get_uuid(row, "id")?,
+        client_id: get_str(row, "client_id")?,
+        room_id: get_str(row, "room_id")?,
+        joined_at: get_ts(row, "joined_at")?,
+        last_activity: get_ts(row, "last_activity")?,
+        status: get_str(row, "status")?,
+        capabilities: get_caps(row, "capabilities")?,
+        metadata: get_json(row, "metadata")?,
+        record_created_at: get_ts(row, "record_created_at")?,
+    })
+}
+
+fn webrtc_client_from_row(row: &SqliteRow) -> Result<WebrtcClientRecord, StoreError> {
+    Ok(WebrtcClientRecord {
+        id: get_uuid(row, "id")?,
+        client_id: get_str(row, "client_id")?,
+        room_id: get_str(row, "room_id")?,
+        role: get_str(row, "role")?,
+        session_id: get_opt_str(row, "session_id")?,
+        joined_at: get_ts(row, "joined_at")?,
+        status: get_str(row, "status")?,
+        metadata: get_json(row, "metadata")?,
+        record_created_at: get_ts(row, "record_created_at")?,
+    })
+}
+
+fn terminated_from_row(row: &SqliteRow) -> Result<TerminatedRoomRecord, StoreError> {
+    Ok(TerminatedRoomRecord {
+        id: get_uuid(row, "id")?,
+        room_id: get_str(row, "room_id")?,
+        terminated_at: get_ts(row, "terminated_at")?,
+        termination_recorded_at: get_ts(row, "termination_recorded_at")?,
+        room_data: get_json(row, "room_data")?,
+        termination_reason: get_opt_str(row, "termination_reason")?,
+        terminated_by: get_opt_str(row, "terminated_by")?,
+        metadata: get_json(row, "metadata")?,
+        record_created_at: get_ts(row, "record_created_at")?,
+    })
+}
+
+fn history_from_row(row: &SqliteRow) -> Result<ClientInTerminatedRoomRecord, StoreError> {
+    Ok(ClientInTerminatedRoomRecord {
+        id: get_uuid(row, "id")?,
+        client_id: get_str(row, "client_id")?,
+        room_id: get_str(row, "room_id")?,
+        joined_at: get_ts(row, "joined_at")?,
+        left_at: get_ts(row, "left_at")?,
+        termination_reason: get_str(row, "termination_reason")?,
+        terminated_by: get_str(row, "terminated_by")?,
+        final_status: get_str(row, "final_status")?,
+        capabilities: get_caps(row, "capabilities")?,
+        metadata: get_json(row, "metadata")?,
+        record_created_at: get_ts(row, "record_created_at")?,
+    })
+}
+
+fn rows<T>(
+    rows: Vec<SqliteRow>,
+    decode: fn(&SqliteRow) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    rows.iter().map(decode).collect()
+}
+
+// ----- statements used inside write transactions -----
+
+async fn insert_member(
+    tx: &mut Transaction<'static, Sqlite>,
+    member: &MemberRecords,
+) -> Result<(), StoreError> {
+    let m = &member.client_in_room;
+    sqlx::query(
+        "INSERT INTO client_in_room (id, client_id, room_id, joined_at, last_activity, status, \
+         capabilities, metadata, record_created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(m.id.to_string())
+    .bind(&m.client_id)
+    .bind(&m.room_id)
+    .bind(ts(&m.joined_at))
+    .bind(ts(&m.last_activity))
+    .bind(&m.status)
+    .bind(caps(&m.capabilities))
+    .bind(json(&m.metadata))
+    .bind(ts(&m.record_created_at))
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| member_err(e, "client_in_room", &m.client_id, &m.room_id, m.id))?;
+
+    let w = &member.webrtc_client;
+    sqlx::query(
+        "INSERT INTO webrtc_clients (id, client_id, room_id, role, session_id, joined_at, \
+         status, metadata, record_created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(w.id.to_string())
+    .bind(&w.client_id)
+    .bind(&w.room_id)
+    .bind(&w.role)
+    .bind(&w.session_id)
+    .bind(ts(&w.joined_at))
+    .bind(&w.status)
+    .bind(json(&w.metadata))
+    .bind(ts(&w.record_created_at))
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| member_err(e, "webrtc_clients", &w.client_id, &w.room_id, w.id))?;
+    Ok(())
+}
+
+async fn insert_history(
+    tx: &mut Transaction<'static, Sqlite>,
+    h: &ClientInTerminatedRoomRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO client_in_terminated_room (id, client_id, room_id, joined_at, left_at, \
+         termination_reason, terminated_by, final_status, capabilities, metadata, \
+         record_created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(h.id.to_string())
+    .bind(&h.client_id)
+    .bind(&h.room_id)
+    .bind(ts(&h.joined_at))
+    .bind(ts(&h.left_at))
+    .bind(&h.termination_reason)
+    .bind(&h.terminated_by)
+    .bind(&h.final_status)
+    .bind(caps(&h.capabilities))
+    .bind(json(&h.metadata))
+    .bind(ts(&h.record_created_at))
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| {
+        insert_err(e, |_| {
+            format!("client_in_terminated_room row {} already exists", h.id)
+        })
+    })?;
+    Ok(())
+}
+
+async fn delete_member(
+    tx: &mut Transaction<'static, Sqlite>,
+    client_id: &str,
+    room_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM client_in_room WHERE client_id = ? AND room_id = ?")
+        .bind(client_id)
+        .bind(room_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+    sqlx::query("DELETE FROM webrtc_clients WHERE client_id = ? AND room_id = ?")
+        .bind(client_id)
+        .bind(room_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+    Ok(())
+}
+
+async fn commit(tx: Transaction<'static, Sqlite>) -> Result<(), StoreError> {
+    tx.commit().await.map_err(classify)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn health(&self) -> Result<(), StoreError> {
+        self.run("health", async {
+            sqlx::query("SELECT 1")
+                .execute(&self.pool)
+                .await
+                .map_err(classify)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn register_client(&self, c: &RegisteredClient) -> Result<(), StoreError> {
+        self.run("register_client", async {
+            let mut tx = self.begin_write().await?;
+            sqlx::query(
+                "INSERT INTO registered_clients (id, client_id, auth_token, room_id, \
+                 capabilities, registered_at, last_seen, status, metadata, record_created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(c.id.to_string())
+            .bind(&c.client_id)
+            .bind(&c.auth_token)
+            .bind(&c.room_id)
+            .bind(caps(&c.capabilities))
+            .bind(ts(&c.registered_at))
+            .bind(opt_ts(&c.last_seen))
+            .bind(&c.status)
+            .bind(json(&c.metadata))
+            .bind(ts(&c.record_created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                insert_err(e, |msg| {
+                    if msg.contains("registered_clients.client_id") {
+                        format!("client '{}' is already registered", c.client_id)
+                    } else {
+                        format!("registered_clients row {} already exists", c.id)
+                    }
+                })
+            })?;
+            commit(tx).await
+        })
+        .await
+    }
+
+    async fn get_client(&self, client_id: &str) -> Result<Option<RegisteredClient>, StoreError> {
+        self.run("get_client", async {
+            let row = sqlx::query("SELECT * FROM registered_clients WHERE client_id = ?")
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)?;
+            row.as_ref().map(client_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+        self.run("delete_client", async {
+            let mut tx = self.begin_write().await?;
+            let done = sqlx::query("DELETE FROM registered_clients WHERE client_id = ?")
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            commit(tx).await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
+    }
+
+    async fn touch_client(&self, client_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.run("touch_client", async {
+            let mut tx = self.begin_write().await?;
+            sqlx::query("UPDATE registered_clients SET last_seen = ? WHERE client_id = ?")
+                .bind(ts(&at))
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            commit(tx).await
+        })
+        .await
+    }
+
+    async fn count_clients(&self) -> Result<u64, StoreError> {
+        self.run("count_clients", async {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM registered_clients")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(classify)?;
+            u64::try_from(n).map_err(|e| corrupt("COUNT(*)", e))
+        })
+        .await
+    }
+
+    async fn create_room(
+        &self,
+        room: &RoomRecord,
+        created: &RoomCreatedRecord,
+        creator: &MemberRecords,
+    ) -> Result<(), StoreError> {
+        self.run("create_room", async {
+            let mut tx = self.begin_write().await?;
+            sqlx::query(
+                "INSERT INTO webrtc_rooms (id, room_id, app_id, created_at, status, \
+                 sender_client_id, receiver_client_id, session_id, metadata, record_created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(room.id.to_string())
+            .bind(&room.room_id)
+            .bind(&room.app_id)
+            .bind(ts(&room.created_at))
+            .bind(&room.status)
+            .bind(&room.sender_client_id)
+            .bind(&room.receiver_client_id)
+            .bind(&room.session_id)
+            .bind(json(&room.metadata))
+            .bind(ts(&room.record_created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                insert_err(e, |msg| {
+                    if msg.contains("webrtc_rooms.room_id") {
+                        format!("room '{}' already exists", room.room_id)
+                    } else {
+                        format!("webrtc_rooms row {} already exists", room.id)
+                    }
+                })
+            })?;
+            sqlx::query(
+                "INSERT INTO room_created (id, room_uuid, room_id, created_at, room_data, \
+                 created_by, metadata, record_created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(created.id.to_string())
+            .bind(created.room_uuid.to_string())
+            .bind(&created.room_id)
+            .bind(ts(&created.created_at))
+            .bind(json(&created.room_data))
+            .bind(&created.created_by)
+            .bind(json(&created.metadata))
+            .bind(ts(&created.record_created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                insert_err(e, |_| {
+                    format!("room_created row {} already exists", created.id)
+                })
+            })?;
+            insert_member(&mut tx, creator).await?;
+            commit(tx).await
+        })
+        .await
+    }
+
+    async fn add_member(&self, member: &MemberRecords) -> Result<(), StoreError> {
+        self.run("add_member", async {
+            let mut tx = self.begin_write().await?;
+            insert_member(&mut tx, member).await?;
+            let w = &member.webrtc_client;
+            let fill_slot = match w.role.to_ascii_lowercase().as_str() {
+                "sender" => Some(
+                    "UPDATE webrtc_rooms SET sender_client_id = ? WHERE room_id = ? \
+                     AND (sender_client_id IS NULL OR sender_client_id = '')",
+                ),
+                "receiver" => Some(
+                    "UPDATE webrtc_rooms SET receiver_client_id = ? WHERE room_id = ? \
+                     AND (receiver_client_id IS NULL OR receiver_client_id = '')",
+                ),
+                _ => None,
+            };
+            if let Some(sql) = fill_slot {
+                sqlx::query(sql)
+                    .bind(&w.client_id)
+                    .bind(&w.room_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            }
+            commit(tx).await
+        })
+        .await
+    }
+
+    async fn remove_member(
+        &self,
+        history: &ClientInTerminatedRoomRecord,
+    ) -> Result<(), StoreError> {
+        self.run("remove_member", async {
+            let mut tx = self.begin_write().await?;
+            delete_member(&mut tx, &history.client_id, &history.room_id).await?;
+            insert_history(&mut tx, history).await?;
+            commit(tx).await
+        })
+        .await
+    }
+
+    async fn terminate_room(
+        &self,
+        record: &TerminatedRoomRecord,
+        members: &[ClientInTerminatedRoomRecord],
+    ) -> Result<(), StoreError> {
+        self.run("terminate_room", async {
+            let mut tx = self.begin_write().await?;
+            for sql in [
+                "DELETE FROM client_in_room WHERE room_id = ?",
+                "DELETE FROM webrtc_clients WHERE room_id = ?",
+                "DELETE FROM webrtc_rooms WHERE room_id = ?",
+            ] {
+                sqlx::query(sql)
+                    .bind(&record.room_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            }
+            sqlx::query(
+                "INSERT INTO terminated_rooms (id, room_id, terminated_at, \
+                 termination_recorded_at, room_data, termination_reason, terminated_by, \
+                 metadata, record_created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(record.id.to_string())
+            .bind(&record.room_id)
+            .bind(ts(&record.terminated_at))
+            .bind(ts(&record.termination_recorded_at))
+            .bind(json(&record.room_data))
+            .bind(&record.termination_reason)
+            .bind(&record.terminated_by)
+            .bind(json(&record.metadata))
+            .bind(ts(&record.record_created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                insert_err(e, |_| {
+                    format!("terminated_rooms row {} already exists", record.id)
+                })
+            })?;
+            for member in members {
+                insert_history(&mut tx, member).await?;
+            }
+            commit(tx).await
+        })
+        .await
+    }
+
+    async fn active_rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {
+        self.run("active_rooms", async {
+            let found = sqlx::query("SELECT * FROM webrtc_rooms ORDER BY created_at, rowid")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)?;
+            rows(found, room_from_row)
+        })
+        .await
+    }
+
+    async fn get_room(&self, room_id: &str) -> Result<Option<RoomRecord>, StoreError> {
+        self.run("get_room", async {
+            let row = sqlx::query("SELECT * FROM webrtc_rooms WHERE room_id = ?")
+                .bind(room_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)?;
+            row.as_ref().map(room_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn room_members(&self, room_id: &str) -> Result<Vec<ClientInRoomRecord>, StoreError> {
+        self.run("room_members", async {
+            let found = sqlx::query(
+                "SELECT * FROM client_in_room WHERE room_id = ? ORDER BY joined_at, rowid",
+            )
+            .bind(room_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+            rows(found, member_from_row)
+        })
+        .await
+    }
+
+    async fn room_webrtc_clients(
+        &self,
+        room_id: &str,
+    ) -> Result<Vec<WebrtcClientRecord>, StoreError> {
+        self.run("room_webrtc_clients", async {
+            let found = sqlx::query(
+                "SELECT * FROM webrtc_clients WHERE room_id = ? ORDER BY joined_at, rowid",
+            )
+            .bind(room_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+            rows(found, webrtc_client_from_row)
+        })
+        .await
+    }
+
+    async fn room_created(&self, room_id: &str) -> Result<Vec<RoomCreatedRecord>, StoreError> {
+        self.run("room_created", async {
+            let found = sqlx::query(
+                "SELECT * FROM room_created WHERE room_id = ? ORDER BY created_at, rowid",
+            )
+            .bind(room_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+            rows(found, created_from_row)
+        })
+        .await
+    }
+
+    async fn terminated_rooms(
+        &self,
+        room_id: &str,
+    ) -> Result<Vec<TerminatedRoomRecord>, StoreError> {
+        self.run("terminated_rooms", async {
+            let found = sqlx::query(
+                "SELECT * FROM terminated_rooms WHERE room_id = ? ORDER BY terminated_at, rowid",
+            )
+            .bind(room_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+            rows(found, terminated_from_row)
+        })
+        .await
+    }
+
+    async fn member_history(
+        &self,
+        room_id: &str,
+    ) -> Result<Vec<ClientInTerminatedRoomRecord>, StoreError> {
+        self.run("member_history", async {
+            let found = sqlx::query(
+                "SELECT * FROM client_in_terminated_room WHERE room_id = ? \
+                 ORDER BY left_at, rowid",
+            )
+            .bind(room_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+            rows(found, history_from_row)
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        // Waits for checked-out connections to come back; closing the last one checkpoints
+        // the WAL into the database file.
+        self.pool.close().await;
+    }
+}
