@@ -130,11 +130,9 @@ impl Frame {
             return Err(err(FrameErrorKind::Empty, &buf));
         };
         if start != START_BYTE {
-            return Err(FrameError {
-                kind: FrameErrorKind::BadStartByte(start),
-                id: None,
-                msg_type: None,
-            });
+            // The rest may be garbage, but a client whose only mistake is the start byte
+            // can still correlate the error by the UUID where it would be.
+            return Err(err(FrameErrorKind::BadStartByte(start), &buf));
         }
         if buf.len() < FRAME_HEADER_LEN {
             return Err(err(FrameErrorKind::Truncated(buf.len()), &buf));
