@@ -101,6 +101,14 @@ pub struct Client {
     pub payload_type: PayloadType,
     /// How long a request waits for its answer.
     pub timeout: Duration,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Client {
+    /// Dropping a client drops its socket (without a close handshake).
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 // === impl Client ===
@@ -114,7 +122,7 @@ impl Client {
         let (ev_tx, events) = mpsc::unbounded_channel();
         let (closed_tx, closed) = watch::channel(None);
         let p = pending.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut close = Closed {
                 code: 1006,
                 reason: String::new(),
@@ -168,6 +176,7 @@ impl Client {
             client_id: None,
             payload_type: PayloadType::Json,
             timeout: Duration::from_secs(10),
+            reader,
         })
     }
 
