@@ -2,6 +2,8 @@
 //! leaving rooms, exchanging offers, answers and candidates, and every error a room or a
 //! signal can produce.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

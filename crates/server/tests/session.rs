@@ -2,6 +2,8 @@
 //! credentials, heartbeats and timeouts, registration, malformed frames (including the
 //! seed documents' own vectors), session replacement, limits, and /health.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

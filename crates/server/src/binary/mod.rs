@@ -134,7 +134,8 @@ async fn run(socket: WebSocket, state: AppState, _peer: SocketAddr) {
             }
             r = hub_close => {
                 let err = r.error.as_ref().map(|e| error_frame(Uuid::new_v4(), conn.reply_pt(), serde_json::Value::Null, e));
-                break (r.code, r.reason, err, "disconnected");
+                let leave = if r.code == 1001 { "server shutting down" } else { "disconnected" };
+                break (r.code, r.reason, err, leave);
             }
             _ = tokio::time::sleep_until(deadline) => {
                 if conn.session.is_none() {
