@@ -406,3 +406,6 @@ impl Hub {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,222 @@
+//! Hub unit tests over channels and the in-memory store: no sockets, no wire format.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::{ErrorCode, auth::Authenticator, bus::LocalBus, store::MemoryStore};
+
+fn hub_with(store: Arc<MemoryStore>, cfg: HubConfig) -> Hub {
+    let keys = ["alice", "bob", "carol"].map(|k| (k.to_owned(), format!("{k}-token")));
+    let auth = Arc::new(Authenticator::new(keys, None, store.clone()));
+    Hub::new(cfg, store, auth, Arc::new(LocalBus::default()))
+}
+
+fn creds(id: &str) -> Credentials {
+    Credentials {
+        version: "1.0.0".into(),
+        client_id: id.into(),
+        auth_token: format!("{id}-token"),
+    }
+}
+
+async fn connect(hub: &Hub, id: &str, cap: usize) -> (Arc<Session>, mpsc::Receiver<Outbound>) {
+    let (tx, rx) = mpsc::channel(cap);
+    let s = hub
+        .connect(
+            ConnectParams {
+                client_id: id.into(),
+                auth_token: format!("{id}-token"),
+                version: Some("1.0.0".into()),
+                wire: Wire::BinaryJson,
+                capabilities: vec![],
+                metadata: json!({}),
+            },
+            tx,
+        )
+        .await
+        .unwrap();
+    hub.register(
+        &s,
+        RegisterParams {
+            creds: creds(id),
+            room_id: None,
+            capabilities: vec![],
+            metadata: json!({}),
+        },
+    )
+    .await
+    .unwrap();
+    (s, rx)
+}
+
+fn create(id: &str, room: &str) -> CreateRoomParams {
+    CreateRoomParams {
+        creds: creds(id),
+        room_id: Some(room.into()),
+        role: None,
+        offer_sdp: Some("v=0".into()),
+        capabilities: vec![],
+        metadata: None,
+    }
+}
+
+fn join(id: &str, room: &str) -> JoinRoomParams {
+    JoinRoomParams {
+        creds: creds(id),
+        room_id: room.into(),
+        role: None,
+        capabilities: vec![],
+        metadata: None,
+    }
+}
+
+fn event(rx: &mut mpsc::Receiver<Outbound>) -> Arc<Envelope> {
+    match rx.try_recv() {
+        Ok(Outbound::Event(e)) => e,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_store_outage_leaves_nothing_half_done() {
+    let store = Arc::new(MemoryStore::new());
+    let hub = hub_with(store.clone(), HubConfig::default());
+    let (a, _ra) = connect(&hub, "alice", 8).await;
+    let (b, mut rb) = connect(&hub, "bob", 8).await;
+
+    store.set_unavailable(true);
+    let e = hub.create_room(&a, create("alice", "r")).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::Unavailable);
+    assert!(
+        hub.room_info("r").is_none(),
+        "a failed create leaves no room behind"
+    );
+    assert!(a.rooms().is_empty());
+
+    store.set_unavailable(false);
+    hub.create_room(&a, create("alice", "r")).await.unwrap();
+    store.set_unavailable(true);
+    let e = hub.join_room(&b, join("bob", "r")).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::Unavailable);
+    assert_eq!(
+        hub.room_info("r").unwrap().participants.len(),
+        1,
+        "a failed join adds no member"
+    );
+    assert!(!b.in_room("r"));
+    assert!(rb.try_recv().is_err());
+
+    store.set_unavailable(false);
+    hub.join_room(&b, join("bob", "r")).await.unwrap();
+    assert_eq!(store.room_members("r").await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_broadcast_is_one_shared_envelope_encoded_once_per_wire() {
+    let store = Arc::new(MemoryStore::new());
+    let hub = hub_with(store, HubConfig::default());
+    let (a, _ra) = connect(&hub, "alice", 8).await;
+    let (b, mut rb) = connect(&hub, "bob", 8).await;
+    let (c, mut rc) = connect(&hub, "carol", 8).await;
+    hub.create_room(&a, create("alice", "r")).await.unwrap();
+    hub.join_room(&b, join("bob", "r")).await.unwrap();
+    hub.join_room(&c, join("carol", "r")).await.unwrap();
+    assert!(matches!(event(&mut rb).event, Event::PeerJoined { .. }));
+    hub.leave_room(&a, creds("alice"), "r", None).await.unwrap();
+    let x = event(&mut rb);
+    let y = event(&mut rc);
+    assert!(matches!(x.event, Event::RoomClosed { .. }));
+    assert!(Arc::ptr_eq(&x, &y), "one envelope for every receiver");
+    let mut calls = 0;
+    let one = x.encoded(Wire::BinaryJson, |_| {
+        calls += 1;
+        Some(bytes::Bytes::from_static(b"encoded"))
+    });
+    let two = y.encoded(Wire::BinaryJson, |_| {
+        calls += 1;
+        Some(bytes::Bytes::from_static(b"again"))
+    });
+    assert_eq!(calls, 1, "encoded once for the wire format");
+    assert_eq!(one, two);
+    let cbor = y.encoded(Wire::BinaryCbor, |_| {
+        Some(bytes::Bytes::from_static(b"cbor"))
+    });
+    assert_eq!(
+        cbor.as_deref(),
+        Some(&b"cbor"[..]),
+        "each wire format has its own encoding"
+    );
+}
+
+#[tokio::test]
+async fn a_full_queue_closes_the_slow_session_only() {
+    let store = Arc::new(MemoryStore::new());
+    let hub = hub_with(store, HubConfig::default());
+    let (a, _ra) = connect(&hub, "alice", 64).await;
+    let (b, _rb_never_read) = connect(&hub, "bob", 2).await;
+    hub.create_room(&a, create("alice", "r")).await.unwrap();
+    hub.join_room(&b, join("bob", "r")).await.unwrap();
+    for _ in 0..3 {
+        hub.signal(
+            &a,
+            SignalRequest {
+                id: uuid::Uuid::new_v4(),
+                kind: SignalKind::Offer,
+                target: Some("bob".into()),
+                room: Some("r".into()),
+                body: SignalBody::default(),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    assert!(b.is_closing());
+    let reason = b.closed().await;
+    assert_eq!(reason.code, 1008);
+    assert!(reason.reason.starts_with("slow consumer"));
+    assert!(!a.is_closing());
+}
+
+#[tokio::test]
+async fn a_replaced_session_leaves_its_rooms_before_the_new_one_is_acknowledged() {
+    let store = Arc::new(MemoryStore::new());
+    let hub = hub_with(store, HubConfig::default());
+    let (a, _ra) = connect(&hub, "alice", 8).await;
+    let (old_b, _rb) = connect(&hub, "bob", 8).await;
+    hub.create_room(&a, create("alice", "r")).await.unwrap();
+    hub.join_room(&old_b, join("bob", "r")).await.unwrap();
+    let (tx, _rx) = mpsc::channel(8);
+    let new_b = hub
+        .connect(
+            ConnectParams {
+                client_id: "bob".into(),
+                auth_token: "bob-token".into(),
+                version: None,
+                wire: Wire::BinaryCbor,
+                capabilities: vec![],
+                metadata: json!({}),
+            },
+            tx,
+        )
+        .await
+        .unwrap();
+    assert!(old_b.is_closing());
+    assert_eq!(
+        old_b.closed().await.error.map(|e| e.code),
+        Some(ErrorCode::Conflict)
+    );
+    hub.join_room(&new_b, join("bob", "r"))
+        .await
+        .expect("the new session can rejoin at once");
+    assert_eq!(hub.stats().sessions, 2);
+    hub.disconnect(&old_b, "disconnected").await;
+    assert_eq!(
+        hub.stats().sessions,
+        2,
+        "the old session's cleanup does not remove the new one"
+    );
+    assert!(new_b.in_room("r"));
+}
