@@ -10,6 +10,7 @@ pub fn init(cfg: &LoggingConfig) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let writer = {
         let file = cfg.file.as_ref().and_then(|p| {
             std::fs::OpenOptions::new()
@@ -20,11 +21,17 @@ pub fn init(cfg: &LoggingConfig) {
                 .ok()
         });
         match file {
-            Some(f) => fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(f)),
+            Some(f) => {
+                ansi = false;
+                fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(f))
+            }
             None => fmt::writer::BoxMakeWriter::new(std::io::stderr),
         }
     };
-    let layer = fmt::layer().with_writer(writer).with_target(false);
+    let layer = fmt::layer()
+        .with_writer(writer)
+        .with_target(false)
+        .with_ansi(ansi);
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match cfg.format {
         LogFormat::Json => registry.with(layer.json()).try_init(),
