@@ -24,6 +24,17 @@ pub enum AuthMethod {
     Registered,
 }
 
+/// Who a token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The client id.
+    pub client_id: String,
+    /// Display name (a JWT's `name` claim).
+    pub name: Option<String>,
+    /// How it was proven.
+    pub method: AuthMethod,
+}
+
 /// Claims of the JWTs the server accepts and issues.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Claims {
@@ -117,6 +128,61 @@ impl Authenticator {
                 ))
             }
             Err(e) => Err(CoreError::from_store("authenticate", e)),
+        }
+    }
+
+    /// Finds who a bare token belongs to, for dialects that send a token without a client
+    /// id (`?token=` or `Authorization: Bearer`): a JWT names its `sub` (and `name`); an
+    /// API key token names its id; a registered client's token needs `client_id_hint`.
+    pub async fn identify(
+        &self,
+        token: &str,
+        client_id_hint: Option<&str>,
+    ) -> Result<Identity, CoreError> {
+        if token.is_empty() {
+            return Err(CoreError::unauthorized("Missing authentication token"));
+        }
+        if looks_like_jwt(token) && self.jwt.is_some() {
+            let claims = self.verify_jwt(token)?;
+            if let Some(hint) = client_id_hint
+                && hint != claims.sub
+            {
+                return Err(CoreError::unauthorized(
+                    "Invalid authentication token: JWT subject does not match client_id",
+                ));
+            }
+            return Ok(Identity {
+                client_id: claims.sub,
+                name: claims.name,
+                method: AuthMethod::Jwt,
+            });
+        }
+        let mut found = None;
+        for (id, tok) in &self.api_keys {
+            // Compare every key so timing does not tell which one matched.
+            if bool::from(tok.as_bytes().ct_eq(token.as_bytes()))
+                && client_id_hint.is_none_or(|h| h == id)
+            {
+                found = Some(id.clone());
+            }
+        }
+        if let Some(client_id) = found {
+            return Ok(Identity {
+                client_id,
+                name: None,
+                method: AuthMethod::ApiKey,
+            });
+        }
+        match client_id_hint {
+            Some(hint) => {
+                let method = self.authenticate(hint, token).await?;
+                Ok(Identity {
+                    client_id: hint.to_owned(),
+                    name: None,
+                    method,
+                })
+            }
+            None => Err(CoreError::unauthorized("Invalid authentication token")),
         }
     }
 
@@ -243,6 +309,38 @@ mod tests {
                 .unwrap_err()
                 .message
                 .contains("signature")
+        );
+    }
+
+    #[tokio::test]
+    async fn bare_tokens_identify_their_client() {
+        let a = auth();
+        let id = a.identify("secret-1", None).await.unwrap();
+        assert_eq!(
+            (id.client_id.as_str(), id.method),
+            ("k1", AuthMethod::ApiKey)
+        );
+        let t = issue_jwt("jwt-secret", "alice", Some("Alice"), 60).unwrap();
+        let id = a.identify(&t, None).await.unwrap();
+        assert_eq!(
+            (id.client_id.as_str(), id.name.as_deref()),
+            ("alice", Some("Alice"))
+        );
+        assert_eq!(
+            a.identify(&t, Some("bob")).await.unwrap_err().code.as_u16(),
+            401
+        );
+        assert_eq!(
+            a.identify("nope", None).await.unwrap_err().code.as_u16(),
+            401
+        );
+        assert_eq!(
+            a.identify("secret-1", Some("k2"))
+                .await
+                .unwrap_err()
+                .code
+                .as_u16(),
+            401
         );
     }
 

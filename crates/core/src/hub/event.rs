@@ -124,8 +124,8 @@ pub struct Signal {
     pub kind: SignalKind,
     /// The sender, stamped by the hub.
     pub from: ClientId,
-    /// The target peer.
-    pub target: ClientId,
+    /// The target peer; `None` for a signal to every other member of `room`.
+    pub target: Option<ClientId>,
     /// The room it belongs to, if the sender named one.
     pub room: Option<RoomId>,
     /// The payload.

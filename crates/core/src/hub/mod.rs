@@ -104,6 +104,11 @@ pub struct ConnectParams {
     pub capabilities: Vec<String>,
     /// Announced metadata.
     pub metadata: Value,
+    /// Display name, if the dialect or credential carries one.
+    pub display_name: Option<String>,
+    /// Admit without credentials under a server-assigned id (only where configuration
+    /// allows anonymous access; the caller decides).
+    pub anonymous: bool,
 }
 
 /// REGISTER / UNREGISTER / ROOM_* share these request fields.
@@ -220,20 +225,33 @@ impl Hub {
                 "Server is shutting down",
             ));
         }
-        let client_id = ClientId::parse("client_id", &p.client_id)?;
-        if p.auth_token.is_empty() {
-            return Err(CoreError::bad_request(
-                "Missing or invalid 'auth_token' field",
-            ));
-        }
-        if let Some(v) = &p.version {
-            self.check_version(v)?;
-        }
-        self.inner
-            .auth
-            .authenticate(&p.client_id, &p.auth_token)
-            .await?;
-        let session = Session::new(client_id.clone(), p.wire, tx, p.capabilities, p.metadata);
+        let client_id = if p.anonymous {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            ClientId::parse("client_id", &format!("anon-{}", &id[..12]))?
+        } else {
+            let id = ClientId::parse("client_id", &p.client_id)?;
+            if p.auth_token.is_empty() {
+                return Err(CoreError::bad_request(
+                    "Missing or invalid 'auth_token' field",
+                ));
+            }
+            if let Some(v) = &p.version {
+                self.check_version(v)?;
+            }
+            self.inner
+                .auth
+                .authenticate(&p.client_id, &p.auth_token)
+                .await?;
+            id
+        };
+        let session = Session::new(
+            client_id.clone(),
+            p.wire,
+            tx,
+            p.capabilities,
+            p.metadata,
+            p.display_name,
+        );
         let evicted: Vec<Arc<Session>> = {
             let mut list = self.inner.sessions.entry(client_id).or_default();
             list.push(session.clone());

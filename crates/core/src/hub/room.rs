@@ -66,6 +66,8 @@ pub struct ParticipantInfo {
     pub client_id: ClientId,
     /// Its role.
     pub role: Role,
+    /// Its display name, if known.
+    pub display_name: Option<String>,
     /// Its join metadata.
     pub metadata: Value,
     /// When it joined.
@@ -164,6 +166,17 @@ impl Room {
             .map(|m| m.session.clone())
     }
 
+    /// Sessions of every member but `me`.
+    pub(super) fn other_sessions(&self, me: &Session) -> Vec<Arc<Session>> {
+        self.state
+            .read()
+            .members
+            .iter()
+            .filter(|m| !std::ptr::eq(Arc::as_ptr(&m.session), me))
+            .map(|m| m.session.clone())
+            .collect()
+    }
+
     fn info(&self) -> RoomInfo {
         let st = self.state.read();
         RoomInfo {
@@ -179,6 +192,12 @@ fn participant(m: &Member) -> ParticipantInfo {
     ParticipantInfo {
         client_id: m.client().clone(),
         role: m.role,
+        display_name: m.session.display_name.clone().or_else(|| {
+            m.metadata
+                .get("display_name")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        }),
         metadata: m.metadata.clone(),
         joined_at: m.joined_at,
     }
@@ -308,6 +327,29 @@ impl Hub {
             None => RoomId::generate(),
         };
         let max_participants = self.max_participants(p.metadata.as_ref())?;
+        self.create_inner(
+            session,
+            room_id,
+            role,
+            p.offer_sdp,
+            p.capabilities,
+            p.metadata,
+            max_participants,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create_inner(
+        &self,
+        session: &Arc<Session>,
+        room_id: RoomId,
+        role: Role,
+        offer_sdp: Option<String>,
+        capabilities: Vec<String>,
+        metadata: Option<Value>,
+        max_participants: usize,
+    ) -> Result<RoomCreated, CoreError> {
         if self.inner.rooms.len() >= self.config().max_rooms {
             return Err(CoreError::new(
                 ErrorCode::Unavailable,
@@ -319,7 +361,7 @@ impl Hub {
             id: room_id.clone(),
             uuid: Uuid::new_v4(),
             created_at: now,
-            metadata: p.metadata.clone().unwrap_or_else(|| json!({})),
+            metadata: metadata.clone().unwrap_or_else(|| json!({})),
             max_participants,
             control: tokio::sync::Mutex::new(()),
             state: RwLock::new(RoomState::default()),
@@ -342,8 +384,8 @@ impl Hub {
         let member = Member {
             session: session.clone(),
             role,
-            metadata: p.metadata.clone().unwrap_or_else(|| json!({})),
-            capabilities: p.capabilities,
+            metadata: metadata.clone().unwrap_or_else(|| json!({})),
+            capabilities,
             joined_at: now,
             room_session: Uuid::new_v4(),
         };
@@ -370,7 +412,7 @@ impl Hub {
                 "initial_participants": 1,
                 "creation_type": "p2p",
                 "max_participants": max_participants,
-                "has_offer": p.offer_sdp.is_some(),
+                "has_offer": offer_sdp.is_some(),
             }),
             created_by: Some(session.client_id.to_string()),
             metadata: room.metadata.clone(),
@@ -397,7 +439,7 @@ impl Hub {
         {
             let mut st = room.state.write();
             st.offer_sdp = if role == Role::Sender {
-                p.offer_sdp
+                offer_sdp
             } else {
                 None
             };
@@ -430,6 +472,82 @@ impl Hub {
             .map(Role::parse)
             .transpose()?
             .unwrap_or(Role::Receiver);
+        self.join_inner(session, room_id, role, p.capabilities, p.metadata)
+            .await
+    }
+
+    /// Joins a room, creating it first if it does not exist (the JSON dialects' rule:
+    /// seeds 002, 003 and 004 create rooms on first join). The member is a receiver; a
+    /// room created this way has no sender and ends when its last member leaves.
+    pub async fn enter_room(
+        &self,
+        session: &Arc<Session>,
+        room_id: &str,
+        metadata: Option<Value>,
+    ) -> Result<RoomJoined, CoreError> {
+        let room_id = RoomId::parse(room_id)?;
+        // A room may be created or terminated between the look-up and the lock: retry.
+        for _ in 0..4 {
+            if self.room(room_id.as_str()).is_some() {
+                match self
+                    .join_inner(
+                        session,
+                        room_id.clone(),
+                        Role::Receiver,
+                        Vec::new(),
+                        metadata.clone(),
+                    )
+                    .await
+                {
+                    Err(e) if e.code == ErrorCode::NotFound => continue,
+                    other => return other,
+                }
+            }
+            let max = self.config().default_max_participants;
+            match self
+                .create_inner(
+                    session,
+                    room_id.clone(),
+                    Role::Receiver,
+                    None,
+                    Vec::new(),
+                    metadata.clone(),
+                    max,
+                )
+                .await
+            {
+                Ok(c) => {
+                    return Ok(RoomJoined {
+                        room_id: c.room_id,
+                        session_id: c.session_id,
+                        role: c.role,
+                        created_at: c.created_at,
+                        participants: Vec::new(),
+                        offer_sdp: None,
+                    });
+                }
+                Err(e)
+                    if e.code == ErrorCode::Conflict && !e.message.contains("already in room") =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(CoreError::new(
+            ErrorCode::Internal,
+            "Room changed too often while joining; retry",
+        ))
+    }
+
+    async fn join_inner(
+        &self,
+        session: &Arc<Session>,
+        room_id: RoomId,
+        role: Role,
+        capabilities: Vec<String>,
+        metadata: Option<Value>,
+    ) -> Result<RoomJoined, CoreError> {
         let not_found = || {
             CoreError::not_found(format!("Room '{room_id}' not found"))
                 .with("room_id", room_id.to_string())
@@ -441,7 +559,7 @@ impl Hub {
             .map(|r| r.clone())
             .ok_or_else(not_found)?;
         let _control = room.control.lock().await;
-        let metadata = p.metadata.unwrap_or_else(|| json!({}));
+        let metadata = metadata.unwrap_or_else(|| json!({}));
         {
             let st = room.state.read();
             if st.closed {
@@ -472,7 +590,7 @@ impl Hub {
             session: session.clone(),
             role,
             metadata: metadata.clone(),
-            capabilities: p.capabilities,
+            capabilities,
             joined_at: Utc::now(),
             room_session: Uuid::new_v4(),
         };

@@ -31,6 +31,8 @@ pub struct Session {
     pub capabilities: Vec<String>,
     /// Metadata the client announced.
     pub metadata: Value,
+    /// Human-readable name (a JWT's `name` claim, a dialect's display name), if any.
+    pub display_name: Option<String>,
     tx: mpsc::Sender<Outbound>,
     capacity: usize,
     rooms: Mutex<Vec<RoomId>>,
@@ -53,6 +55,7 @@ impl Session {
         tx: mpsc::Sender<Outbound>,
         capabilities: Vec<String>,
         metadata: Value,
+        display_name: Option<String>,
     ) -> Arc<Self> {
         Arc::new(Self {
             id: Uuid::new_v4(),
@@ -61,6 +64,7 @@ impl Session {
             connected_at: Utc::now(),
             capabilities,
             metadata,
+            display_name,
             capacity: tx.max_capacity(),
             tx,
             rooms: Mutex::new(Vec::new()),
@@ -125,6 +129,13 @@ impl Session {
     /// Rooms this session is a member of.
     pub fn rooms(&self) -> Vec<RoomId> {
         self.rooms.lock().clone()
+    }
+
+    /// The name to show for this session: its display name, else its client id.
+    pub fn name(&self) -> &str {
+        self.display_name
+            .as_deref()
+            .unwrap_or(self.client_id.as_str())
     }
 
     /// Whether this session is a member of `room`.

@@ -1,6 +1,7 @@
-//! The relay path: a signal from one session to a target peer. No store round trip, no
-//! global lock: one shard read for the target, two short per-session locks for the
-//! shared-room rule, one bounded queue push.
+//! The relay path: a signal from one session to a target peer, or to every other member
+//! of a room. No store round trip, no global lock: one shard read for the target, short
+//! per-session locks for the shared-room rule, one bounded queue push per receiver, and
+//! one shared envelope for all of them.
 
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ pub struct SignalRequest {
     pub id: Uuid,
     /// Offer, answer or candidate.
     pub kind: SignalKind,
-    /// Target peer.
+    /// Target peer; absent to reach every other member of `room`.
     pub target: Option<String>,
     /// Room, if named.
     pub room: Option<String>,
@@ -33,42 +34,57 @@ pub struct SignalRequest {
 }
 
 impl Hub {
-    /// Routes a signal to its target, stamped with the sender's id.
+    /// Routes a signal to its target (or to the rest of its room), stamped with the
+    /// sender's id.
     pub async fn signal(&self, from: &Arc<Session>, req: SignalRequest) -> Result<(), CoreError> {
-        let Some(target) = req.target.as_deref().filter(|t| !t.is_empty()) else {
-            return Err(CoreError::bad_request(
-                "Missing or invalid 'target_client_id' field",
-            ));
-        };
-        let target = ClientId::parse("target_client_id", target)?;
-        if target == from.client_id {
-            return Err(CoreError::bad_request(
-                "Cannot signal yourself: target_client_id is the sender",
-            ));
-        }
+        let target = req
+            .target
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(|t| ClientId::parse("target_client_id", t))
+            .transpose()?;
         let room = req
             .room
             .as_deref()
             .filter(|r| !r.is_empty())
             .map(RoomId::parse)
             .transpose()?;
+        let kind = req.kind;
+        let Some(target) = target else {
+            let Some(room_id) = room else {
+                return Err(CoreError::bad_request(
+                    "Missing or invalid 'target_client_id' field: name a target peer, or a room to reach its other members",
+                ));
+            };
+            let r = self.member_room(from, &room_id)?;
+            let env = Envelope::with_id(
+                req.id,
+                Event::Signal(Signal {
+                    kind,
+                    from: from.client_id.clone(),
+                    target: None,
+                    room: Some(room_id),
+                    body: req.body,
+                }),
+            );
+            for s in r.other_sessions(from) {
+                s.deliver(env.clone());
+            }
+            metrics::counter!("signal_relayed_total", "kind" => kind.label()).increment(1);
+            return Ok(());
+        };
+        if target == from.client_id {
+            return Err(CoreError::bad_request(
+                "Cannot signal yourself: target_client_id is the sender",
+            ));
+        }
         let not_connected = || {
             CoreError::not_found(format!("Target client '{target}' not found"))
                 .with("target_client_id", target.to_string())
         };
         let to: Option<Arc<Session>> = match &room {
             Some(room_id) => {
-                let r = self.room(room_id.as_str()).ok_or_else(|| {
-                    CoreError::not_found(format!("Room '{room_id}' not found"))
-                        .with("room_id", room_id.to_string())
-                })?;
-                if !from.in_room(room_id.as_str()) {
-                    return Err(CoreError::forbidden(format!(
-                        "Client '{}' is not in room '{room_id}'",
-                        from.client_id
-                    ))
-                    .with("room_id", room_id.to_string()));
-                }
+                let r = self.member_room(from, room_id)?;
                 match r.member_session(target.as_str()) {
                     Some(s) => Some(s),
                     None if self.sessions_of(target.as_str()).is_empty() => None,
@@ -101,13 +117,12 @@ impl Hub {
                 }
             }
         };
-        let kind = req.kind;
         let env = Envelope::with_id(
             req.id,
             Event::Signal(Signal {
                 kind,
                 from: from.client_id.clone(),
-                target: target.clone(),
+                target: Some(target.clone()),
                 room,
                 body: req.body,
             }),
@@ -129,5 +144,25 @@ impl Hub {
         }
         metrics::counter!("signal_relayed_total", "kind" => kind.label()).increment(1);
         Ok(())
+    }
+
+    /// The room `room_id`, checking it exists (404) and `from` is a member (403).
+    fn member_room(
+        &self,
+        from: &Session,
+        room_id: &RoomId,
+    ) -> Result<Arc<super::room::Room>, CoreError> {
+        let r = self.room(room_id.as_str()).ok_or_else(|| {
+            CoreError::not_found(format!("Room '{room_id}' not found"))
+                .with("room_id", room_id.to_string())
+        })?;
+        if !from.in_room(room_id.as_str()) {
+            return Err(CoreError::forbidden(format!(
+                "Client '{}' is not in room '{room_id}'",
+                from.client_id
+            ))
+            .with("room_id", room_id.to_string()));
+        }
+        Ok(r)
     }
 }

@@ -33,6 +33,8 @@ async fn connect(hub: &Hub, id: &str, cap: usize) -> (Arc<Session>, mpsc::Receiv
                 wire: Wire::BinaryJson,
                 capabilities: vec![],
                 metadata: json!({}),
+                display_name: None,
+                anonymous: false,
             },
             tx,
         )
@@ -198,6 +200,8 @@ async fn a_replaced_session_leaves_its_rooms_before_the_new_one_is_acknowledged(
                 wire: Wire::BinaryCbor,
                 capabilities: vec![],
                 metadata: json!({}),
+                display_name: None,
+                anonymous: false,
             },
             tx,
         )

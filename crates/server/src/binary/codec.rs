@@ -135,7 +135,7 @@ pub fn encode_event(env: &Envelope, pt: PayloadType) -> Option<Bytes> {
                 env.id,
                 pt,
                 &SignalPayload {
-                    target_client_id: Some(s.target.to_string()),
+                    target_client_id: s.target.as_ref().map(|t| t.to_string()),
                     room_id: s.room.as_ref().map(|r| r.to_string()),
                     sdp: s.body.sdp.clone(),
                     candidate: s.body.candidate.clone(),

@@ -37,6 +37,8 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
                 wire,
                 capabilities: req.capabilities.unwrap_or_default(),
                 metadata: req.metadata.unwrap_or(Value::Null),
+                display_name: None,
+                anonymous: false,
             },
             conn.tx.clone(),
         )

@@ -30,6 +30,13 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
         ));
     }
     let p: SignalPayload = payload(frame)?;
+    // Peer-to-peer signals name their target; a room-wide signal is for the media
+    // backend's session (SFU mode), which P2P mode does not have.
+    if p.target_client_id.as_deref().is_none_or(str::is_empty) {
+        return Err(CoreError::bad_request(
+            "Missing or invalid 'target_client_id' field",
+        ));
+    }
     conn.state
         .hub
         .signal(
