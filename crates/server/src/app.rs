@@ -54,7 +54,7 @@ impl ConnCounts {
 }
 
 /// Releases a connection slot when dropped.
-struct ConnSlot {
+pub(crate) struct ConnSlot {
     counts: Arc<ConnCounts>,
     ip: IpAddr,
 }
@@ -74,11 +74,14 @@ impl Drop for ConnSlot {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", any(binary_endpoint))
+        .route("/ws", any(crate::json::ws_endpoint))
+        .route("/webrtc/ws/{room_id}", any(crate::json::room_path_endpoint))
         .route("/health", get(health))
+        .merge(crate::http::router())
         .with_state(state)
 }
 
-fn refuse(status: StatusCode, message: &str) -> Response {
+pub(crate) fn refuse(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 

@@ -4,7 +4,11 @@
 pub mod app;
 pub mod binary;
 pub mod config;
+pub(crate) mod conn;
+pub mod http;
+pub mod json;
 pub mod run;
 pub mod telemetry;
+pub mod wire;
 
 pub use run::{Running, StartError, start};

@@ -11,7 +11,10 @@ use signal_protocol::{
     payload::{ConnectAck, ConnectRequest},
 };
 
-use crate::binary::{Conn, codec, payload};
+use crate::{
+    binary::{codec, payload},
+    conn::Conn,
+};
 
 pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Bytes>, CoreError> {
     if let Some(s) = &conn.session {
@@ -27,25 +30,17 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
         Wire::BinaryJson
     };
     let session = conn
-        .state
-        .hub
-        .connect(
-            ConnectParams {
-                client_id: req.client_id,
-                auth_token: req.auth_token,
-                version: req.version,
-                wire,
-                capabilities: req.capabilities.unwrap_or_default(),
-                metadata: req.metadata.unwrap_or(Value::Null),
-                display_name: None,
-                anonymous: false,
-            },
-            conn.tx.clone(),
-        )
+        .connect(ConnectParams {
+            client_id: req.client_id,
+            auth_token: req.auth_token,
+            version: req.version,
+            wire,
+            capabilities: req.capabilities.unwrap_or_default(),
+            metadata: req.metadata.unwrap_or(Value::Null),
+            display_name: None,
+            anonymous: false,
+        })
         .await?;
-    let _ = conn.wire.set(wire);
-    tracing::Span::current().record("client_id", tracing::field::display(&session.client_id));
-    tracing::debug!(session_id = %session.id, "connected");
     let hub = conn.state.hub.config();
     let ack = ConnectAck {
         status: 200,
@@ -55,7 +50,6 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
         heartbeat_interval: hub.heartbeat_interval,
         capabilities: hub.capabilities.clone(),
     };
-    conn.session = Some(session);
     codec::encode(
         MessageType::ConnectAck,
         frame.id,

@@ -7,7 +7,10 @@ use signal_protocol::{
     payload::{Heartbeat, HeartbeatAck},
 };
 
-use crate::binary::{Conn, codec, payload};
+use crate::{
+    binary::{codec, payload},
+    conn::Conn,
+};
 
 pub(crate) fn handle(_conn: &mut Conn, frame: &Frame) -> Result<Option<Bytes>, CoreError> {
     let hb: Heartbeat = payload(frame)?;

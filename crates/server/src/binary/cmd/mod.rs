@@ -14,7 +14,7 @@ pub mod unregister;
 use signal_core::hub::{Credentials, ParticipantInfo, Role};
 use signal_protocol::payload::{ConnectionInfo, ConnectionMetadata, Participant};
 
-use super::Conn;
+use crate::conn::Conn;
 
 /// The server's protocol version string.
 pub(crate) fn version() -> String {

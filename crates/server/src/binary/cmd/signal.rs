@@ -8,7 +8,7 @@ use signal_core::{
 };
 use signal_protocol::{Frame, MAX_PAYLOAD_LEN, MessageType, payload::SignalPayload};
 
-use crate::binary::{Conn, payload};
+use crate::{binary::payload, conn::Conn};
 
 /// Bytes the stamped `"from_client_id":"…"` adds to a payload, beyond the id itself.
 const STAMP_OVERHEAD: usize = 24;

@@ -8,7 +8,10 @@ use signal_protocol::{
 };
 
 use super::{creds, version};
-use crate::binary::{Conn, codec, payload};
+use crate::{
+    binary::{codec, payload},
+    conn::Conn,
+};
 
 pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Bytes>, CoreError> {
     let req: UnregisterRequest = payload(frame)?;
