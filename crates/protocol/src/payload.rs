@@ -256,6 +256,10 @@ pub struct RoomJoinAck {
     pub participants: Vec<Participant>,
     /// The sender's stored offer (P2P) or the SFU's offer (SFU mode), if any.
     pub offer_sdp: Option<String>,
+    /// Set when the member list did not fit one frame: members' metadata was left out
+    /// and, if still too long, the list was cut (PEER_JOINED events are complete).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub participants_truncated: bool,
 }
 
 /// ROOM_LEAVE (0x34).

@@ -7,7 +7,11 @@ use signal_server::{config::Config, telemetry};
 
 /// A WebRTC signaling server: binary protocol over WebSocket, rooms, persistence.
 #[derive(Parser, Debug)]
-#[command(name = "signal-manager-service", version, about)]
+#[command(
+    name = "signal-manager-service",
+    version,
+    about = "WebRTC signaling server: clients connect over WebSocket, join rooms and exchange offers, answers and ICE candidates"
+)]
 struct Cli {
     /// TOML configuration file (every key optional; `SIGNAL_MANAGER_<SECTION>_<KEY>`
     /// environment variables override it).
@@ -61,7 +65,9 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Some(Command::CheckConfig) => {
-            println!("{config:#?}");
+            use std::io::Write;
+            // Secrets print as *** (and API keys as id:***); a closed pipe is not an error.
+            let _ = writeln!(std::io::stdout(), "{config:#?}");
             return ExitCode::SUCCESS;
         }
         Some(Command::Token { sub, name, ttl }) => {
@@ -74,7 +80,8 @@ fn main() -> ExitCode {
             let ttl = ttl.unwrap_or(config.auth.token_expiry);
             return match signal_core::auth::issue_jwt(secret.expose(), &sub, name.as_deref(), ttl) {
                 Ok(t) => {
-                    println!("{t}");
+                    use std::io::Write;
+                    let _ = writeln!(std::io::stdout(), "{t}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -128,7 +135,9 @@ async fn serve(config: Config, dev: bool) -> ExitCode {
         addr = %running.addr,
         database = %config.database.redacted_url(),
         version = env!("CARGO_PKG_VERSION"),
-        "listening: binary protocol on ws://{}/", running.addr
+        "listening: binary protocol on {}://{}/",
+        if config.server.tls_enabled { "wss" } else { "ws" },
+        running.addr
     );
     wait_for_signal().await;
     running.shutdown().await;

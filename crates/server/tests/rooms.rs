@@ -630,3 +630,62 @@ async fn many_members_all_see_each_join() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_member_list_too_long_for_one_frame_is_cut_not_refused() {
+    let s = TestServer::start_with(|c| {
+        c.auth.api_keys = (0..30).map(|i| format!("p{i}:p{i}-token")).collect();
+    })
+    .await;
+    let big = "m".repeat(3000);
+    let mut last = None;
+    let mut clients = Vec::new();
+    for i in 0..30 {
+        let id = format!("p{i}");
+        let tok = format!("{id}-token");
+        let mut c = s.client().await;
+        c.authenticate(&id, &tok).await.unwrap();
+        c.register(&tok).await.unwrap();
+        if i == 0 {
+            c.create_room_with(RoomCreateRequest {
+                version: "1.0.0".into(),
+                client_id: id.clone(),
+                auth_token: tok.clone(),
+                room_id: Some("crowd".into()),
+                role: None,
+                offer_sdp: None,
+                capabilities: None,
+                metadata: Some(json!({"max_participants": 40})),
+            })
+            .await
+            .unwrap();
+        } else {
+            let ack = c
+                .join_room_with(RoomJoinRequest {
+                    version: "1.0.0".into(),
+                    client_id: id.clone(),
+                    auth_token: tok.clone(),
+                    room_id: "crowd".into(),
+                    role: None,
+                    offer_sdp: None,
+                    capabilities: None,
+                    metadata: Some(json!({"bio": big})),
+                })
+                .await
+                .expect("the join is acknowledged even when the list is long");
+            last = Some(ack);
+        }
+        clients.push(c);
+    }
+    let ack = last.unwrap();
+    assert!(
+        ack.participants_truncated,
+        "30 × 3 KB of metadata cannot fit one frame"
+    );
+    assert_eq!(
+        ack.participants.len(),
+        29,
+        "without metadata every member still fits"
+    );
+    assert!(ack.participants.iter().all(|p| p.metadata == json!({})));
+}

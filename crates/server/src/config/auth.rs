@@ -23,7 +23,7 @@ pub enum AuthMethod {
 }
 
 /// `[auth]`: credentials accepted on CONNECT.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// HS256 signing key for JWTs; `None` disables JWT authentication.
@@ -36,6 +36,27 @@ pub struct AuthConfig {
     pub api_keys: Vec<String>,
     /// Accept clients that present no credentials.
     pub allow_anonymous: bool,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    /// API key tokens are secrets: only their client ids are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<String> = self
+            .api_keys
+            .iter()
+            .map(|k| match k.split_once(':') {
+                Some((id, _)) => format!("{id}:***"),
+                None => "***".to_owned(),
+            })
+            .collect();
+        f.debug_struct("AuthConfig")
+            .field("token_secret", &self.token_secret)
+            .field("token_expiry", &self.token_expiry)
+            .field("auth_method", &self.auth_method)
+            .field("api_keys", &keys)
+            .field("allow_anonymous", &self.allow_anonymous)
+            .finish()
+    }
 }
 
 impl Default for AuthConfig {

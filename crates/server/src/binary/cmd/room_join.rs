@@ -1,7 +1,7 @@
 //! ROOM_JOIN → ROOM_JOIN_ACK with the other participants and the stored offer.
 
 use bytes::Bytes;
-use signal_core::{CoreError, hub::JoinRoomParams};
+use signal_core::{CoreError, ErrorCode, hub::JoinRoomParams};
 use signal_protocol::{
     Frame, MessageType,
     payload::{RoomJoinAck, RoomJoinRequest},
@@ -50,12 +50,31 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
         ),
         participants: joined.participants.iter().map(participant).collect(),
         offer_sdp: joined.offer_sdp,
+        participants_truncated: false,
     };
-    codec::encode(
-        MessageType::RoomJoinAck,
-        frame.id,
-        codec::reply_type(frame.payload_type),
-        &ack,
-    )
-    .map(Some)
+    encode_fitting(frame, ack).map(Some)
+}
+
+/// The member is in the room already: the ACK must go out even if the member list is
+/// too long for one frame. Leave metadata out first, then cut the list.
+fn encode_fitting(frame: &Frame, mut ack: RoomJoinAck) -> Result<Bytes, CoreError> {
+    let pt = codec::reply_type(frame.payload_type);
+    let attempt = |ack: &RoomJoinAck| codec::encode(MessageType::RoomJoinAck, frame.id, pt, ack);
+    match attempt(&ack) {
+        Err(e) if e.code == ErrorCode::TooLarge => {}
+        other => return other,
+    }
+    ack.participants_truncated = true;
+    for p in &mut ack.participants {
+        p.metadata = serde_json::Value::Object(Default::default());
+    }
+    loop {
+        match attempt(&ack) {
+            Err(e) if e.code == ErrorCode::TooLarge && !ack.participants.is_empty() => {
+                let keep = ack.participants.len() / 2;
+                ack.participants.truncate(keep);
+            }
+            other => return other,
+        }
+    }
 }
