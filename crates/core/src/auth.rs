@@ -105,21 +105,26 @@ impl Authenticator {
         {
             return Ok(AuthMethod::ApiKey);
         }
+        // A token shaped like a JWT may still be a registered client's own token: a
+        // JWT that fails verification falls through to the stored token, and its own
+        // error is reported only if that fails too.
+        let mut jwt_error = None;
         if looks_like_jwt(token) {
             match self.verify_jwt(token) {
                 Ok(claims) if claims.sub == client_id => return Ok(AuthMethod::Jwt),
                 Ok(_) => {
-                    return Err(CoreError::unauthorized(
+                    jwt_error = Some(CoreError::unauthorized(
                         "Invalid authentication token: JWT subject does not match client_id",
                     ));
                 }
-                Err(e) if self.jwt.is_some() => return Err(e),
+                Err(e) if self.jwt.is_some() => jwt_error = Some(e),
                 Err(_) => {}
             }
         }
         match self.store.get_client(client_id).await {
             Ok(Some(c)) if verify_token(token, &c.auth_token) => Ok(AuthMethod::Registered),
-            Ok(_) => Err(CoreError::unauthorized("Invalid client_id or auth_token")),
+            Ok(_) => Err(jwt_error
+                .unwrap_or_else(|| CoreError::unauthorized("Invalid client_id or auth_token"))),
             Err(StoreError::Conflict(m) | StoreError::Internal(m)) => {
                 tracing::error!(error = %m, "authenticate: database error");
                 Err(CoreError::new(
@@ -364,6 +369,37 @@ mod tests {
                 .unwrap_err()
                 .message
                 .contains("expired")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_registered_token_shaped_like_a_jwt_still_works() {
+        let store = Arc::new(MemoryStore::new());
+        let a = Authenticator::new([], Some("jwt-secret"), store.clone());
+        let now = chrono::Utc::now();
+        store
+            .register_client(&crate::store::RegisteredClient {
+                id: uuid::Uuid::new_v4(),
+                client_id: "dot".into(),
+                auth_token: hash_token("a.b.c"),
+                room_id: None,
+                capabilities: vec![],
+                registered_at: now,
+                last_seen: None,
+                status: "Active".into(),
+                metadata: serde_json::json!({}),
+                record_created_at: now,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            a.authenticate("dot", "a.b.c").await.unwrap(),
+            AuthMethod::Registered
+        );
+        let e = a.authenticate("dot", "x.y.z").await.unwrap_err();
+        assert!(
+            e.message.contains("JWT is malformed"),
+            "the JWT's own error is reported: {e}"
         );
     }
 

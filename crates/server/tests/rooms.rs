@@ -689,3 +689,23 @@ async fn a_member_list_too_long_for_one_frame_is_cut_not_refused() {
     );
     assert!(ack.participants.iter().all(|p| p.metadata == json!({})));
 }
+
+#[tokio::test]
+async fn leaving_checks_the_token_and_members_show_their_own_metadata() {
+    let s = TestServer::start().await;
+    let (_a, b) = pair(&s, "meta").await;
+    let e = b.leave_room("wrong-token", "meta").await.unwrap_err();
+    assert_eq!(e.code(), Some(401));
+    let c = s.registered("carol").await;
+    let ack = c.join_room("carol-token", "meta").await.unwrap();
+    let creator = ack
+        .participants
+        .iter()
+        .find(|p| p.client_id == "alice")
+        .unwrap();
+    assert_eq!(
+        creator.metadata["client"], "signal-client",
+        "the creator's CONNECT metadata, not the room's"
+    );
+    b.leave_room("bob-token", "meta").await.unwrap();
+}

@@ -264,7 +264,7 @@ impl Hub {
         for old in evicted {
             self.inner.session_count.fetch_sub(1, Ordering::Relaxed);
             tracing::info!(client_id = %old.client_id, old_session = %old.id, "session replaced");
-            self.leave_all(&old, "replaced").await;
+            self.leave_all(&old, "replaced", false).await;
             old.close(CloseReason::replaced());
         }
         metrics::gauge!("signal_sessions", "wire" => session.wire.label()).increment(1.0);
@@ -290,7 +290,7 @@ impl Hub {
             self.inner.session_count.fetch_sub(1, Ordering::Relaxed);
             metrics::gauge!("signal_sessions", "wire" => session.wire.label()).decrement(1.0);
         }
-        self.leave_all(session, reason).await;
+        self.leave_all(session, reason, false).await;
         if let Err(e) = self
             .inner
             .store
@@ -360,7 +360,7 @@ impl Hub {
             .map(|l| l.clone())
             .unwrap_or_default();
         for s in sessions {
-            self.leave_all(&s, "unregistered").await;
+            self.leave_all(&s, "unregistered", true).await;
         }
         Ok(())
     }

@@ -253,13 +253,12 @@ fn history(
     }
 }
 
-/// `VoluntaryDisconnect` for an explicit leave, `Disconnected` otherwise.
-fn final_status(reason: &str) -> &'static str {
-    match reason {
-        "disconnected" | "replaced" | "server shutting down" | "heartbeat timeout" => {
-            "Disconnected"
-        }
-        _ => "VoluntaryDisconnect",
+/// `VoluntaryDisconnect` for a leave the client asked for, `Disconnected` otherwise.
+fn final_status(voluntary: bool) -> &'static str {
+    if voluntary {
+        "VoluntaryDisconnect"
+    } else {
+        "Disconnected"
     }
 }
 
@@ -334,6 +333,12 @@ impl Hub {
             p.offer_sdp,
             p.capabilities,
             p.metadata,
+            // The creator's own member metadata is what it announced on CONNECT.
+            if session.metadata.is_object() {
+                session.metadata.clone()
+            } else {
+                json!({})
+            },
             max_participants,
         )
         .await
@@ -348,6 +353,7 @@ impl Hub {
         offer_sdp: Option<String>,
         capabilities: Vec<String>,
         metadata: Option<Value>,
+        member_metadata: Value,
         max_participants: usize,
     ) -> Result<RoomCreated, CoreError> {
         if self.inner.rooms.len() >= self.config().max_rooms {
@@ -384,7 +390,7 @@ impl Hub {
         let member = Member {
             session: session.clone(),
             role,
-            metadata: metadata.clone().unwrap_or_else(|| json!({})),
+            metadata: member_metadata,
             capabilities,
             joined_at: now,
             room_session: Uuid::new_v4(),
@@ -511,7 +517,8 @@ impl Hub {
                     Role::Receiver,
                     None,
                     Vec::new(),
-                    metadata.clone(),
+                    None,
+                    metadata.clone().unwrap_or_else(|| json!({})),
                     max,
                 )
                 .await
@@ -636,6 +643,15 @@ impl Hub {
         reason: Option<String>,
     ) -> Result<(), CoreError> {
         self.check_creds(session, &creds)?;
+        self.auth()
+            .authenticate(&creds.client_id, &creds.auth_token)
+            .await
+            .map_err(|e| match e.code {
+                ErrorCode::Unauthorized => {
+                    CoreError::unauthorized("Invalid client_id or auth_token")
+                }
+                _ => e,
+            })?;
         let room_id = RoomId::parse(room_id)?;
         let room = self
             .inner
@@ -649,7 +665,7 @@ impl Hub {
         let reason = reason
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| "left".into());
-        if !self.leave(&room, session, &reason).await {
+        if !self.leave(&room, session, &reason, true).await {
             return Err(CoreError::forbidden(format!(
                 "Client '{}' is not in room '{room_id}'",
                 session.client_id
@@ -659,13 +675,13 @@ impl Hub {
         Ok(())
     }
 
-    /// Takes a session out of every room it is in.
-    pub(super) async fn leave_all(&self, session: &Arc<Session>, reason: &str) {
+    /// Takes a session out of every room it is in; `voluntary` when the client asked.
+    pub(super) async fn leave_all(&self, session: &Arc<Session>, reason: &str, voluntary: bool) {
         for room_id in session.rooms() {
             let room = self.inner.rooms.get(&room_id).map(|r| r.clone());
             match room {
                 Some(room) => {
-                    self.leave(&room, session, reason).await;
+                    self.leave(&room, session, reason, voluntary).await;
                 }
                 None => session.remove_room(room_id.as_str()),
             }
@@ -673,7 +689,13 @@ impl Hub {
     }
 
     /// Removes `session` from `room`; false if it was not a member.
-    async fn leave(&self, room: &Arc<Room>, session: &Arc<Session>, reason: &str) -> bool {
+    async fn leave(
+        &self,
+        room: &Arc<Room>,
+        session: &Arc<Session>,
+        reason: &str,
+        voluntary: bool,
+    ) -> bool {
         let _control = room.control.lock().await;
         let (member, remaining, terminate) = {
             let mut st = room.state.write();
@@ -716,7 +738,7 @@ impl Hub {
                 m.session.deliver(env.clone());
             }
             let now = Utc::now();
-            let mut histories = vec![history(room, &member, reason, &by, final_status(reason))];
+            let mut histories = vec![history(room, &member, reason, &by, final_status(voluntary))];
             histories.extend(
                 remaining
                     .iter()
@@ -753,7 +775,13 @@ impl Hub {
             }
             if let Err(e) = self
                 .store()
-                .remove_member(&history(room, &member, reason, &by, final_status(reason)))
+                .remove_member(&history(
+                    room,
+                    &member,
+                    reason,
+                    &by,
+                    final_status(voluntary),
+                ))
                 .await
             {
                 tracing::error!(room_id = %room.id, error = %e, "could not record room leave");
