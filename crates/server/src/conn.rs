@@ -207,7 +207,10 @@ pub(crate) async fn drive<D: Dialect>(socket: WebSocket, state: AppState, mut di
     };
     let slow = code == 1008 && reason.starts_with("slow consumer");
     if let Some(session) = conn.session.take() {
-        state.hub.disconnect(&session, leave_reason).await;
+        state
+            .hub
+            .disconnect(&session, leave_reason, leave_reason == "left")
+            .await;
         tracing::debug!(code, %reason, "session closed");
     }
     let _ = close_tx.send(CloseCmd {

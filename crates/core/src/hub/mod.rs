@@ -272,8 +272,9 @@ impl Hub {
     }
 
     /// Ends a session: it leaves every room (members are told) and is forgotten.
+    /// `voluntary` when the client said goodbye (DISCONNECT), for the history records.
     /// Idempotent.
-    pub async fn disconnect(&self, session: &Arc<Session>, reason: &str) {
+    pub async fn disconnect(&self, session: &Arc<Session>, reason: &str, voluntary: bool) {
         let removed = {
             let mut removed = false;
             if let Some(mut list) = self.inner.sessions.get_mut(&session.client_id) {
@@ -290,7 +291,7 @@ impl Hub {
             self.inner.session_count.fetch_sub(1, Ordering::Relaxed);
             metrics::gauge!("signal_sessions", "wire" => session.wire.label()).decrement(1.0);
         }
-        self.leave_all(session, reason, false).await;
+        self.leave_all(session, reason, voluntary).await;
         if let Err(e) = self
             .inner
             .store

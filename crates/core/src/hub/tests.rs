@@ -216,7 +216,7 @@ async fn a_replaced_session_leaves_its_rooms_before_the_new_one_is_acknowledged(
         .await
         .expect("the new session can rejoin at once");
     assert_eq!(hub.stats().sessions, 2);
-    hub.disconnect(&old_b, "disconnected").await;
+    hub.disconnect(&old_b, "disconnected", false).await;
     assert_eq!(
         hub.stats().sessions,
         2,
