@@ -12,6 +12,8 @@ fi
 # Debian packages the tests use, installed only when missing.
 missing=()
 command -v sh >/dev/null 2>&1 || missing+=(dash)
+# coturn: crates/server/tests/turn.rs runs turnserver and turnutils_uclient.
+command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

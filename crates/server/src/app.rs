@@ -86,7 +86,7 @@ pub(crate) fn refuse(status: StatusCode, message: &str) -> Response {
 }
 
 /// Admits a connection or says why not.
-fn admit(
+pub(crate) fn admit(
     state: &AppState,
     peer: SocketAddr,
     headers: &HeaderMap,

@@ -16,7 +16,7 @@ use futures_util::{SinkExt, StreamExt, stream::SplitSink};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use signal_core::{
     CoreError,
-    hub::{CloseReason, ConnectParams, Outbound, Session, Wire},
+    hub::{CloseReason, ConnectParams, Event, Outbound, Session, Wire},
 };
 use tokio::{sync::mpsc, time::Instant};
 
@@ -120,6 +120,10 @@ pub(crate) async fn drive<D: Dialect>(socket: WebSocket, state: AppState, mut di
         wire_slot.clone(),
         D::TEXT,
         D::LABEL,
+        // Browsers cannot send WebSocket pings but answer the server's: text dialects
+        // get one per heartbeat interval, so an idle browser stays alive (its pong is
+        // activity) and a vanished one still times out.
+        D::TEXT.then(|| Duration::from_secs(cfg.heartbeat_interval().max(1))),
     ));
     let limiter = if cfg.security.rate_limit_enabled {
         std::num::NonZeroU32::new(cfg.security.max_messages_per_minute)
@@ -236,7 +240,9 @@ async fn writer(
     wire_slot: Arc<OnceLock<Wire>>,
     text: bool,
     label: &'static str,
+    ping_every: Option<Duration>,
 ) {
+    let mut ping = ping_every.map(|d| tokio::time::interval_at(Instant::now() + d, d));
     let to_message = |b: Bytes| -> Option<Message> {
         if text {
             match Utf8Bytes::try_from(b) {
@@ -248,6 +254,16 @@ async fn writer(
             }
         } else {
             Some(Message::Binary(b))
+        }
+    };
+    // Relayed signals of the batch being written, for the latency histogram once flushed.
+    let mut relayed: Vec<(std::time::Instant, &'static str)> = Vec::new();
+    let note = |item: &Outbound, relayed: &mut Vec<(std::time::Instant, &'static str)>| {
+        if let Outbound::Event(env) = item {
+            metrics::counter!("signal_events_out_total", "event" => env.event.label()).increment(1);
+            if let Event::Signal(s) = &env.event {
+                relayed.push((env.accepted_at, s.kind.label()));
+            }
         }
     };
     let encode = |item: Outbound| -> Option<Message> {
@@ -281,10 +297,16 @@ async fn writer(
                 let _ = tokio::time::timeout(Duration::from_secs(2), finish).await;
                 break;
             }
+            _ = async { if let Some(p) = ping.as_mut() { p.tick().await } else { std::future::pending().await } } => {
+                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    break;
+                }
+            }
             item = rx.recv() => {
                 let Some(item) = item else { break };
                 let mut res = Ok(());
                 let mut n = 0u64;
+                note(&item, &mut relayed);
                 if let Some(m) = encode(item) {
                     res = sink.feed(m).await;
                     n += 1;
@@ -293,6 +315,7 @@ async fn writer(
                 while res.is_ok() && n < 64 {
                     match rx.try_recv() {
                         Ok(item) => {
+                            note(&item, &mut relayed);
                             if let Some(m) = encode(item) {
                                 res = sink.feed(m).await;
                                 n += 1;
@@ -304,6 +327,10 @@ async fn writer(
                 metrics::counter!("signal_ws_messages_out_total", "endpoint" => label).increment(n);
                 if res.is_err() || sink.flush().await.is_err() {
                     break;
+                }
+                for (accepted_at, kind) in relayed.drain(..) {
+                    metrics::histogram!(crate::metrics::RELAY_LATENCY, "kind" => kind)
+                        .record(accepted_at.elapsed().as_secs_f64());
                 }
             }
         }

@@ -7,6 +7,7 @@ pub mod config;
 pub(crate) mod conn;
 pub mod http;
 pub mod json;
+pub mod metrics;
 pub mod run;
 pub mod telemetry;
 pub mod wire;

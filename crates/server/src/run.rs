@@ -2,7 +2,8 @@
 //! optional already-bound listener, so tests can bind port 0) and returns a handle whose
 //! `shutdown` performs the staged drain: stop accepting, close every WebSocket with 1001
 //! (members leave their rooms, which writes the room history), wait for the connection
-//! tasks, close the store.
+//! tasks, close the store, stop the metrics listener (`/metrics` and `/health` on
+//! `metrics.host:metrics.port`, started with the server when `metrics.enabled`).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -19,6 +20,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     app::{AppState, ConnCounts, app},
     config::{Config, DatabaseBackend},
+    metrics::MetricsListener,
 };
 
 /// Why the server could not start.
@@ -38,15 +40,21 @@ pub enum StartError {
     /// TLS material could not be loaded.
     #[error("tls: {0}")]
     Tls(String),
+    /// The metrics recorder could not be installed.
+    #[error("metrics: {0}")]
+    Metrics(String),
 }
 
 /// A running server.
 pub struct Running {
     /// The address the main listener is bound to.
     pub addr: SocketAddr,
+    /// The address the metrics listener is bound to (`None` with `metrics.enabled = false`).
+    pub metrics_addr: Option<SocketAddr>,
     state: AppState,
     handle: axum_server::Handle<SocketAddr>,
     join: JoinHandle<std::io::Result<()>>,
+    metrics: Option<MetricsListener>,
 }
 
 /// Opens the store named by `database.url`.
@@ -133,9 +141,14 @@ pub async fn start(
         addr: addr_text.clone(),
         source,
     })?;
+    let header_timeout = Duration::from_secs(config.server.header_read_timeout.max(1));
+    let metrics = if config.metrics.enabled {
+        Some(start_metrics(&state, header_timeout)?)
+    } else {
+        None
+    };
     let handle = axum_server::Handle::new();
     let make = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let header_timeout = Duration::from_secs(config.server.header_read_timeout.max(1));
     let join = if config.server.tls_enabled {
         let (Some(cert), Some(key)) = (&config.server.tls_cert_path, &config.server.tls_key_path)
         else {
@@ -174,10 +187,29 @@ pub async fn start(
     };
     Ok(Running {
         addr,
+        metrics_addr: metrics.as_ref().map(|m| m.addr),
         state,
         handle,
         join,
+        metrics,
     })
+}
+
+/// Installs the recorder (once per process) and serves `/metrics` and `/health` on
+/// `metrics.host:metrics.port`.
+fn start_metrics(
+    state: &AppState,
+    header_timeout: Duration,
+) -> Result<MetricsListener, StartError> {
+    let recorder = crate::metrics::recorder().map_err(|e| StartError::Metrics(e.to_string()))?;
+    let cfg = &state.config.metrics;
+    let addr = format!("{}:{}", cfg.host, cfg.port);
+    let bind_error = |source| StartError::Bind {
+        addr: addr.clone(),
+        source,
+    };
+    let listener = std::net::TcpListener::bind(&addr).map_err(bind_error)?;
+    crate::metrics::serve(state.clone(), recorder, listener, header_timeout).map_err(bind_error)
 }
 
 // === impl Running ===
@@ -209,6 +241,10 @@ impl Running {
         }
         let _ = tokio::time::timeout(timeout, self.join).await;
         self.state.hub.store().close().await;
+        // Last, so the drain itself can be watched.
+        if let Some(metrics) = self.metrics {
+            metrics.stop().await;
+        }
         tracing::info!("drained");
     }
 }

@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use signal_server::config::{
-    AuthMethod, CloudflareConfig, Config, ConfigError, DatabaseBackend, FirestoreConfig, LogFormat,
-    Secret, WebrtcConfig,
+    AuthMethod, BundlePolicy, CloudflareConfig, Config, ConfigError, DEFAULT_STUN_URLS,
+    DatabaseBackend, FirestoreConfig, IceTransportPolicy, LogFormat, RtcpMuxPolicy, Secret,
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -95,20 +95,20 @@ fn seed000_config_loads_and_validates() {
 fn seed001_timeouts_config_loads_and_validates() {
     let config = Config::load_with_env(Some(&fixture("seed001_timeouts.toml")), env(&[])).unwrap();
     config.validate().unwrap();
-    assert_eq!(config.inactive_sections(), ["webrtc"]);
+    assert_eq!(
+        config.inactive_sections(),
+        ["webrtc.session_timeout", "webrtc.cloudflare_timeout"]
+    );
     assert_eq!(config.server.connection_timeout, 30);
     assert_eq!(config.server.registration_timeout, 10);
     assert_eq!(
         (config.heartbeat.interval, config.heartbeat.timeout),
         (30, 90)
     );
-    assert_eq!(
-        config.webrtc,
-        Some(WebrtcConfig {
-            session_timeout: 300,
-            cloudflare_timeout: 10
-        })
-    );
+    assert_eq!(config.webrtc.session_timeout, Some(300));
+    assert_eq!(config.webrtc.cloudflare_timeout, Some(10));
+    // The seed sets no ICE keys: /webrtc/config serves the public STUN fallback.
+    assert_eq!(config.webrtc.stun_urls, DEFAULT_STUN_URLS);
     assert_eq!(config.database.retry_interval, 100);
     // The seed sets no URL: the embedded SQLite default stays.
     assert_eq!(config.database.backend(), DatabaseBackend::Sqlite);
@@ -118,7 +118,10 @@ fn seed001_timeouts_config_loads_and_validates() {
 fn seed001_app_config_loads_and_validates() {
     let config = Config::load_with_env(Some(&fixture("seed001_app.toml")), env(&[])).unwrap();
     config.validate().unwrap();
-    assert_eq!(config.inactive_sections(), ["webrtc"]);
+    assert_eq!(
+        config.inactive_sections(),
+        ["webrtc.session_timeout", "webrtc.cloudflare_timeout"]
+    );
     assert!(!config.server.tls_enabled);
     assert_eq!(config.api_keys().len(), 2);
     assert_eq!(
@@ -145,7 +148,6 @@ fn example_config_documents_every_key() {
     let full = Config {
         firestore: Some(FirestoreConfig::default()),
         cloudflare: Some(CloudflareConfig::default()),
-        webrtc: Some(WebrtcConfig::default()),
         ..Config::default()
     };
     let serde_json::Value::Object(sections) = serde_json::to_value(&full).unwrap() else {
@@ -468,6 +470,23 @@ fn validation_failures_name_their_key() {
             "cloudflare.base_url",
         ),
         ("[webrtc]\nsession_timeout = 0\n", "webrtc.session_timeout"),
+        (
+            "[webrtc]\nstun_urls = [\"stun.example.com\"]\n",
+            "webrtc.stun_urls[0]",
+        ),
+        (
+            "[webrtc]\nturn_urls = [\"turn:turn.example.com\"]\n",
+            "webrtc.turn_urls",
+        ),
+        ("[webrtc]\nturn_secret = \"s\"\n", "webrtc.turn_urls"),
+        (
+            "[webrtc]\nturn_urls = [\"turn:t.example\"]\nturn_secret = \"s\"\nturn_ttl = 10\n",
+            "webrtc.turn_ttl",
+        ),
+        (
+            "[webrtc]\nice_transport_policy = \"relay\"\n",
+            "webrtc.ice_transport_policy",
+        ),
     ];
     for (contents, key) in cases {
         let message = validation_error(contents);
@@ -584,5 +603,78 @@ fn errors_hide_secrets() {
     // An api key entry holds a token: a malformed one is not echoed.
     let message = validation_error("[auth]\napi_keys = [\"client token-S3CRET\"]\n");
     assert!(message.contains("auth.api_keys[0]"), "{message}");
+    assert!(!message.contains("S3CRET"), "{message}");
+}
+
+// === [webrtc] ===
+
+#[test]
+fn webrtc_ice_keys_load_from_file_and_env() {
+    let (_dir, path) = write_config(
+        r#"
+[webrtc]
+stun_urls = ["stun:stun.example.com:3478"]
+turn_urls = ["turn:turn.example.com:3478?transport=udp", "turns:turn.example.com:5349"]
+turn_secret = "coturn-static-auth-secret"
+turn_ttl = 3600
+ice_transport_policy = "relay"
+bundle_policy = "max-bundle"
+rtcp_mux_policy = "negotiate"
+"#,
+    );
+    let config = Config::load_with_env(
+        Some(&path),
+        env(&[
+            ("SIGNAL_MANAGER_WEBRTC_TURN_TTL", "7200"),
+            ("SIGNAL_MANAGER_WEBRTC_STUN_URLS", "[]"),
+        ]),
+    )
+    .unwrap();
+    config.validate().unwrap();
+    assert!(config.inactive_sections().is_empty());
+    let w = &config.webrtc;
+    assert!(w.stun_urls.is_empty());
+    assert_eq!(w.turn_urls.len(), 2);
+    assert_eq!(
+        w.turn_secret.as_ref().map(Secret::expose),
+        Some("coturn-static-auth-secret")
+    );
+    assert_eq!(w.turn_ttl, 7200);
+    assert_eq!(w.ice_transport_policy, IceTransportPolicy::Relay);
+    assert_eq!(w.bundle_policy, BundlePolicy::MaxBundle);
+    assert_eq!(w.rtcp_mux_policy, RtcpMuxPolicy::Negotiate);
+}
+
+#[test]
+fn webrtc_policies_outside_their_sets_are_load_errors() {
+    let message = load_error("[webrtc]\nbundle_policy = \"max_bundle\"\n", &[]);
+    assert!(message.contains("webrtc.bundle_policy"), "{message}");
+    assert!(message.contains("max-bundle"), "{message}");
+    let message = load_error(
+        "",
+        &[("SIGNAL_MANAGER_WEBRTC_ICE_TRANSPORT_POLICY", "none")],
+    );
+    assert!(message.contains("webrtc.ice_transport_policy"), "{message}");
+}
+
+#[test]
+fn turn_secrets_never_show() {
+    let (_dir, path) = write_config(
+        r#"
+[webrtc]
+turn_urls = ["turn:turn.example.com"]
+turn_username = "user"
+turn_credential = "turn-password-S3CRET"
+"#,
+    );
+    let config = Config::load_with_env(Some(&path), env(&[])).unwrap();
+    config.validate().unwrap();
+    assert!(!format!("{config:?}").contains("S3CRET"));
+
+    let message = load_error("[webrtc]\nturn_secret = 12345678987\n", &[]);
+    assert!(message.contains("webrtc.turn_secret"), "{message}");
+    assert!(!message.contains("12345678987"), "{message}");
+    let message = load_error("[webrtc]\nturn_credential = [\"S3CRET\"]\n", &[]);
+    assert!(message.contains("webrtc.turn_credential"), "{message}");
     assert!(!message.contains("S3CRET"), "{message}");
 }

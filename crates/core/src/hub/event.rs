@@ -1,7 +1,10 @@
 //! What the hub tells connections: events shared by every receiver and encoded at most
 //! once per wire format, and the close reasons that end a connection.
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Instant,
+};
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -187,6 +190,8 @@ pub struct Envelope {
     pub id: Uuid,
     /// The event.
     pub event: Event,
+    /// When the hub accepted the event: writers measure relay latency from here.
+    pub accepted_at: Instant,
     cache: [OnceLock<Option<Bytes>>; WIRE_COUNT],
 }
 
@@ -201,6 +206,7 @@ impl Envelope {
         Arc::new(Self {
             id,
             event,
+            accepted_at: Instant::now(),
             cache: Default::default(),
         })
     }

@@ -675,6 +675,31 @@ impl Hub {
         Ok(())
     }
 
+    /// Leaves a room without credentials: the JSON dialects' LEAVE (and an altair JOIN of
+    /// another room), whose session proved its identity when it connected. The same
+    /// effects as [`leave_room`](Self::leave_room): PEER_LEFT to the rest, or the room
+    /// terminates. 404 for an unknown room, 403 if the session is not a member.
+    pub async fn exit_room(
+        &self,
+        session: &Arc<Session>,
+        room_id: &str,
+        reason: &str,
+    ) -> Result<(), CoreError> {
+        let room_id = RoomId::parse(room_id)?;
+        let room = self.room(room_id.as_str()).ok_or_else(|| {
+            CoreError::not_found(format!("Room '{room_id}' not found"))
+                .with("room_id", room_id.to_string())
+        })?;
+        if !self.leave(&room, session, reason, true).await {
+            return Err(CoreError::forbidden(format!(
+                "Client '{}' is not in room '{room_id}'",
+                session.client_id
+            ))
+            .with("room_id", room_id.to_string()));
+        }
+        Ok(())
+    }
+
     /// Takes a session out of every room it is in; `voluntary` when the client asked.
     pub(super) async fn leave_all(&self, session: &Arc<Session>, reason: &str, voluntary: bool) {
         for room_id in session.rooms() {

@@ -28,7 +28,13 @@ pub const ENV_PREFIX: &str = "SIGNAL_MANAGER_";
 const ENV_SOURCE: &str = "environment variable";
 
 /// Keys whose values must never appear in error messages.
-const SECRET_KEYS: [&str; 3] = ["auth.token_secret", "cloudflare.app_secret", "database.url"];
+const SECRET_KEYS: [&str; 5] = [
+    "auth.token_secret",
+    "cloudflare.app_secret",
+    "database.url",
+    "webrtc.turn_secret",
+    "webrtc.turn_credential",
+];
 
 /// See [`Config::load_with_env`].
 pub(crate) fn load(

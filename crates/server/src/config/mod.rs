@@ -32,8 +32,9 @@ pub use error::{ConfigError, ConfigIssue};
 pub use load::ENV_PREFIX;
 pub use secret::Secret;
 pub use sections::{
-    CloudflareConfig, FirestoreConfig, HeartbeatConfig, LogFormat, LoggingConfig, MetricsConfig,
-    RoomsConfig, RoutingConfig, SecurityConfig, SessionConfig, WebrtcConfig,
+    BundlePolicy, CloudflareConfig, DEFAULT_STUN_URLS, FirestoreConfig, HeartbeatConfig,
+    IceTransportPolicy, LogFormat, LoggingConfig, MAX_TURN_USERNAME_LEN, MetricsConfig,
+    RoomsConfig, RoutingConfig, RtcpMuxPolicy, SecurityConfig, SessionConfig, WebrtcConfig,
 };
 pub use server::{MAX_SIZE_LIMIT, MIN_SIZE_LIMIT, ServerConfig};
 
@@ -73,8 +74,8 @@ pub struct Config {
     pub firestore: Option<FirestoreConfig>,
     /// `[cloudflare]`: accepted and validated, not yet acted on.
     pub cloudflare: Option<CloudflareConfig>,
-    /// `[webrtc]` (seed 001): accepted and validated, not yet acted on.
-    pub webrtc: Option<WebrtcConfig>,
+    /// `[webrtc]` (seeds 001, 004): ICE servers and policies for `/webrtc/config`.
+    pub webrtc: WebrtcConfig,
 }
 
 // === impl Config ===
@@ -118,9 +119,7 @@ impl Config {
         if let Some(cloudflare) = &self.cloudflare {
             cloudflare.check(&mut c);
         }
-        if let Some(webrtc) = &self.webrtc {
-            webrtc.check(&mut c);
-        }
+        self.webrtc.check(&mut c);
         let issues = c.into_issues();
         if issues.is_empty() {
             Ok(())
@@ -129,17 +128,19 @@ impl Config {
         }
     }
 
-    /// Sections present in the config that this build parses and validates but does not
-    /// act on yet: `"firestore"`, `"cloudflare"`, `"webrtc"`.
+    /// What the config sets that this build parses and validates but does not act on
+    /// yet: the sections `"firestore"` and `"cloudflare"` when present, and the keys
+    /// `"webrtc.session_timeout"` and `"webrtc.cloudflare_timeout"` when set.
     pub fn inactive_sections(&self) -> Vec<&'static str> {
-        [
+        let mut inactive: Vec<&'static str> = [
             ("firestore", self.firestore.is_some()),
             ("cloudflare", self.cloudflare.is_some()),
-            ("webrtc", self.webrtc.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, present)| present.then_some(name))
-        .collect()
+        .collect();
+        inactive.extend(self.webrtc.inactive_keys());
+        inactive
     }
 
     /// Development mode: adds the seed test credentials ([`DEV_API_KEYS`]) for each

@@ -1,5 +1,6 @@
 //! The smaller sections: heartbeat, session, security, logging, metrics, rooms, routing,
-//! and the parsed-but-inactive firestore, cloudflare and webrtc.
+//! webrtc (ICE servers for `/webrtc/config`), and the parsed-but-inactive firestore and
+//! cloudflare.
 
 use std::path::PathBuf;
 
@@ -230,22 +231,113 @@ impl Default for CloudflareConfig {
     }
 }
 
-/// `[webrtc]` (seed 001): WebRTC session timeouts. Parsed and validated; not yet acted on.
+/// `iceTransportPolicy` handed to browsers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IceTransportPolicy {
+    /// Host, server-reflexive and relay candidates.
+    #[default]
+    All,
+    /// Relay (TURN) candidates only.
+    Relay,
+}
+
+/// `bundlePolicy` handed to browsers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BundlePolicy {
+    /// One transport per media type unless the remote side bundles.
+    #[default]
+    Balanced,
+    /// One transport per track.
+    MaxCompat,
+    /// All media on one transport.
+    MaxBundle,
+}
+
+/// `rtcpMuxPolicy` handed to browsers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RtcpMuxPolicy {
+    /// RTP and RTCP on one port (the only value in the W3C standard).
+    #[default]
+    Require,
+    /// Non-standard; seed 004 accepts it, browsers may refuse it.
+    Negotiate,
+}
+
+/// The STUN servers handed out when `webrtc.stun_urls` is not set: seed 004's fallback.
+pub const DEFAULT_STUN_URLS: [&str; 2] = [
+    "stun:stun.l.google.com:19302",
+    "stun:stun1.l.google.com:19302",
+];
+
+/// Longest TURN username browsers accept (RFC 8489), in bytes.
+pub const MAX_TURN_USERNAME_LEN: usize = 509;
+
+/// `[webrtc]`: the ICE configuration served at `GET /webrtc/config` (seed 004), and the
+/// SFU session timeouts of seed 001 (parsed and validated, not acted on yet).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebrtcConfig {
-    /// Seconds before an inactive WebRTC session is terminated.
-    pub session_timeout: u64,
-    /// Seconds one Cloudflare API call may take.
-    pub cloudflare_timeout: u64,
+    /// `stun:`/`stuns:` URLs, one ICE server entry for all of them. Defaults to Google's
+    /// public STUN servers (seed 004's fallback); `[]` hands out no STUN server.
+    pub stun_urls: Vec<String>,
+    /// `turn:`/`turns:` URLs, one ICE server entry with credentials.
+    pub turn_urls: Vec<String>,
+    /// coturn's `static-auth-secret` (`use-auth-secret`): each request gets a TURN REST
+    /// credential valid for `turn_ttl` seconds. Excludes `turn_username`/`turn_credential`.
+    pub turn_secret: Option<Secret>,
+    /// A fixed TURN username, handed to every client (with `turn_credential`).
+    pub turn_username: Option<String>,
+    /// The password of `turn_username`.
+    pub turn_credential: Option<Secret>,
+    /// Seconds a credential minted from `turn_secret` stays valid.
+    pub turn_ttl: u64,
+    /// `all` or `relay` (TURN only).
+    pub ice_transport_policy: IceTransportPolicy,
+    /// `balanced`, `max-compat` or `max-bundle`.
+    pub bundle_policy: BundlePolicy,
+    /// `require` or `negotiate`.
+    pub rtcp_mux_policy: RtcpMuxPolicy,
+    /// Seed 001: seconds before an inactive SFU session is terminated. Not acted on yet.
+    pub session_timeout: Option<u64>,
+    /// Seed 001: seconds one Cloudflare API call may take. Not acted on yet.
+    pub cloudflare_timeout: Option<u64>,
 }
 
 impl Default for WebrtcConfig {
     fn default() -> Self {
         Self {
-            session_timeout: 300,
-            cloudflare_timeout: 10,
+            stun_urls: DEFAULT_STUN_URLS.iter().map(|u| (*u).to_owned()).collect(),
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_username: None,
+            turn_credential: None,
+            turn_ttl: 86_400,
+            ice_transport_policy: IceTransportPolicy::All,
+            bundle_policy: BundlePolicy::Balanced,
+            rtcp_mux_policy: RtcpMuxPolicy::Require,
+            session_timeout: None,
+            cloudflare_timeout: None,
         }
+    }
+}
+
+impl WebrtcConfig {
+    /// Keys that are set but that this build does not act on (`webrtc.session_timeout`,
+    /// `webrtc.cloudflare_timeout`: they belong to the SFU mode).
+    pub fn inactive_keys(&self) -> Vec<&'static str> {
+        [
+            ("webrtc.session_timeout", self.session_timeout.is_some()),
+            (
+                "webrtc.cloudflare_timeout",
+                self.cloudflare_timeout.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect()
     }
 }
 
@@ -361,7 +453,89 @@ impl CloudflareConfig {
 
 impl WebrtcConfig {
     pub(crate) fn check(&self, c: &mut Checks) {
-        c.at_least("webrtc.session_timeout", self.session_timeout, 1);
-        c.at_least("webrtc.cloudflare_timeout", self.cloudflare_timeout, 1);
+        check_ice_urls(c, "webrtc.stun_urls", &self.stun_urls, &["stun:", "stuns:"]);
+        check_ice_urls(c, "webrtc.turn_urls", &self.turn_urls, &["turn:", "turns:"]);
+        let has_static = self.turn_username.is_some() || self.turn_credential.is_some();
+        if let Some(secret) = &self.turn_secret {
+            if secret.is_empty() {
+                c.fail("webrtc.turn_secret", "must not be empty");
+            }
+            if has_static {
+                c.fail(
+                    "webrtc.turn_username",
+                    "set either webrtc.turn_secret (time-limited credentials) or \
+                     webrtc.turn_username + webrtc.turn_credential (static), not both",
+                );
+            }
+        } else if has_static {
+            match (&self.turn_username, &self.turn_credential) {
+                (Some(user), Some(_)) => {
+                    c.not_blank("webrtc.turn_username", user);
+                    if user.len() > MAX_TURN_USERNAME_LEN {
+                        c.fail(
+                            "webrtc.turn_username",
+                            format!("must be at most {MAX_TURN_USERNAME_LEN} bytes (RFC 8489)"),
+                        );
+                    }
+                }
+                (Some(_), None) => c.fail(
+                    "webrtc.turn_credential",
+                    "is required with webrtc.turn_username",
+                ),
+                (None, _) => c.fail(
+                    "webrtc.turn_username",
+                    "is required with webrtc.turn_credential",
+                ),
+            }
+        }
+        let has_credentials = self.turn_secret.is_some() || has_static;
+        if !self.turn_urls.is_empty() && !has_credentials {
+            c.fail(
+                "webrtc.turn_urls",
+                "TURN servers need credentials (browsers refuse a TURN URL without them): \
+                 set webrtc.turn_secret, or webrtc.turn_username and webrtc.turn_credential",
+            );
+        }
+        if self.turn_urls.is_empty() && has_credentials {
+            c.fail(
+                "webrtc.turn_urls",
+                "TURN credentials are set but no TURN URL is: add turn: or turns: URLs",
+            );
+        }
+        c.between("webrtc.turn_ttl", self.turn_ttl, 60, 30 * 86_400);
+        if self.ice_transport_policy == IceTransportPolicy::Relay && self.turn_urls.is_empty() {
+            c.fail(
+                "webrtc.ice_transport_policy",
+                "\"relay\" allows TURN candidates only, and webrtc.turn_urls is empty: \
+                 no connection could be made",
+            );
+        }
+        if let Some(v) = self.session_timeout {
+            c.at_least("webrtc.session_timeout", v, 1);
+        }
+        if let Some(v) = self.cloudflare_timeout {
+            c.at_least("webrtc.cloudflare_timeout", v, 1);
+        }
+    }
+}
+
+/// Each URL must start with one of `schemes`, name a host, and hold no whitespace.
+fn check_ice_urls(c: &mut Checks, key: &str, urls: &[String], schemes: &[&str]) {
+    for (i, url) in urls.iter().enumerate() {
+        let host = schemes.iter().find_map(|s| url.strip_prefix(s));
+        let valid = host.is_some_and(|h| {
+            let h = h.trim_start_matches("//");
+            !h.is_empty() && !h.starts_with(':') && !h.starts_with('?')
+        }) && !url.chars().any(char::is_whitespace);
+        if !valid {
+            c.fail(
+                format!("{key}[{i}]"),
+                format!(
+                    "expected a {} URL such as \"{}example.com:3478\", got {url:?}",
+                    schemes.join(" or "),
+                    schemes[0]
+                ),
+            );
+        }
     }
 }

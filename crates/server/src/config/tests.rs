@@ -78,13 +78,141 @@ fn api_keys_skip_malformed_entries() {
 fn inactive_sections_in_order() {
     let mut config = Config::default();
     assert!(config.inactive_sections().is_empty());
-    config.webrtc = Some(WebrtcConfig::default());
     config.firestore = Some(FirestoreConfig::default());
-    assert_eq!(config.inactive_sections(), ["firestore", "webrtc"]);
+    assert_eq!(config.inactive_sections(), ["firestore"]);
     config.cloudflare = Some(CloudflareConfig::default());
+    assert_eq!(config.inactive_sections(), ["firestore", "cloudflare"]);
+}
+
+#[test]
+fn only_the_sfu_keys_of_webrtc_are_inactive() {
+    let mut config = Config::default();
+    // The ICE keys are served by /webrtc/config: setting them is not "inactive".
+    config.webrtc.stun_urls = vec!["stun:stun.example.com:3478".to_owned()];
+    config.webrtc.bundle_policy = BundlePolicy::MaxBundle;
+    assert!(config.inactive_sections().is_empty());
+    config.webrtc.cloudflare_timeout = Some(10);
+    assert_eq!(config.inactive_sections(), ["webrtc.cloudflare_timeout"]);
+    config.webrtc.session_timeout = Some(300);
+    config.firestore = Some(FirestoreConfig::default());
     assert_eq!(
         config.inactive_sections(),
-        ["firestore", "cloudflare", "webrtc"]
+        [
+            "firestore",
+            "webrtc.session_timeout",
+            "webrtc.cloudflare_timeout"
+        ]
+    );
+}
+
+#[test]
+fn webrtc_defaults_fall_back_to_public_stun() {
+    let webrtc = WebrtcConfig::default();
+    assert_eq!(webrtc.stun_urls, DEFAULT_STUN_URLS);
+    assert!(webrtc.turn_urls.is_empty());
+    assert_eq!(webrtc.turn_ttl, 86_400);
+    assert_eq!(webrtc.ice_transport_policy, IceTransportPolicy::All);
+    assert_eq!(webrtc.bundle_policy, BundlePolicy::Balanced);
+    assert_eq!(webrtc.rtcp_mux_policy, RtcpMuxPolicy::Require);
+}
+
+/// The keys of every validation failure of `config`.
+fn failing_keys(config: &Config) -> Vec<String> {
+    match config.validate() {
+        Ok(()) => Vec::new(),
+        Err(e) => e.issues().iter().map(|i| i.key.clone()).collect(),
+    }
+}
+
+#[test]
+fn webrtc_turn_settings_are_checked_together() {
+    let turn = |f: &dyn Fn(&mut WebrtcConfig)| {
+        let mut config = Config::default();
+        config.webrtc.turn_urls = vec!["turn:turn.example.com:3478?transport=udp".to_owned()];
+        f(&mut config.webrtc);
+        failing_keys(&config)
+    };
+    // TURN URLs without credentials: browsers would throw InvalidAccessError.
+    assert_eq!(turn(&|_| {}), ["webrtc.turn_urls"]);
+    assert!(turn(&|w| w.turn_secret = Some(Secret::new("s"))).is_empty());
+    assert!(
+        turn(&|w| {
+            w.turn_username = Some("user".to_owned());
+            w.turn_credential = Some(Secret::new("pass"));
+        })
+        .is_empty()
+    );
+    assert_eq!(
+        turn(&|w| w.turn_username = Some("user".to_owned())),
+        ["webrtc.turn_credential"]
+    );
+    assert_eq!(
+        turn(&|w| w.turn_credential = Some(Secret::new("pass"))),
+        ["webrtc.turn_username"]
+    );
+    assert_eq!(
+        turn(&|w| {
+            w.turn_secret = Some(Secret::new("s"));
+            w.turn_username = Some("user".to_owned());
+            w.turn_credential = Some(Secret::new("pass"));
+        }),
+        ["webrtc.turn_username"]
+    );
+    assert_eq!(
+        turn(&|w| w.turn_secret = Some(Secret::new(""))),
+        ["webrtc.turn_secret"]
+    );
+    assert_eq!(
+        turn(&|w| {
+            w.turn_username = Some("u".repeat(MAX_TURN_USERNAME_LEN + 1));
+            w.turn_credential = Some(Secret::new("pass"));
+        }),
+        ["webrtc.turn_username"]
+    );
+    assert_eq!(
+        turn(&|w| {
+            w.turn_secret = Some(Secret::new("s"));
+            w.turn_ttl = 59;
+        }),
+        ["webrtc.turn_ttl"]
+    );
+    assert!(
+        turn(&|w| {
+            w.turn_secret = Some(Secret::new("s"));
+            w.ice_transport_policy = IceTransportPolicy::Relay;
+            w.stun_urls.clear();
+        })
+        .is_empty()
+    );
+
+    let mut config = Config::default();
+    config.webrtc.turn_secret = Some(Secret::new("s"));
+    assert_eq!(failing_keys(&config), ["webrtc.turn_urls"]);
+    config.webrtc.turn_secret = None;
+    config.webrtc.ice_transport_policy = IceTransportPolicy::Relay;
+    assert_eq!(failing_keys(&config), ["webrtc.ice_transport_policy"]);
+}
+
+#[test]
+fn webrtc_urls_need_the_right_scheme() {
+    let mut config = Config::default();
+    config.webrtc.stun_urls = vec![
+        "stun:ok.example".to_owned(),
+        "turn:wrong.example".to_owned(),
+        "stun:".to_owned(),
+        "stuns:ok.example:5349".to_owned(),
+        "stun:has space".to_owned(),
+    ];
+    config.webrtc.turn_urls = vec!["stun:x".to_owned(), "turns:ok.example".to_owned()];
+    config.webrtc.turn_secret = Some(Secret::new("s"));
+    assert_eq!(
+        failing_keys(&config),
+        [
+            "webrtc.stun_urls[1]",
+            "webrtc.stun_urls[2]",
+            "webrtc.stun_urls[4]",
+            "webrtc.turn_urls[0]"
+        ]
     );
 }
 
@@ -106,11 +234,12 @@ fn secrets_are_redacted_in_debug() {
         app_secret: Some(Secret::new("cf-key")),
         ..CloudflareConfig::default()
     });
+    config.webrtc.turn_secret = Some(Secret::new("turn-key"));
+    config.webrtc.turn_credential = Some(Secret::new("turn-pass"));
     let debug = format!("{config:?}");
-    assert!(
-        !debug.contains("jwt-key") && !debug.contains("cf-key"),
-        "{debug}"
-    );
+    for secret in ["jwt-key", "cf-key", "turn-key", "turn-pass"] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
 }
 
 #[test]

@@ -1,33 +1,460 @@
 //! The JSON dialects: altair (seed 002) and simple (seed 003) on `/ws`, room-path
-//! (seed 004) on `/webrtc/ws/{room_id}`.
+//! (seed 004) on `/webrtc/ws/{room_id}`. Each is a `Dialect` of the shared connection
+//! driver; hub events reach them through their `encode_event`, one encoding per dialect
+//! per event. See `docs/dialects.md`.
+//!
+//! Authentication is the same for all three: a token in `?token=` or an
+//! `Authorization: Bearer` header (with `?client_id=` as a hint for a registered
+//! client's token), identified by [`Authenticator::identify`]. Without a token a client
+//! is admitted anonymously (under a server-assigned id) only when
+//! `auth.allow_anonymous` is set.
+//!
+//! [`Authenticator::identify`]: signal_core::auth::Authenticator::identify
 
 pub mod altair;
 pub mod room_path;
 pub mod simple;
+mod translate;
 
-use std::net::SocketAddr;
+use std::{collections::HashMap, future::Future, net::SocketAddr, sync::Arc};
 
 use axum::{
-    extract::{ConnectInfo, Path, State},
-    http::StatusCode,
+    extract::{
+        ConnectInfo, Path, Query, State, WebSocketUpgrade,
+        rejection::{PathRejection, QueryRejection},
+        ws::{Message, WebSocket, rejection::WebSocketUpgradeRejection},
+    },
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use bytes::Bytes;
+use serde_json::{Value, json};
+use signal_core::{
+    CoreError, ErrorCode,
+    hub::{ConnectParams, Session, Wire},
+};
+use tracing::Instrument;
 
-use crate::app::AppState;
+use crate::{
+    app::{AppState, admit, refuse},
+    conn::{self, Conn, Dialect, Flow},
+};
 
-/// `GET /ws` (placeholder until the dialects land).
-pub async fn ws_endpoint(
-    State(_state): State<AppState>,
-    ConnectInfo(_peer): ConnectInfo<SocketAddr>,
-) -> Response {
-    StatusCode::NOT_IMPLEMENTED.into_response()
+/// The credential a JSON client presented.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Credential {
+    /// `?token=`, else the `Authorization: Bearer` token.
+    token: Option<String>,
+    /// `?client_id=`: which registered client a bare token belongs to.
+    client_id: Option<String>,
 }
 
-/// `GET /webrtc/ws/{room_id}` (placeholder until the dialects land).
-pub async fn room_path_endpoint(
-    State(_state): State<AppState>,
-    ConnectInfo(_peer): ConnectInfo<SocketAddr>,
-    Path(_room_id): Path<String>,
+fn credential(headers: &HeaderMap, query: &HashMap<String, String>) -> Credential {
+    let nonempty = |s: &String| !s.trim().is_empty();
+    let token = query
+        .get("token")
+        .filter(|s| nonempty(s))
+        .map(|s| s.trim().to_owned())
+        .or_else(|| {
+            let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+            let (scheme, rest) = v.split_once(' ')?;
+            let t = rest.trim();
+            (scheme.eq_ignore_ascii_case("bearer") && !t.is_empty()).then(|| t.to_owned())
+        });
+    let client_id = query
+        .get("client_id")
+        .filter(|s| nonempty(s))
+        .map(|s| s.trim().to_owned());
+    Credential { token, client_id }
+}
+
+/// Who a JSON client is, once its credential is checked.
+pub(crate) enum Admission {
+    /// An authenticated client.
+    Client {
+        client_id: String,
+        token: String,
+        name: Option<String>,
+    },
+    /// No credential, and the configuration allows anonymous access.
+    Anonymous,
+}
+
+/// Checks a credential: identifies a token's client, or admits anonymously where allowed.
+pub(crate) async fn admission(state: &AppState, c: &Credential) -> Result<Admission, CoreError> {
+    match &c.token {
+        None if state.config.auth.allow_anonymous => Ok(Admission::Anonymous),
+        None => Err(CoreError::unauthorized(
+            "Missing authentication token: pass ?token=... or an Authorization: Bearer header",
+        )),
+        Some(token) => {
+            let id = state
+                .hub
+                .auth()
+                .identify(token, c.client_id.as_deref())
+                .await?;
+            Ok(Admission::Client {
+                client_id: id.client_id,
+                token: token.clone(),
+                name: id.name,
+            })
+        }
+    }
+}
+
+/// Opens the hub session of an admitted client with the connection's wire format.
+pub(crate) async fn open_session(
+    conn: &mut Conn,
+    adm: &Admission,
+    wire: Wire,
+) -> Result<Arc<Session>, CoreError> {
+    let (client_id, auth_token, display_name, anonymous) = match adm {
+        Admission::Client {
+            client_id,
+            token,
+            name,
+        } => (client_id.clone(), token.clone(), name.clone(), false),
+        Admission::Anonymous => (String::new(), String::new(), None, true),
+    };
+    conn.connect(ConnectParams {
+        client_id,
+        auth_token,
+        version: None,
+        wire,
+        capabilities: Vec::new(),
+        metadata: json!({ "dialect": wire.label() }),
+        display_name,
+        anonymous,
+    })
+    .await
+}
+
+/// Admits the connection (limits, origin), applies the WebSocket limits and serves it.
+fn upgrade<F, Fut>(
+    state: AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    usage: &'static str,
+    serve: F,
+) -> Response
+where
+    F: FnOnce(WebSocket, AppState) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(_) => {
+            return (
+                StatusCode::UPGRADE_REQUIRED,
+                [(header::UPGRADE, "websocket")],
+                usage,
+            )
+                .into_response();
+        }
+    };
+    let slot = match admit(&state, peer, headers) {
+        Ok(s) => s,
+        Err((status, why)) => return refuse(status, why),
+    };
+    let s = &state.config.server;
+    let max_message = s.max_message_size;
+    let token = state.tracker.token();
+    ws.max_message_size(max_message)
+        .max_frame_size(s.max_frame_size.unwrap_or(max_message))
+        .read_buffer_size(s.read_buffer_size)
+        .write_buffer_size(s.write_buffer_size)
+        .max_write_buffer_size(s.write_buffer_size + max_message + 4096)
+        .on_upgrade(move |socket| async move {
+            let _slot = slot;
+            let _token = token;
+            serve(socket, state).await;
+        })
+}
+
+/// `GET /ws`: the altair and simple dialects, told apart by the first message.
+pub async fn ws_endpoint(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    StatusCode::NOT_IMPLEMENTED.into_response()
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    let cred = credential(&headers, &query);
+    upgrade(
+        state,
+        peer,
+        &headers,
+        ws,
+        "signal-manager: open a WebSocket here and speak the altair or simple JSON dialect (see docs/dialects.md)\n",
+        move |socket, state| {
+            let span = tracing::debug_span!("conn", dialect = "ws", %peer, client_id = tracing::field::Empty);
+            conn::drive(socket, state, Ws::new(cred)).instrument(span)
+        },
+    )
+}
+
+/// `GET /webrtc/ws/{room_id}`: the room-path dialect.
+pub async fn room_path_endpoint(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    room_id: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let room = room_id.ok().map(|Path(r)| r);
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    let cred = credential(&headers, &query);
+    upgrade(
+        state,
+        peer,
+        &headers,
+        ws,
+        "signal-manager: open a WebSocket here with ?token=JWT and speak the room-path JSON dialect (see docs/dialects.md)\n",
+        move |socket, state| {
+            let span = tracing::debug_span!("conn", dialect = "room_path", %peer, client_id = tracing::field::Empty);
+            conn::drive(socket, state, room_path::RoomPath::new(room, cred)).instrument(span)
+        },
+    )
+}
+
+/// The close code for a refused session: 1011 for a server-side failure (database
+/// down, internal error), 1008 (policy) for anything the client got wrong.
+pub(crate) fn close_code(err: &CoreError) -> u16 {
+    match err.code {
+        ErrorCode::Internal | ErrorCode::Unavailable => 1011,
+        _ => 1008,
+    }
+}
+
+/// Which dialect a `/ws` connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Altair,
+    Simple,
+}
+
+/// Tells the dialect from a message: an upper-case `type` is altair, a lower-case one
+/// simple; without a telling `type`, `room_id`/`peer_id`/`target_id` mean altair and
+/// `room`/`sender`/`recipient` simple.
+fn detect(v: &Value) -> Option<Shape> {
+    let obj = v.as_object()?;
+    if let Some(t) = obj.get("type").and_then(Value::as_str) {
+        let upper = t.bytes().any(|b| b.is_ascii_uppercase());
+        let lower = t.bytes().any(|b| b.is_ascii_lowercase());
+        match (upper, lower) {
+            (true, false) => return Some(Shape::Altair),
+            (false, true) => return Some(Shape::Simple),
+            _ => {}
+        }
+    }
+    if ["room_id", "peer_id", "target_id"]
+        .iter()
+        .any(|k| obj.contains_key(*k))
+    {
+        Some(Shape::Altair)
+    } else if ["room", "sender", "recipient"]
+        .iter()
+        .any(|k| obj.contains_key(*k))
+    {
+        Some(Shape::Simple)
+    } else {
+        None
+    }
+}
+
+/// A `/ws` connection: the credential is checked when the socket opens, the session is
+/// opened at the first message, whose shape fixes the dialect.
+struct Ws {
+    credential: Credential,
+    admission: Option<Result<Admission, CoreError>>,
+    shape: Option<Shape>,
+    anonymous: bool,
+}
+
+impl Ws {
+    fn new(credential: Credential) -> Self {
+        Self {
+            credential,
+            admission: None,
+            shape: None,
+            anonymous: false,
+        }
+    }
+
+    /// An error in the connection's shape (altair's before the shape is known).
+    fn error(&self, conn: &Conn, shape: Option<Shape>, err: &CoreError) -> Option<Bytes> {
+        match shape.or(self.shape) {
+            Some(Shape::Simple) => simple::error_message(None, err),
+            _ => altair::error_message(
+                conn.session.as_ref().map(|s| s.client_id.as_str()),
+                None,
+                err,
+            ),
+        }
+    }
+
+    fn send_error(&self, conn: &mut Conn, shape: Option<Shape>, err: &CoreError) {
+        if let Some(b) = self.error(conn, shape, err) {
+            conn.reply(b);
+        }
+    }
+
+    /// Opens the session in `shape` at the first message; a refusal closes the socket.
+    async fn open(&mut self, conn: &mut Conn, shape: Shape) -> Result<(), Flow> {
+        let adm = match self.admission.take() {
+            Some(Ok(a)) => a,
+            Some(Err(e)) => {
+                self.send_error(conn, Some(shape), &e);
+                return Err(Flow::Close(close_code(&e), e.message));
+            }
+            None => {
+                let e = CoreError::new(ErrorCode::Internal, "Internal server error");
+                self.send_error(conn, Some(shape), &e);
+                return Err(Flow::Close(1011, "internal error".into()));
+            }
+        };
+        let wire = match shape {
+            Shape::Altair => Wire::Altair,
+            Shape::Simple => Wire::Simple,
+        };
+        match open_session(conn, &adm, wire).await {
+            Ok(_) => {
+                self.shape = Some(shape);
+                self.anonymous = matches!(adm, Admission::Anonymous);
+                Ok(())
+            }
+            Err(e) => {
+                self.send_error(conn, Some(shape), &e);
+                let code = if conn.state.hub.is_shutting_down() {
+                    1001
+                } else {
+                    close_code(&e)
+                };
+                Err(Flow::Close(code, e.message))
+            }
+        }
+    }
+}
+
+impl Dialect for Ws {
+    const LABEL: &'static str = "ws";
+    const TEXT: bool = true;
+
+    async fn start(&mut self, conn: &mut Conn) -> Flow {
+        self.admission = Some(admission(&conn.state, &self.credential).await);
+        Flow::Continue
+    }
+
+    async fn on_message(&mut self, conn: &mut Conn, msg: Message) -> Flow {
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                let e = CoreError::bad_request(
+                    "Binary message on /ws: send JSON text messages (the binary protocol is served on /)",
+                );
+                self.send_error(conn, None, &e);
+                return Flow::Continue;
+            }
+            _ => return Flow::Continue,
+        };
+        let parsed: Result<Value, _> = serde_json::from_str(text.as_str());
+        let shape = match self.shape {
+            Some(s) => s,
+            None => {
+                let detected = parsed.as_ref().ok().and_then(detect);
+                if let Some(Err(e)) = &self.admission {
+                    let e = e.clone();
+                    self.send_error(conn, detected, &e);
+                    return Flow::Close(close_code(&e), e.message);
+                }
+                let Some(shape) = detected else {
+                    let why = match &parsed {
+                        Err(e) => format!("Invalid JSON: {e}"),
+                        Ok(_) => "Cannot tell the dialect: send a JSON object with an upper-case 'type' and 'room_id' (altair) or a lower-case 'type' and 'room' (simple)".to_owned(),
+                    };
+                    self.send_error(conn, None, &CoreError::bad_request(why));
+                    return Flow::Continue;
+                };
+                if let Err(flow) = self.open(conn, shape).await {
+                    return flow;
+                }
+                shape
+            }
+        };
+        let keep_alive = shape == Shape::Altair && parsed.as_ref().is_ok_and(altair::is_keep_alive);
+        if !keep_alive && !conn.within_rate() {
+            let n = conn.state.config.security.max_messages_per_minute;
+            let e = CoreError::new(
+                ErrorCode::RateLimited,
+                format!("Rate limit exceeded: at most {n} messages per minute"),
+            );
+            self.send_error(conn, Some(shape), &e);
+            return Flow::Continue;
+        }
+        let value = match parsed {
+            Ok(v) => v,
+            Err(e) => {
+                self.send_error(
+                    conn,
+                    Some(shape),
+                    &CoreError::bad_request(format!("Invalid JSON: {e}")),
+                );
+                return Flow::Continue;
+            }
+        };
+        match shape {
+            Shape::Altair => altair::handle(conn, &value).await,
+            Shape::Simple => simple::handle(conn, &value, self.anonymous).await,
+        }
+    }
+
+    fn close_error(&self, conn: &Conn, err: &CoreError) -> Option<Bytes> {
+        self.error(conn, None, err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_first_message_tells_the_dialect() {
+        assert_eq!(
+            detect(&json!({"type": "JOIN", "room_id": "r"})),
+            Some(Shape::Altair)
+        );
+        assert_eq!(detect(&json!({"type": "KEEP_ALIVE"})), Some(Shape::Altair));
+        assert_eq!(
+            detect(&json!({"type": "join", "room": "r", "sender": "a"})),
+            Some(Shape::Simple)
+        );
+        assert_eq!(
+            detect(&json!({"type": "Join", "room": "r"})),
+            Some(Shape::Simple)
+        );
+        assert_eq!(
+            detect(&json!({"type": "Join", "room_id": "r"})),
+            Some(Shape::Altair)
+        );
+        assert_eq!(detect(&json!({"hello": 1})), None);
+        assert_eq!(detect(&json!([1, 2])), None);
+    }
+
+    #[test]
+    fn tokens_come_from_the_query_or_a_bearer_header() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        let q = HashMap::new();
+        assert_eq!(credential(&h, &q).token.as_deref(), Some("abc"));
+        let q = HashMap::from([("token".to_owned(), "xyz".to_owned())]);
+        assert_eq!(credential(&h, &q).token.as_deref(), Some("xyz"));
+        assert_eq!(credential(&HeaderMap::new(), &HashMap::new()).token, None);
+    }
 }

@@ -1,9 +1,344 @@
-//! Placeholder for the room_path dialect.
+//! The room-path dialect (seed 004) on `/webrtc/ws/{room_id}?token=JWT`: the connection
+//! is in the room of its URL from the start. The client gets `room_state` (every
+//! participant, itself included); the rest of the room gets `user_joined` and, when it
+//! goes, `user_left`. `offer` / `answer` / `ice_candidate` go to `payload.target_user_id`,
+//! or without it to the rest of the room; the server sets `sender_id`, `room_id` and an
+//! ISO 8601 `timestamp`. Refusals after the upgrade are close codes: 1008 for a bad,
+//! expired or missing token, a bad room id or a full room (after an `error` message),
+//! 1011 for an internal failure.
 
+use std::{sync::Arc, time::Duration};
+
+use axum::extract::ws::Message;
 use bytes::Bytes;
-use signal_core::hub::Envelope;
+use serde_json::{Map, Value, json};
+use signal_core::{
+    CoreError, ErrorCode,
+    hub::{CloseReason, Envelope, Event, Session, SignalKind, SignalRequest, Wire},
+};
+use uuid::Uuid;
 
-/// Encodes a hub event for a room_path connection.
-pub fn encode_event(_env: &Envelope) -> Option<Bytes> {
-    None
+use super::{
+    Credential, admission, close_code, open_session,
+    translate::{
+        body_from_payload, code_name, count_error, name_in, now_iso, participant_name, payload_of,
+        to_bytes,
+    },
+};
+use crate::conn::{Conn, Dialect, Flow};
+
+/// How often a member checks that its room still exists (a binary sender leaving ends
+/// the room under it).
+const ROOM_WATCH: Duration = Duration::from_millis(500);
+
+/// Whether `room` is a valid room-path room id: `[A-Za-z0-9-]{1,64}`.
+pub(crate) fn valid_room_id(room: &str) -> bool {
+    (1..=64).contains(&room.len()) && room.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// One room-path connection.
+pub(crate) struct RoomPath {
+    /// The room id from the URL (`None` if the path did not decode).
+    pub(crate) room: Option<String>,
+    /// The credential from the query or header.
+    pub(crate) credential: Credential,
+    watcher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RoomPath {
+    pub(crate) fn new(room: Option<String>, credential: Credential) -> Self {
+        Self {
+            room,
+            credential,
+            watcher: None,
+        }
+    }
+
+    fn room_id(&self) -> &str {
+        self.room.as_deref().unwrap_or_default()
+    }
+}
+
+impl Drop for RoomPath {
+    fn drop(&mut self) {
+        if let Some(w) = self.watcher.take() {
+            w.abort();
+        }
+    }
+}
+
+/// A server message: `{type, payload, sender_id, room_id, timestamp}`.
+fn message(kind: &str, payload: Value, sender: &str, room: Option<&str>) -> Value {
+    let mut m = Map::new();
+    m.insert("type".into(), Value::from(kind));
+    m.insert("payload".into(), payload);
+    m.insert("sender_id".into(), Value::from(sender));
+    if let Some(r) = room {
+        m.insert("room_id".into(), Value::from(r));
+    }
+    m.insert("timestamp".into(), Value::from(now_iso()));
+    Value::Object(m)
+}
+
+/// An `error` message with `payload {code, message}`.
+fn error_with_code(room: Option<&str>, code: &str, err: &CoreError) -> Option<Bytes> {
+    count_error(err);
+    to_bytes(&message(
+        "error",
+        json!({ "code": code, "message": err.message }),
+        "server",
+        room,
+    ))
+}
+
+fn send_error(conn: &mut Conn, room: &str, err: &CoreError) {
+    if let Some(b) = error_with_code(Some(room), code_name(err), err) {
+        conn.reply(b);
+    }
+}
+
+impl Dialect for RoomPath {
+    const LABEL: &'static str = "room_path";
+    const TEXT: bool = true;
+
+    async fn start(&mut self, conn: &mut Conn) -> Flow {
+        let room = self.room_id().to_owned();
+        if !valid_room_id(&room) {
+            return Flow::Close(
+                1008,
+                "invalid room id: expected 1 to 64 characters of A-Z, a-z, 0-9 and '-'".into(),
+            );
+        }
+        let adm = match admission(&conn.state, &self.credential).await {
+            Ok(a) => a,
+            Err(e) => return Flow::Close(close_code(&e), e.message),
+        };
+        let session = match open_session(conn, &adm, Wire::RoomPath).await {
+            Ok(s) => s,
+            Err(e) => {
+                if conn.state.hub.is_shutting_down() {
+                    return Flow::Close(1001, "server shutting down".into());
+                }
+                return Flow::Close(close_code(&e), e.message);
+            }
+        };
+        let name = session.name().to_owned();
+        let metadata = json!({ "display_name": name, "username": name });
+        let hub = conn.state.hub.clone();
+        let joined = match hub.enter_room(&session, &room, Some(metadata)).await {
+            Ok(j) => j,
+            Err(e) => {
+                send_error(conn, &room, &e);
+                let why = match code_name(&e) {
+                    "ROOM_FULL" => "room full".to_owned(),
+                    _ => e.message.clone(),
+                };
+                return Flow::Close(close_code(&e), why);
+            }
+        };
+        let mut participants: Vec<Value> = joined
+            .participants
+            .iter()
+            .map(|p| json!({ "user_id": p.client_id.as_str(), "username": participant_name(p) }))
+            .collect();
+        participants.push(json!({ "user_id": session.client_id.as_str(), "username": name }));
+        let count = participants.len();
+        let state = message(
+            "room_state",
+            json!({ "room_id": room, "participants": participants, "participant_count": count }),
+            "server",
+            Some(&room),
+        );
+        if let Some(b) = to_bytes(&state) {
+            conn.reply(b);
+        }
+        self.watcher = Some(tokio::spawn(watch_room(session, room)));
+        Flow::Continue
+    }
+
+    async fn on_message(&mut self, conn: &mut Conn, msg: Message) -> Flow {
+        let room = self.room_id().to_owned();
+        let Some(session) = conn.session.clone() else {
+            return Flow::Close(1011, "no session".into());
+        };
+        if !conn.within_rate() {
+            let n = conn.state.config.security.max_messages_per_minute;
+            let e = CoreError::new(
+                ErrorCode::RateLimited,
+                format!("Rate limit exceeded: at most {n} messages per minute"),
+            );
+            send_error(conn, &room, &e);
+            return Flow::Continue;
+        }
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                let e = CoreError::bad_request(
+                    "Binary message on a room-path connection: send JSON text messages",
+                );
+                send_error(conn, &room, &e);
+                return Flow::Continue;
+            }
+            _ => return Flow::Continue,
+        };
+        let value: Value = match serde_json::from_str(text.as_str()) {
+            Ok(v) => v,
+            Err(e) => {
+                send_error(
+                    conn,
+                    &room,
+                    &CoreError::bad_request(format!("Invalid JSON: {e}")),
+                );
+                return Flow::Continue;
+            }
+        };
+        if let Err(e) = handle(conn, &session, &room, &value).await {
+            send_error(conn, &room, &e);
+        }
+        Flow::Continue
+    }
+
+    fn close_error(&self, _conn: &Conn, err: &CoreError) -> Option<Bytes> {
+        error_with_code(Some(self.room_id()), code_name(err), err)
+    }
+}
+
+/// Closes the connection when its room ends under it (a binary sender left): the client
+/// was told with an `error` `ROOM_CLOSED`, and may reconnect to open the room again.
+async fn watch_room(session: Arc<Session>, room: String) {
+    loop {
+        tokio::time::sleep(ROOM_WATCH).await;
+        if session.is_closing() {
+            return;
+        }
+        if !session.in_room(&room) {
+            session.close(CloseReason {
+                code: 1000,
+                reason: "room closed".into(),
+                error: None,
+            });
+            return;
+        }
+    }
+}
+
+async fn handle(
+    conn: &mut Conn,
+    session: &Arc<Session>,
+    room: &str,
+    value: &Value,
+) -> Result<(), CoreError> {
+    let obj = value.as_object().ok_or_else(|| {
+        CoreError::bad_request("Invalid message: expected a JSON object {type, payload}")
+    })?;
+    let t = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| CoreError::bad_request("Missing or invalid 'type' field"))?;
+    let kind = match t {
+        "offer" => SignalKind::Offer,
+        "answer" => SignalKind::Answer,
+        "ice_candidate" => SignalKind::IceCandidate,
+        "ping" | "heartbeat" => {
+            if let Some(b) = to_bytes(&message("pong", json!({}), "server", Some(room))) {
+                conn.reply(b);
+            }
+            return Ok(());
+        }
+        other => {
+            return Err(CoreError::bad_request(format!(
+                "Unknown message type '{other}': expected offer, answer or ice_candidate"
+            )));
+        }
+    };
+    let payload = obj.get("payload").filter(|p| !p.is_null());
+    let target = match payload.and_then(|p| p.get("target_user_id")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            return Err(CoreError::bad_request(
+                "Invalid 'payload.target_user_id': expected a string",
+            ));
+        }
+    };
+    if target.as_deref() == Some(session.client_id.as_str()) {
+        return Err(CoreError::bad_request(
+            "Invalid 'payload.target_user_id': that is yourself",
+        ));
+    }
+    let body = body_from_payload(payload, kind)?;
+    conn.state
+        .hub
+        .signal(
+            session,
+            SignalRequest {
+                id: Uuid::new_v4(),
+                kind,
+                target: target.clone(),
+                room: Some(room.to_owned()),
+                body,
+            },
+        )
+        .await
+        .map_err(|e| match (&target, e.code) {
+            (Some(t), ErrorCode::NotFound) if e.details.contains_key("target_client_id") => {
+                CoreError {
+                    message: format!("target user '{t}' is not in room '{room}'"),
+                    ..e
+                }
+            }
+            _ => e,
+        })
+}
+
+/// Encodes a hub event for room-path connections.
+pub fn encode_event(env: &Envelope) -> Option<Bytes> {
+    let v = match &env.event {
+        Event::PeerJoined {
+            room,
+            client,
+            metadata,
+            ..
+        } => message(
+            "user_joined",
+            json!({ "user_id": client.as_str(), "username": name_in(metadata, client.as_str()) }),
+            "server",
+            Some(room.as_str()),
+        ),
+        Event::PeerLeft {
+            room,
+            client,
+            reason,
+        } => message(
+            "user_left",
+            json!({ "user_id": client.as_str(), "reason": reason }),
+            "server",
+            Some(room.as_str()),
+        ),
+        Event::RoomClosed { room, reason } => message(
+            "error",
+            json!({ "code": "ROOM_CLOSED", "message": format!("Room closed: {reason}") }),
+            "server",
+            Some(room.as_str()),
+        ),
+        Event::Signal(s) => {
+            let t = match s.kind {
+                SignalKind::Offer => "offer",
+                SignalKind::Answer => "answer",
+                SignalKind::IceCandidate => "ice_candidate",
+            };
+            let mut p = payload_of(s);
+            if let Some(target) = &s.target {
+                p.insert("target_user_id".into(), Value::from(target.as_str()));
+            }
+            message(
+                t,
+                Value::Object(p),
+                s.from.as_str(),
+                s.room.as_ref().map(|r| r.as_str()),
+            )
+        }
+    };
+    to_bytes(&v)
 }

@@ -148,3 +148,181 @@ pub async fn http_get(base: &str, path: &str) -> (u16, String) {
     };
     (status, body)
 }
+
+// === JSON dialects ===
+
+/// A JWT for `sub` (with an optional `name` claim) signed with the test secret.
+pub fn jwt(sub: &str, name: Option<&str>) -> String {
+    signal_core::auth::issue_jwt(JWT_SECRET, sub, name, 3600).expect("sign JWT")
+}
+
+/// A JWT for `sub` that expired an hour ago.
+pub fn expired_jwt(sub: &str) -> String {
+    let now = chrono::Utc::now().timestamp() as u64;
+    let claims = signal_core::auth::Claims {
+        sub: sub.into(),
+        exp: now - 3600,
+        iat: Some(now - 7200),
+        name: None,
+    };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("sign JWT")
+}
+
+/// How a JSON test client saw its connection end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsClosed {
+    pub code: u16,
+    pub reason: String,
+}
+
+/// A WebSocket client speaking JSON text messages, as a browser or script would.
+pub struct JsonClient {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl TestServer {
+    /// `ws://host:port{path}` (path includes any query).
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("{}{}", self.url.trim_end_matches('/'), path)
+    }
+
+    /// A JSON client on `path` (e.g. `/ws?token=alice-token`).
+    pub async fn json(&self, path: &str) -> JsonClient {
+        JsonClient::connect(&self.ws_url(path))
+            .await
+            .expect("websocket connects")
+    }
+
+    /// A JSON client on `path` with an `Authorization: Bearer` header.
+    pub async fn json_bearer(&self, path: &str, token: &str) -> JsonClient {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = self.ws_url(path).into_client_request().expect("request");
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("websocket connects");
+        JsonClient { ws }
+    }
+}
+
+impl JsonClient {
+    pub async fn connect(url: &str) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        Ok(Self { ws })
+    }
+
+    /// Sends a JSON value as a text message.
+    pub async fn send(&mut self, v: &serde_json::Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    /// Sends raw text.
+    pub async fn send_text(&mut self, s: &str) {
+        use futures_util::SinkExt;
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::text(s))
+            .await
+            .expect("send");
+    }
+
+    /// The next text message within `d`, parsed; `Err` on timeout or close.
+    pub async fn next_within(&mut self, d: Duration) -> Result<serde_json::Value, WsClosed> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.ws.next()).await {
+                Err(_) => {
+                    return Err(WsClosed {
+                        code: 0,
+                        reason: "timeout".into(),
+                    });
+                }
+                Ok(None) => {
+                    return Err(WsClosed {
+                        code: 1006,
+                        reason: String::new(),
+                    });
+                }
+                Ok(Some(Err(e))) => {
+                    return Err(WsClosed {
+                        code: 1006,
+                        reason: e.to_string(),
+                    });
+                }
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    return Ok(serde_json::from_str(t.as_str()).expect("server sends JSON"));
+                }
+                Ok(Some(Ok(Message::Close(f)))) => {
+                    return Err(match f {
+                        Some(f) => WsClosed {
+                            code: u16::from(f.code),
+                            reason: f.reason.to_string(),
+                        },
+                        None => WsClosed {
+                            code: 1005,
+                            reason: String::new(),
+                        },
+                    });
+                }
+                Ok(Some(Ok(Message::Binary(_)))) => panic!("binary message on a JSON endpoint"),
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    /// The next text message, parsed (panics after [`WAIT`] or on close).
+    pub async fn recv(&mut self) -> serde_json::Value {
+        match self.next_within(WAIT).await {
+            Ok(v) => v,
+            Err(c) => panic!("expected a message, connection ended: {c:?}"),
+        }
+    }
+
+    /// The next message whose `type` is `t`, skipping others.
+    pub async fn recv_type(&mut self, t: &str) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_within(left).await {
+                Ok(v) if v["type"] == t => return v,
+                Ok(_) => {}
+                Err(c) => panic!("expected a '{t}' message, connection ended: {c:?}"),
+            }
+        }
+    }
+
+    /// Asserts nothing arrives for `d`.
+    pub async fn expect_silence(&mut self, d: Duration) {
+        if let Ok(v) = self.next_within(d).await {
+            panic!("expected silence, got {v}");
+        }
+    }
+
+    /// Waits for the server's close frame, returning what came before it.
+    pub async fn closed(&mut self) -> (Vec<serde_json::Value>, WsClosed) {
+        let mut before = Vec::new();
+        loop {
+            match self.next_within(WAIT).await {
+                Ok(v) => before.push(v),
+                Err(c) => return (before, c),
+            }
+        }
+    }
+
+    /// Closes from the client side.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}

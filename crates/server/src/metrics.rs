@@ -1,0 +1,287 @@
+//! Prometheus metrics: the process-wide recorder, the catalogue of what is measured, and
+//! the metrics listener (`/metrics` and `/health` on `metrics.host:metrics.port`).
+//!
+//! Call sites across the workspace use the `metrics` macros with the names below; the
+//! recorder is installed once per process ([`recorder`]), so a second server started in
+//! the same process (tests do this) shares it. Labels come only from closed sets (wire
+//! formats, message types, error codes, route templates), never from room or client ids.
+//! Gauges that mirror state held elsewhere (registered clients, rooms, members) are
+//! refreshed on each scrape.
+
+use std::{net::SocketAddr, sync::OnceLock, time::Duration};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppState;
+
+/// Histogram of the time from the hub accepting a signal to its flush on the target's
+/// socket, labelled by `kind`.
+pub const RELAY_LATENCY: &str = "signal_relay_latency_seconds";
+
+/// Buckets of [`RELAY_LATENCY`], in seconds: 50 µs to 2.5 s.
+pub const RELAY_LATENCY_BUCKETS: [f64; 15] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5,
+];
+
+/// Buckets of `signal_http_request_duration_seconds`: 1 ms to 5 s.
+pub const HTTP_DURATION_BUCKETS: [f64; 10] =
+    [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// How often the exporter's upkeep (histogram draining) runs.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long a scrape waits for the store's client count before rendering without it.
+const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The recorder could not be installed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot install the Prometheus recorder: {0}")]
+pub struct RecorderError(String);
+
+static RECORDER: OnceLock<Result<PrometheusHandle, RecorderError>> = OnceLock::new();
+
+/// The process-wide Prometheus recorder, installed (and the metrics described) on the
+/// first call; later calls return the same handle. Fails if another global recorder was
+/// installed first.
+pub fn recorder() -> Result<PrometheusHandle, RecorderError> {
+    RECORDER
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(RELAY_LATENCY.into()), &RELAY_LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("signal_http_request_duration_seconds".into()),
+                        &HTTP_DURATION_BUCKETS,
+                    )
+                })
+                .and_then(|b| b.install_recorder())
+                .map_err(|e| RecorderError(e.to_string()))?;
+            describe();
+            register_zeroes();
+            Ok(handle)
+        })
+        .clone()
+}
+
+/// Series of closed label sets that exist from the start at zero, so a dashboard or an
+/// alert on `rate()` sees them before the first event.
+fn register_zeroes() {
+    for wire in [
+        "binary_json",
+        "binary_cbor",
+        "altair",
+        "simple",
+        "room_path",
+    ] {
+        metrics::gauge!("signal_sessions", "wire" => wire).increment(0.0);
+    }
+    for kind in ["offer", "answer", "ice_candidate"] {
+        metrics::counter!("signal_relayed_total", "kind" => kind).increment(0);
+    }
+    for code in [
+        "400", "401", "403", "404", "409", "413", "429", "500", "503",
+    ] {
+        metrics::counter!("signal_errors_total", "code" => code).increment(0);
+    }
+    metrics::gauge!("signal_connections").increment(0.0);
+    metrics::counter!("signal_slow_consumer_disconnects_total").increment(0);
+    metrics::counter!("signal_rooms_created_total").increment(0);
+    metrics::counter!("signal_rooms_terminated_total").increment(0);
+}
+
+/// Registers the name, unit and help text of every metric the server emits.
+fn describe() {
+    describe_gauge!("signal_connections", "Open WebSocket connections");
+    describe_counter!(
+        "signal_connections_refused_total",
+        "WebSocket upgrades refused, by reason (max_connections, per_ip)"
+    );
+    describe_gauge!(
+        "signal_sessions",
+        "Authenticated sessions, by wire format (binary_json, binary_cbor, altair, simple, room_path)"
+    );
+    describe_gauge!(
+        "signal_registered_clients",
+        "Clients registered in the store (refreshed on scrape)"
+    );
+    describe_gauge!(
+        "signal_store_up",
+        "1 if the store answered the last scrape's query, else 0"
+    );
+    describe_gauge!("signal_rooms", "Active rooms (refreshed on scrape)");
+    describe_gauge!(
+        "signal_room_members",
+        "Room memberships summed over rooms (refreshed on scrape)"
+    );
+    describe_counter!("signal_rooms_created_total", "Rooms created");
+    describe_counter!("signal_rooms_terminated_total", "Rooms terminated");
+    describe_counter!(
+        "signal_frames_in_total",
+        "Binary frames received, by message type"
+    );
+    describe_counter!(
+        "signal_frames_out_total",
+        "Binary responses sent, by message type"
+    );
+    describe_counter!(
+        "signal_ws_messages_in_total",
+        "WebSocket data messages received, by endpoint (binary, ws, room_path)"
+    );
+    describe_counter!(
+        "signal_ws_messages_out_total",
+        "WebSocket messages written, by endpoint (binary, ws, room_path)"
+    );
+    describe_counter!(
+        "signal_events_out_total",
+        "Hub events written to connections, by event (peer_joined, peer_left, room_closed, offer, answer, ice_candidate)"
+    );
+    describe_counter!(
+        "signal_errors_total",
+        "Errors sent to clients, by status code"
+    );
+    describe_counter!(
+        "signal_relayed_total",
+        "Signals relayed, by kind (offer, answer, ice_candidate)"
+    );
+    describe_histogram!(
+        RELAY_LATENCY,
+        Unit::Seconds,
+        "Time from the hub accepting a signal to its flush on the target's socket, by kind"
+    );
+    describe_counter!(
+        "signal_slow_consumer_disconnects_total",
+        "Connections closed because their outbound queue was full"
+    );
+    describe_counter!(
+        "signal_http_requests_total",
+        "REST requests, by route template and status"
+    );
+    describe_histogram!(
+        "signal_http_request_duration_seconds",
+        Unit::Seconds,
+        "REST request handling time, by route template"
+    );
+}
+
+/// The metrics listener's routes: `/metrics` and `/health`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .route("/health", get(crate::app::health))
+        .with_state(state)
+}
+
+/// `GET /metrics`: refreshes the state-mirroring gauges and renders the text format.
+async fn scrape(State(state): State<AppState>) -> Response {
+    let handle = match recorder() {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "metrics scrape without a recorder");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    refresh_gauges(&state).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        handle.render(),
+    )
+        .into_response()
+}
+
+async fn refresh_gauges(state: &AppState) {
+    let stats = state.hub.stats();
+    metrics::gauge!("signal_rooms").set(stats.rooms as f64);
+    metrics::gauge!("signal_room_members").set(stats.members as f64);
+    match tokio::time::timeout(STORE_TIMEOUT, state.hub.store().count_clients()).await {
+        Ok(Ok(n)) => {
+            metrics::gauge!("signal_registered_clients").set(n as f64);
+            metrics::gauge!("signal_store_up").set(1.0);
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "metrics scrape: store unavailable");
+            metrics::gauge!("signal_store_up").set(0.0);
+        }
+        Err(_) => {
+            tracing::debug!("metrics scrape: store did not answer in time");
+            metrics::gauge!("signal_store_up").set(0.0);
+        }
+    }
+}
+
+/// A running metrics listener.
+pub(crate) struct MetricsListener {
+    /// The bound address.
+    pub(crate) addr: SocketAddr,
+    handle: axum_server::Handle<SocketAddr>,
+    join: JoinHandle<std::io::Result<()>>,
+    stop: CancellationToken,
+}
+
+/// Serves [`router`] on `listener`, with the exporter's upkeep running every few seconds
+/// until [`MetricsListener::stop`].
+pub(crate) fn serve(
+    state: AppState,
+    recorder: PrometheusHandle,
+    listener: std::net::TcpListener,
+    header_timeout: Duration,
+) -> Result<MetricsListener, std::io::Error> {
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let upkeep_stop = stop.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => recorder.run_upkeep(),
+                _ = upkeep_stop.cancelled() => break,
+            }
+        }
+    });
+    let handle = axum_server::Handle::new();
+    let mut server = axum_server::from_tcp(listener)?.handle(handle.clone());
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let join = tokio::spawn(server.serve(router(state).into_make_service()));
+    tracing::info!("metrics: Prometheus text on http://{addr}/metrics, health on /health");
+    Ok(MetricsListener {
+        addr,
+        handle,
+        join,
+        stop,
+    })
+}
+
+// === impl MetricsListener ===
+
+impl MetricsListener {
+    /// Stops accepting scrapes and waits (briefly) for the listener to finish.
+    pub(crate) async fn stop(self) {
+        self.stop.cancel();
+        self.handle.graceful_shutdown(Some(Duration::from_secs(1)));
+        if tokio::time::timeout(Duration::from_secs(2), self.join)
+            .await
+            .is_err()
+        {
+            tracing::warn!("metrics listener did not stop in time");
+        }
+    }
+}
