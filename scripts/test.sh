@@ -14,6 +14,11 @@ missing=()
 command -v sh >/dev/null 2>&1 || missing+=(dash)
 # coturn: crates/server/tests/turn.rs runs turnserver and turnutils_uclient.
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
+# The TypeScript client and the demo page's browser test.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -28,3 +33,14 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+
+echo "== TypeScript client (clients/js)"
+if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
+    echo "scripts/test.sh: Node.js 20 or newer is required, found $(node --version)" >&2
+    exit 1
+fi
+[ -d clients/js/node_modules ] || (cd clients/js && npm ci --no-audit --no-fund)
+(cd clients/js && npm run typecheck && npm run check-assets && npm test)
+
+echo "== browser test (/demo in headless Chromium)"
+scripts/browser-test.sh

@@ -78,6 +78,7 @@ pub fn app(state: AppState) -> Router {
         .route("/webrtc/ws/{room_id}", any(crate::json::room_path_endpoint))
         .route("/health", get(health))
         .merge(crate::http::router())
+        .merge(crate::demo::router())
         .with_state(state)
 }
 

@@ -5,6 +5,7 @@ pub mod app;
 pub mod binary;
 pub mod config;
 pub(crate) mod conn;
+pub mod demo;
 pub mod http;
 pub mod json;
 pub mod metrics;
