@@ -12,7 +12,10 @@ use std::{
 
 use axum::{
     Json, Router,
-    extract::{ConnectInfo, State, WebSocketUpgrade, ws::rejection::WebSocketUpgradeRejection},
+    extract::{
+        ConnectInfo, State, WebSocketUpgrade,
+        ws::{WebSocket, rejection::WebSocketUpgradeRejection},
+    },
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{any, get},
@@ -139,18 +142,41 @@ async fn binary_endpoint(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    upgrade(
+        state,
+        peer,
+        &headers,
+        ws,
+        "signal-manager: open a WebSocket here and speak the binary protocol (see docs/protocol.md)\n",
+        move |socket, state| binary::serve(socket, state, peer),
+    )
+}
+
+/// Admits the connection (limits, origin), applies the WebSocket limits and serves it.
+pub(crate) fn upgrade<F, Fut>(
+    state: AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    usage: &'static str,
+    serve: F,
+) -> Response
+where
+    F: FnOnce(WebSocket, AppState) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let ws = match ws {
         Ok(ws) => ws,
         Err(_) => {
             return (
                 StatusCode::UPGRADE_REQUIRED,
                 [(header::UPGRADE, "websocket")],
-                "signal-manager: open a WebSocket here and speak the binary protocol (see docs/protocol.md)\n",
+                usage,
             )
                 .into_response();
         }
     };
-    let slot = match admit(&state, peer, &headers) {
+    let slot = match admit(&state, peer, headers) {
         Ok(s) => s,
         Err((status, why)) => return refuse(status, why),
     };
@@ -165,7 +191,7 @@ async fn binary_endpoint(
         .on_upgrade(move |socket| async move {
             let _slot = slot;
             let _token = token;
-            binary::serve(socket, state, peer).await;
+            serve(socket, state).await;
         })
 }
 

@@ -108,10 +108,10 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config, dev: bool) -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    for section in config.inactive_sections() {
+    for key in config.inactive_sections() {
         tracing::warn!(
-            section,
-            "configuration section parsed and validated but not active in this version"
+            key,
+            "configuration parsed and validated but not acted on in this version"
         );
     }
     if dev {

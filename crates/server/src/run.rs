@@ -159,31 +159,26 @@ pub async fn start(
         let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
             .await
             .map_err(|e| StartError::Tls(e.to_string()))?;
-        let mut server = axum_server::from_tcp_rustls(listener, tls)
-            .map_err(|source| StartError::Bind {
+        let server =
+            axum_server::from_tcp_rustls(listener, tls).map_err(|source| StartError::Bind {
                 addr: addr_text,
                 source,
-            })?
-            .handle(handle.clone());
-        server
-            .http_builder()
-            .http1()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(header_timeout);
-        tokio::spawn(server.serve(make))
+            })?;
+        tokio::spawn(
+            with_header_timeout(server, header_timeout)
+                .handle(handle.clone())
+                .serve(make),
+        )
     } else {
-        let mut server = axum_server::from_tcp(listener)
-            .map_err(|source| StartError::Bind {
-                addr: addr_text,
-                source,
-            })?
-            .handle(handle.clone());
-        server
-            .http_builder()
-            .http1()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(header_timeout);
-        tokio::spawn(server.serve(make))
+        let server = axum_server::from_tcp(listener).map_err(|source| StartError::Bind {
+            addr: addr_text,
+            source,
+        })?;
+        tokio::spawn(
+            with_header_timeout(server, header_timeout)
+                .handle(handle.clone())
+                .serve(make),
+        )
     };
     Ok(Running {
         addr,
@@ -193,6 +188,20 @@ pub async fn start(
         join,
         metrics,
     })
+}
+
+/// Bounds how long a client may take to send its request headers (slowloris): axum's own
+/// `serve` sets no timer, so the HTTP/1 builder gets one here.
+fn with_header_timeout<A: axum_server::Address, Acc>(
+    mut server: axum_server::Server<A, Acc>,
+    timeout: Duration,
+) -> axum_server::Server<A, Acc> {
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeout);
+    server
 }
 
 /// Installs the recorder (once per process) and serves `/metrics` and `/health` on

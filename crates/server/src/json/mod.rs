@@ -16,16 +16,16 @@ pub mod room_path;
 pub mod simple;
 mod translate;
 
-use std::{collections::HashMap, future::Future, net::SocketAddr, sync::Arc};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use axum::{
     extract::{
         ConnectInfo, Path, Query, State, WebSocketUpgrade,
         rejection::{PathRejection, QueryRejection},
-        ws::{Message, WebSocket, rejection::WebSocketUpgradeRejection},
+        ws::{Message, rejection::WebSocketUpgradeRejection},
     },
-    http::{HeaderMap, StatusCode, header},
-    response::{IntoResponse, Response},
+    http::{HeaderMap, header},
+    response::Response,
 };
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -36,7 +36,7 @@ use signal_core::{
 use tracing::Instrument;
 
 use crate::{
-    app::{AppState, admit, refuse},
+    app::{AppState, upgrade},
     conn::{self, Conn, Dialect, Flow},
 };
 
@@ -127,49 +127,6 @@ pub(crate) async fn open_session(
         anonymous,
     })
     .await
-}
-
-/// Admits the connection (limits, origin), applies the WebSocket limits and serves it.
-fn upgrade<F, Fut>(
-    state: AppState,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-    usage: &'static str,
-    serve: F,
-) -> Response
-where
-    F: FnOnce(WebSocket, AppState) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(_) => {
-            return (
-                StatusCode::UPGRADE_REQUIRED,
-                [(header::UPGRADE, "websocket")],
-                usage,
-            )
-                .into_response();
-        }
-    };
-    let slot = match admit(&state, peer, headers) {
-        Ok(s) => s,
-        Err((status, why)) => return refuse(status, why),
-    };
-    let s = &state.config.server;
-    let max_message = s.max_message_size;
-    let token = state.tracker.token();
-    ws.max_message_size(max_message)
-        .max_frame_size(s.max_frame_size.unwrap_or(max_message))
-        .read_buffer_size(s.read_buffer_size)
-        .write_buffer_size(s.write_buffer_size)
-        .max_write_buffer_size(s.write_buffer_size + max_message + 4096)
-        .on_upgrade(move |socket| async move {
-            let _slot = slot;
-            let _token = token;
-            serve(socket, state).await;
-        })
 }
 
 /// `GET /ws`: the altair and simple dialects, told apart by the first message.
