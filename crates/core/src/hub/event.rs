@@ -256,6 +256,15 @@ impl CloseReason {
         }
     }
 
+    /// The connection's room terminated (dialects bound to one room).
+    pub fn room_closed() -> Self {
+        Self {
+            code: 1000,
+            reason: "room closed".into(),
+            error: None,
+        }
+    }
+
     /// The server is shutting down.
     pub fn shutdown() -> Self {
         Self {

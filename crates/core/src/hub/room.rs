@@ -761,6 +761,7 @@ impl Hub {
             });
             for m in &remaining {
                 m.session.deliver(env.clone());
+                m.session.room_terminated();
             }
             let now = Utc::now();
             let mut histories = vec![history(room, &member, reason, &by, final_status(voluntary))];

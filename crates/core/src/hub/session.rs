@@ -37,6 +37,7 @@ pub struct Session {
     capacity: usize,
     rooms: Mutex<Vec<RoomId>>,
     closing: AtomicBool,
+    close_with_room: AtomicBool,
     close_reason: Mutex<Option<CloseReason>>,
     kill: Notify,
 }
@@ -69,6 +70,7 @@ impl Session {
             tx,
             rooms: Mutex::new(Vec::new()),
             closing: AtomicBool::new(false),
+            close_with_room: AtomicBool::new(false),
             close_reason: Mutex::new(None),
             kill: Notify::new(),
         })
@@ -109,6 +111,20 @@ impl Session {
         }
         *self.close_reason.lock() = Some(reason);
         self.kill.notify_one();
+    }
+
+    /// Binds the connection to its rooms: when a room it is in terminates under it, the
+    /// session is closed (1000 "room closed") after the ROOM_CLOSED event. For dialects
+    /// whose connection *is* one room (room-path).
+    pub fn close_with_room(&self) {
+        self.close_with_room.store(true, Ordering::Release);
+    }
+
+    /// Called by the hub when a room this session was in terminated under it.
+    pub(crate) fn room_terminated(&self) {
+        if self.close_with_room.load(Ordering::Acquire) {
+            self.close(CloseReason::room_closed());
+        }
     }
 
     /// Whether [`close`](Self::close) was called.

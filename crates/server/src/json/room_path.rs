@@ -7,14 +7,14 @@
 //! expired or missing token, a bad room id or a full room (after an `error` message),
 //! 1011 for an internal failure.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::extract::ws::Message;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use signal_core::{
     CoreError, ErrorCode,
-    hub::{CloseReason, Envelope, Event, Session, SignalKind, SignalRequest, Wire},
+    hub::{Envelope, Event, Session, SignalKind, SignalRequest, Wire},
 };
 use uuid::Uuid;
 
@@ -27,10 +27,6 @@ use super::{
 };
 use crate::conn::{Conn, Dialect, Flow};
 
-/// How often a member checks that its room still exists (a binary sender leaving ends
-/// the room under it).
-const ROOM_WATCH: Duration = Duration::from_millis(500);
-
 /// Whether `room` is a valid room-path room id: `[A-Za-z0-9-]{1,64}`.
 pub(crate) fn valid_room_id(room: &str) -> bool {
     (1..=64).contains(&room.len()) && room.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
@@ -42,28 +38,15 @@ pub(crate) struct RoomPath {
     pub(crate) room: Option<String>,
     /// The credential from the query or header.
     pub(crate) credential: Credential,
-    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RoomPath {
     pub(crate) fn new(room: Option<String>, credential: Credential) -> Self {
-        Self {
-            room,
-            credential,
-            watcher: None,
-        }
+        Self { room, credential }
     }
 
     fn room_id(&self) -> &str {
         self.room.as_deref().unwrap_or_default()
-    }
-}
-
-impl Drop for RoomPath {
-    fn drop(&mut self) {
-        if let Some(w) = self.watcher.take() {
-            w.abort();
-        }
     }
 }
 
@@ -152,7 +135,9 @@ impl Dialect for RoomPath {
         if let Some(b) = to_bytes(&state) {
             conn.reply(b);
         }
-        self.watcher = Some(tokio::spawn(watch_room(session, room)));
+        // The connection is the room: when the room ends under it (a binary sender left),
+        // the client gets `error` ROOM_CLOSED and then a close 1000.
+        session.close_with_room();
         Flow::Continue
     }
 
@@ -200,25 +185,6 @@ impl Dialect for RoomPath {
 
     fn close_error(&self, _conn: &Conn, err: &CoreError) -> Option<Bytes> {
         error_with_code(Some(self.room_id()), code_name(err), err)
-    }
-}
-
-/// Closes the connection when its room ends under it (a binary sender left): the client
-/// was told with an `error` `ROOM_CLOSED`, and may reconnect to open the room again.
-async fn watch_room(session: Arc<Session>, room: String) {
-    loop {
-        tokio::time::sleep(ROOM_WATCH).await;
-        if session.is_closing() {
-            return;
-        }
-        if !session.in_room(&room) {
-            session.close(CloseReason {
-                code: 1000,
-                reason: "room closed".into(),
-                error: None,
-            });
-            return;
-        }
     }
 }
 
