@@ -60,6 +60,7 @@ impl ConnCounts {
 pub(crate) struct ConnSlot {
     counts: Arc<ConnCounts>,
     ip: IpAddr,
+    endpoint: &'static str,
 }
 
 impl Drop for ConnSlot {
@@ -69,7 +70,7 @@ impl Drop for ConnSlot {
             *n -= 1;
             *n == 0
         });
-        metrics::gauge!("signal_connections").decrement(1.0);
+        metrics::gauge!("signal_connections", "endpoint" => self.endpoint).decrement(1.0);
     }
 }
 
@@ -94,6 +95,7 @@ pub(crate) fn admit(
     state: &AppState,
     peer: SocketAddr,
     headers: &HeaderMap,
+    endpoint: &'static str,
 ) -> Result<ConnSlot, (StatusCode, &'static str)> {
     if state.shutdown.is_cancelled() {
         return Err((StatusCode::SERVICE_UNAVAILABLE, "server is shutting down"));
@@ -129,10 +131,11 @@ pub(crate) fn admit(
         }
         *n += 1;
     }
-    metrics::gauge!("signal_connections").increment(1.0);
+    metrics::gauge!("signal_connections", "endpoint" => endpoint).increment(1.0);
     Ok(ConnSlot {
         counts: counts.clone(),
         ip,
+        endpoint,
     })
 }
 
@@ -147,6 +150,7 @@ async fn binary_endpoint(
         peer,
         &headers,
         ws,
+        "binary",
         "signal-manager: open a WebSocket here and speak the binary protocol (see docs/protocol.md)\n",
         move |socket, state| binary::serve(socket, state, peer),
     )
@@ -158,6 +162,7 @@ pub(crate) fn upgrade<F, Fut>(
     peer: SocketAddr,
     headers: &HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    endpoint: &'static str,
     usage: &'static str,
     serve: F,
 ) -> Response
@@ -176,7 +181,7 @@ where
                 .into_response();
         }
     };
-    let slot = match admit(&state, peer, headers) {
+    let slot = match admit(&state, peer, headers, endpoint) {
         Ok(s) => s,
         Err((status, why)) => return refuse(status, why),
     };

@@ -94,7 +94,9 @@ fn register_zeroes() {
     ] {
         metrics::counter!("signal_errors_total", "code" => code).increment(0);
     }
-    metrics::gauge!("signal_connections").increment(0.0);
+    for endpoint in ["binary", "ws", "room_path"] {
+        metrics::gauge!("signal_connections", "endpoint" => endpoint).increment(0.0);
+    }
     metrics::counter!("signal_slow_consumer_disconnects_total").increment(0);
     metrics::counter!("signal_rooms_created_total").increment(0);
     metrics::counter!("signal_rooms_terminated_total").increment(0);
@@ -102,7 +104,10 @@ fn register_zeroes() {
 
 /// Registers the name, unit and help text of every metric the server emits.
 fn describe() {
-    describe_gauge!("signal_connections", "Open WebSocket connections");
+    describe_gauge!(
+        "signal_connections",
+        "Open WebSocket connections, by endpoint"
+    );
     describe_counter!(
         "signal_connections_refused_total",
         "WebSocket upgrades refused, by reason (max_connections, per_ip)"

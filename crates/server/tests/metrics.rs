@@ -154,7 +154,7 @@ async fn metrics_after_real_traffic() {
     // Gauges are process-wide: other tests' clients may add to them, never subtract ours.
     at_least("signal_sessions{wire=\"binary_json\"}", 2.0);
     at_least("signal_sessions{wire=\"binary_cbor\"}", 1.0);
-    at_least("signal_connections", 3.0);
+    at_least("signal_connections{endpoint=\"binary\"}", 3.0);
     at_least("signal_relayed_total{kind=\"offer\"}", 1.0);
     at_least("signal_relayed_total{kind=\"answer\"}", 1.0);
     at_least("signal_errors_total{code=\"404\"}", 1.0);

@@ -144,6 +144,7 @@ pub async fn ws_endpoint(
         peer,
         &headers,
         ws,
+        "ws",
         "signal-manager: open a WebSocket here and speak the altair or simple JSON dialect (see docs/dialects.md)\n",
         move |socket, state| {
             let span = tracing::debug_span!("conn", dialect = "ws", %peer, client_id = tracing::field::Empty);
@@ -169,6 +170,7 @@ pub async fn room_path_endpoint(
         peer,
         &headers,
         ws,
+        "room_path",
         "signal-manager: open a WebSocket here with ?token=JWT and speak the room-path JSON dialect (see docs/dialects.md)\n",
         move |socket, state| {
             let span = tracing::debug_span!("conn", dialect = "room_path", %peer, client_id = tracing::field::Empty);
