@@ -458,3 +458,35 @@ async fn openapi_document_lists_every_rest_path() {
     );
     s.shutdown().await;
 }
+
+/// A raw HTTP/1.1 request; returns the response head, lower-cased.
+async fn raw_head(base: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hostport = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = tokio::net::TcpStream::connect(hostport).await.unwrap();
+    s.write_all(request.replace("{host}", hostport).as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_lowercase();
+    text.split("\r\n\r\n").next().unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn browsers_on_allowed_origins_may_call_the_rest_api() {
+    let s =
+        TestServer::start_with(|c| c.security.allowed_origins = vec!["https://app.example".into()])
+            .await;
+    let preflight = "OPTIONS /webrtc/config HTTP/1.1\r\nHost: {host}\r\nOrigin: https://app.example\r\n\
+        Access-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: authorization\r\nConnection: close\r\n\r\n";
+    let head = raw_head(&s.http(), preflight).await;
+    assert!(
+        head.contains("access-control-allow-origin: https://app.example"),
+        "{head}"
+    );
+    assert!(head.contains("authorization"), "{head}");
+    let other = preflight.replace("https://app.example", "https://evil.example");
+    let head = raw_head(&s.http(), &other).await;
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+}

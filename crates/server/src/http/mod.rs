@@ -23,13 +23,39 @@ use axum::{
 };
 use serde::Serialize;
 use signal_core::{CoreError, ErrorCode};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::ToSchema;
 
-use crate::app::AppState;
+use crate::{app::AppState, config::SecurityConfig};
 
 /// Routes of the REST API, with their OpenAPI document at `/openapi.json`.
-pub fn router() -> Router<AppState> {
-    openapi::router().layer(middleware::from_fn(count_request))
+pub fn router(security: &SecurityConfig) -> Router<AppState> {
+    openapi::router()
+        .layer(middleware::from_fn(count_request))
+        .layer(cors(security))
+}
+
+/// CORS for the REST API, so a page served from another origin can fetch
+/// `/webrtc/config` with its Bearer token: the origins of `security.allowed_origins`
+/// (any with `"*"`), `GET` only, the `Authorization` header allowed.
+fn cors(security: &SecurityConfig) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([axum::http::Method::GET])
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+        ])
+        .max_age(std::time::Duration::from_secs(600));
+    if security.allowed_origins.iter().any(|o| o == "*") {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        layer.allow_origin(AllowOrigin::list(
+            security
+                .allowed_origins
+                .iter()
+                .filter_map(|o| axum::http::HeaderValue::from_str(o).ok()),
+        ))
+    }
 }
 
 /// The body of every REST error.
