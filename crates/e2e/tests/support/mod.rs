@@ -1,0 +1,5 @@
+//! Test support: a real server, signaling transports per dialect, and a WebRTC test peer.
+
+pub mod peer;
+pub mod server;
+pub mod signaling;
