@@ -159,21 +159,28 @@ pub async fn start(
         let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
             .await
             .map_err(|e| StartError::Tls(e.to_string()))?;
-        let server =
-            axum_server::from_tcp_rustls(listener, tls).map_err(|source| StartError::Bind {
+        // Signaling messages are small and latency-bound: no Nagle delay.
+        let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
+            .acceptor(axum_server::accept::NoDelayAcceptor::new());
+        let server = axum_server::from_tcp(listener)
+            .map_err(|source| StartError::Bind {
                 addr: addr_text,
                 source,
-            })?;
+            })?
+            .acceptor(acceptor);
         tokio::spawn(
             with_header_timeout(server, header_timeout)
                 .handle(handle.clone())
                 .serve(make),
         )
     } else {
-        let server = axum_server::from_tcp(listener).map_err(|source| StartError::Bind {
-            addr: addr_text,
-            source,
-        })?;
+        // Signaling messages are small and latency-bound: no Nagle delay.
+        let server = axum_server::from_tcp(listener)
+            .map_err(|source| StartError::Bind {
+                addr: addr_text,
+                source,
+            })?
+            .acceptor(axum_server::accept::NoDelayAcceptor::new());
         tokio::spawn(
             with_header_timeout(server, header_timeout)
                 .handle(handle.clone())
