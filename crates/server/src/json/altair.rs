@@ -16,39 +16,10 @@ use signal_core::{
 use uuid::Uuid;
 
 use super::translate::{
-    body_from_payload, code_name, count_error, details_text, join_metadata, name_in, now_ms,
+    Fail, body_from_payload, code_name, count_error, details_text, join_metadata, name_in, now_ms,
     participant_name, payload_of, to_bytes,
 };
 use crate::conn::{Conn, Flow};
-
-/// A failure with its altair code.
-struct Fail {
-    code: &'static str,
-    err: CoreError,
-}
-
-impl From<CoreError> for Fail {
-    fn from(err: CoreError) -> Self {
-        Self {
-            code: code_name(&err),
-            err,
-        }
-    }
-}
-
-impl Fail {
-    fn new(code: &'static str, err: CoreError) -> Self {
-        Self { code, err }
-    }
-
-    fn invalid(message: impl Into<String>) -> Self {
-        Self::new("INVALID_MESSAGE", CoreError::bad_request(message))
-    }
-
-    fn not_in_room(message: impl Into<String>) -> Self {
-        Self::new("NOT_IN_ROOM", CoreError::forbidden(message))
-    }
-}
 
 /// Whether a parsed message is a `KEEP_ALIVE` (exempt from the rate limit).
 pub(crate) fn is_keep_alive(msg: &Value) -> bool {

@@ -16,34 +16,9 @@ use signal_core::{
 use uuid::Uuid;
 
 use super::translate::{
-    body_from_payload, code_name, count_error, join_metadata, name_in, payload_of, to_bytes,
+    Fail, body_from_payload, code_name, count_error, join_metadata, name_in, payload_of, to_bytes,
 };
 use crate::conn::{Conn, Flow};
-
-/// A failure with its code.
-struct Fail {
-    code: &'static str,
-    err: CoreError,
-}
-
-impl From<CoreError> for Fail {
-    fn from(err: CoreError) -> Self {
-        Self {
-            code: code_name(&err),
-            err,
-        }
-    }
-}
-
-impl Fail {
-    fn new(code: &'static str, err: CoreError) -> Self {
-        Self { code, err }
-    }
-
-    fn invalid(message: impl Into<String>) -> Self {
-        Self::new("INVALID_MESSAGE", CoreError::bad_request(message))
-    }
-}
 
 /// An `error` message.
 pub(crate) fn error_message(room: Option<&str>, err: &CoreError) -> Option<Bytes> {

@@ -284,6 +284,37 @@ pub(crate) fn join_metadata(given: Option<&Value>, name: &str) -> Value {
     Value::Object(m)
 }
 
+/// A failure with the dialect's error code (altair's and simple's share one set).
+pub(crate) struct Fail {
+    /// The dialect's code (`INVALID_MESSAGE`, `ROOM_FULL`, ...).
+    pub(crate) code: &'static str,
+    /// The failure.
+    pub(crate) err: CoreError,
+}
+
+impl From<CoreError> for Fail {
+    fn from(err: CoreError) -> Self {
+        Self {
+            code: code_name(&err),
+            err,
+        }
+    }
+}
+
+impl Fail {
+    pub(crate) fn new(code: &'static str, err: CoreError) -> Self {
+        Self { code, err }
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::new("INVALID_MESSAGE", CoreError::bad_request(message))
+    }
+
+    pub(crate) fn not_in_room(message: impl Into<String>) -> Self {
+        Self::new("NOT_IN_ROOM", CoreError::forbidden(message))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
