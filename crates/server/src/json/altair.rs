@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::translate::{
     Fail, body_from_payload, code_name, count_error, details_text, join_metadata, name_in, now_ms,
-    participant_name, payload_of, to_bytes,
+    participant_name, payload_of, str_field, to_bytes,
 };
 use crate::conn::{Conn, Flow};
 
@@ -92,18 +92,6 @@ pub(crate) async fn handle(conn: &mut Conn, msg: &Value) -> Flow {
         }
     }
     Flow::Continue
-}
-
-/// A string field, `None` when absent, null or empty; 400 when another type.
-fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, Fail> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(Fail::invalid(format!(
-            "Invalid '{key}' field: expected a string"
-        ))),
-    }
 }
 
 async fn dispatch(

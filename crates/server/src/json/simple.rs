@@ -16,7 +16,8 @@ use signal_core::{
 use uuid::Uuid;
 
 use super::translate::{
-    Fail, body_from_payload, code_name, count_error, join_metadata, name_in, payload_of, to_bytes,
+    Fail, body_from_payload, code_name, count_error, join_metadata, name_in, payload_of, str_field,
+    to_bytes,
 };
 use crate::conn::{Conn, Flow};
 
@@ -65,18 +66,6 @@ pub(crate) async fn handle(conn: &mut Conn, msg: &Value, anonymous: bool) -> Flo
         }
     }
     Flow::Continue
-}
-
-/// A string field, `None` when absent, null or empty; 400 when another type.
-fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, Fail> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(Fail::invalid(format!(
-            "Invalid '{key}' field: expected a string"
-        ))),
-    }
 }
 
 fn parse_room(r: &str) -> Result<RoomId, Fail> {

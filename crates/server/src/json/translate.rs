@@ -315,6 +315,21 @@ impl Fail {
     }
 }
 
+/// A string field, `None` when absent, null or empty; 400 when another type.
+pub(crate) fn str_field<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<&'a str>, Fail> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Fail::invalid(format!(
+            "Invalid '{key}' field: expected a string"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
