@@ -52,6 +52,12 @@ id_type!(
 impl ClientId {
     /// Validates a client id: 1–128 bytes, no control characters or whitespace.
     pub fn parse(field: &str, s: &str) -> Result<Self, CoreError> {
+        Self::check(field, s)?;
+        Ok(Self(Arc::from(s)))
+    }
+
+    /// [`parse`](Self::parse)'s checks, without building the id.
+    pub fn check(field: &str, s: &str) -> Result<(), CoreError> {
         if s.is_empty()
             || s.len() > MAX_ID_LEN
             || s.chars().any(|c| c.is_control() || c.is_whitespace())
@@ -60,13 +66,19 @@ impl ClientId {
                 "Missing or invalid '{field}' field: expected 1 to {MAX_ID_LEN} bytes without spaces or control characters"
             )));
         }
-        Ok(Self(Arc::from(s)))
+        Ok(())
     }
 }
 
 impl RoomId {
     /// Validates a room id: 1–128 characters of `A-Z a-z 0-9 - _ . :`.
     pub fn parse(s: &str) -> Result<Self, CoreError> {
+        Self::check(s)?;
+        Ok(Self(Arc::from(s)))
+    }
+
+    /// [`parse`](Self::parse)'s checks, without building the id.
+    pub fn check(s: &str) -> Result<(), CoreError> {
         if s.is_empty()
             || s.len() > MAX_ID_LEN
             || !s
@@ -77,7 +89,7 @@ impl RoomId {
                 "Missing or invalid 'room_id' field: expected 1 to {MAX_ID_LEN} characters of A-Z, a-z, 0-9, '-', '_', '.', ':'"
             )));
         }
-        Ok(Self(Arc::from(s)))
+        Ok(())
     }
 
     /// A fresh generated room id.

@@ -187,18 +187,31 @@ pub fn encode_into(
     payload_type: PayloadType,
     payload: &[u8],
 ) -> Result<(), FrameError> {
-    let len = u16::try_from(payload.len()).map_err(|_| FrameError {
-        kind: FrameErrorKind::PayloadTooLarge(payload.len()),
+    encode_header(out, msg_type, id, payload_type, payload.len())?;
+    out.put_slice(payload);
+    Ok(())
+}
+
+/// Appends the 21-byte header of a frame whose `payload_len` payload bytes the caller
+/// appends next (for a payload assembled from pieces).
+pub fn encode_header(
+    out: &mut BytesMut,
+    msg_type: MessageType,
+    id: Uuid,
+    payload_type: PayloadType,
+    payload_len: usize,
+) -> Result<(), FrameError> {
+    let len = u16::try_from(payload_len).map_err(|_| FrameError {
+        kind: FrameErrorKind::PayloadTooLarge(payload_len),
         id: Some(id),
         msg_type: Some(msg_type as u8),
     })?;
-    out.reserve(FRAME_HEADER_LEN + payload.len());
+    out.reserve(FRAME_HEADER_LEN + payload_len);
     out.put_u8(START_BYTE);
     out.put_u8(msg_type as u8);
     out.put_slice(id.as_bytes());
     out.put_u8(payload_type as u8);
     out.put_u16(len);
-    out.put_slice(payload);
     Ok(())
 }
 

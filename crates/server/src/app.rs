@@ -12,10 +12,7 @@ use std::{
 
 use axum::{
     Json, Router,
-    extract::{
-        ConnectInfo, State, WebSocketUpgrade,
-        ws::{WebSocket, rejection::WebSocketUpgradeRejection},
-    },
+    extract::{ConnectInfo, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{any, get},
@@ -25,7 +22,11 @@ use serde_json::json;
 use signal_core::hub::Hub;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{binary, config::Config};
+use crate::{
+    binary,
+    config::Config,
+    ws::{NotUpgrade, Socket, Upgrade},
+};
 
 /// Shared state of every handler. Cheap to clone.
 #[derive(Clone)]
@@ -40,6 +41,8 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// Open connection counts.
     pub conns: Arc<ConnCounts>,
+    /// Per-message metric handles.
+    pub(crate) metrics: Arc<crate::metrics::HotMetrics>,
 }
 
 /// Open WebSocket connections, in total and per client IP.
@@ -143,7 +146,7 @@ async fn binary_endpoint(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Upgrade, NotUpgrade>,
 ) -> Response {
     upgrade(
         state,
@@ -156,27 +159,31 @@ async fn binary_endpoint(
     )
 }
 
-/// Admits the connection (limits, origin), applies the WebSocket limits and serves it.
+/// Admits the connection (limits, origin) and serves the upgraded WebSocket in the
+/// connection's one task.
 pub(crate) fn upgrade<F, Fut>(
     state: AppState,
     peer: SocketAddr,
     headers: &HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Upgrade, NotUpgrade>,
     endpoint: &'static str,
     usage: &'static str,
     serve: F,
 ) -> Response
 where
-    F: FnOnce(WebSocket, AppState) -> Fut + Send + 'static,
+    F: FnOnce(Socket, AppState) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let ws = match ws {
         Ok(ws) => ws,
-        Err(_) => {
+        Err(NotUpgrade(why)) => {
             return (
                 StatusCode::UPGRADE_REQUIRED,
-                [(header::UPGRADE, "websocket")],
-                usage,
+                [
+                    (header::UPGRADE, "websocket"),
+                    (header::SEC_WEBSOCKET_VERSION, "13"),
+                ],
+                format!("{usage}not a WebSocket upgrade: {why}\n"),
             )
                 .into_response();
         }
@@ -185,19 +192,12 @@ where
         Ok(s) => s,
         Err((status, why)) => return refuse(status, why),
     };
-    let s = &state.config.server;
-    let max_message = s.max_message_size;
     let token = state.tracker.token();
-    ws.max_message_size(max_message)
-        .max_frame_size(s.max_frame_size.unwrap_or(max_message))
-        .read_buffer_size(s.read_buffer_size)
-        .write_buffer_size(s.write_buffer_size)
-        .max_write_buffer_size(s.write_buffer_size + max_message + 4096)
-        .on_upgrade(move |socket| async move {
-            let _slot = slot;
-            let _token = token;
-            serve(socket, state).await;
-        })
+    ws.on_upgrade(move |socket| async move {
+        let _slot = slot;
+        let _token = token;
+        serve(socket, state).await;
+    })
 }
 
 /// `GET /health`: 200 `healthy` with counts, or 503 `unhealthy` when the store is down.

@@ -1,26 +1,48 @@
-//! The connection driver shared by every dialect: one task reads the socket and hands
-//! each message to the dialect, one writer task owns the sending half and drains the
-//! session's bounded queue in batches. The driver owns the timeouts (CONNECT, heartbeat),
-//! the per-connection rate limit, the slow-consumer cut-off, the drain on shutdown and the
+//! The connection driver shared by every dialect: one task per connection reads the
+//! socket, hands each message to the dialect, and writes what the session's bounded queue
+//! holds, in batches. The driver owns the timeouts (CONNECT, heartbeat), the
+//! per-connection rate limit, the slow-consumer cut-off, the drain on shutdown and the
 //! session's cleanup, so a dialect only turns messages into hub calls and back.
+//!
+//! Nothing is held while a connection is idle: the read buffer exists while bytes are in
+//! it, the write buffer while bytes wait for the socket, and the queue allocates on its
+//! first item. A message is handled synchronously when it can be (a relayed signal, a
+//! heartbeat); work that waits on the store runs as a boxed future that lives only while
+//! it runs, with the connection's writes going on meanwhile.
 
 use std::{
-    future::Future,
-    sync::{Arc, OnceLock},
+    future::{Future, poll_fn},
+    io,
+    mem::MaybeUninit,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
     time::Duration,
 };
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt, stream::SplitSink};
+use bytes::{Buf, Bytes, BytesMut};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use signal_core::{
     CoreError,
-    hub::{CloseReason, ConnectParams, Event, Outbound, Session, Wire},
+    hub::{ConnectParams, Event, Outbound, Outbox, Session, Wire},
 };
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    time::{Instant, Sleep},
+};
 
-use crate::{app::AppState, wire};
+use crate::{
+    app::AppState,
+    metrics::HotMetrics,
+    wire,
+    ws::{
+        Message, Socket, Text,
+        frame::{self, Decoder, Limits, Msg, Opcode, WsError},
+    },
+};
+
+/// Largest read that lands on the stack when nothing is buffered.
+const STACK_READ: usize = 16 * 1024;
 
 /// What a dialect tells the driver after a message.
 pub(crate) enum Flow {
@@ -30,6 +52,25 @@ pub(crate) enum Flow {
     Close(u16, String),
 }
 
+/// Work that waits (on the store, the bus): polled by the driver, which keeps writing
+/// meanwhile. Boxed, so the connection's task stays small between messages.
+pub(crate) type Pending<'a> = Pin<Box<dyn Future<Output = Flow> + Send + 'a>>;
+
+/// How a dialect handled a message.
+pub(crate) enum Step<'a> {
+    /// Handled at once.
+    Done(Flow),
+    /// Handled once this completes.
+    Wait(Pending<'a>),
+}
+
+impl Step<'_> {
+    /// Wraps work that waits.
+    pub(crate) fn wait<'a>(f: impl Future<Output = Flow> + Send + 'a) -> Step<'a> {
+        Step::Wait(Box::pin(f))
+    }
+}
+
 /// One wire dialect: how received messages become hub calls.
 pub(crate) trait Dialect: Send + 'static {
     /// Metric label of the endpoint (`binary`, `ws`, `room_path`).
@@ -37,35 +78,29 @@ pub(crate) trait Dialect: Send + 'static {
     /// Whether the dialect's frames are WebSocket text messages (else binary).
     const TEXT: bool;
 
-    /// Runs once the writer is ready, before the first message is read.
-    fn start(&mut self, _conn: &mut Conn) -> impl Future<Output = Flow> + Send {
-        async { Flow::Continue }
+    /// Runs once, before the first message is read.
+    fn start<'a>(&'a mut self, _conn: &'a mut Conn) -> Step<'a> {
+        Step::Done(Flow::Continue)
     }
 
     /// Handles one data message (binary or text).
-    fn on_message(&mut self, conn: &mut Conn, msg: Message) -> impl Future<Output = Flow> + Send;
+    fn on_message<'a>(&'a mut self, conn: &'a mut Conn, msg: Message) -> Step<'a>;
 
     /// Encodes an error the hub attaches to a close (e.g. "session replaced").
     fn close_error(&self, conn: &Conn, err: &CoreError) -> Option<Bytes>;
 }
 
-/// Per-connection state shared by the driver and the dialect's handlers.
+/// Per-connection state the dialect's handlers work on.
 pub(crate) struct Conn {
     pub(crate) state: AppState,
-    pub(crate) tx: mpsc::Sender<Outbound>,
+    pub(crate) outbox: Arc<Outbox>,
     pub(crate) session: Option<Arc<Session>>,
-    pub(crate) wire: Arc<OnceLock<Wire>>,
+    /// The session's wire format, once connected.
+    pub(crate) wire: Option<Wire>,
+    /// `{"from_client_id":"…"` for frames this session relays, built on first use.
+    pub(crate) stamp: Option<Bytes>,
     limiter: Option<DefaultDirectRateLimiter>,
     slow: bool,
-}
-
-/// Ask for the writer to stop: what to send last.
-struct CloseCmd {
-    code: u16,
-    reason: String,
-    error: Option<Bytes>,
-    /// Write what is already queued first (false for a slow consumer).
-    drain: bool,
 }
 
 // === impl Conn ===
@@ -73,7 +108,7 @@ struct CloseCmd {
 impl Conn {
     /// Queues a response; a full queue marks the connection as a slow consumer.
     pub(crate) fn reply(&mut self, frame: Bytes) {
-        if self.tx.try_send(Outbound::Frame(frame)).is_err() {
+        if self.outbox.push(Outbound::Frame(frame)).is_err() {
             metrics::counter!("signal_slow_consumer_disconnects_total").increment(1);
             self.slow = true;
         }
@@ -92,8 +127,8 @@ impl Conn {
         params: ConnectParams,
     ) -> Result<Arc<Session>, CoreError> {
         let wire = params.wire;
-        let session = self.state.hub.connect(params, self.tx.clone()).await?;
-        let _ = self.wire.set(wire);
+        let session = self.state.hub.connect(params, self.outbox.clone()).await?;
+        self.wire = Some(wire);
         tracing::Span::current().record("client_id", tracing::field::display(&session.client_id));
         tracing::debug!(session_id = %session.id, wire = wire.label(), "connected");
         self.session = Some(session.clone());
@@ -106,245 +141,488 @@ impl Conn {
     }
 }
 
+/// Why the connection ends: the close frame, an error to send first, and the reason the
+/// session's rooms are told.
+struct End {
+    code: u16,
+    reason: String,
+    error: Option<Bytes>,
+    leave: &'static str,
+}
+
+impl End {
+    fn new(code: u16, reason: impl Into<String>, leave: &'static str) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+            error: None,
+            leave,
+        }
+    }
+}
+
+/// What woke the driver.
+enum Wake {
+    Message(Message),
+    /// The client closed (close frame or end of stream).
+    Closed,
+    /// The client broke the WebSocket protocol.
+    Invalid(WsError),
+    /// Reading or writing failed.
+    Failed(io::Error),
+    /// The CONNECT or heartbeat deadline passed.
+    Timeout,
+    /// The hub asked the session to close.
+    HubClose,
+    /// The server is draining.
+    Shutdown,
+}
+
+/// The socket with its framing and buffers.
+struct Link {
+    io: Socket,
+    decoder: Decoder,
+    /// Received bytes not yet decoded; empty (no allocation) between messages.
+    rbuf: BytesMut,
+    /// Encoded frames not yet written; empty (no allocation) when all is written.
+    wbuf: BytesMut,
+    read_size: usize,
+    /// Stop pulling from the queue once this much waits for the socket.
+    write_size: usize,
+    opcode: Opcode,
+    /// The queue had more than one batch the last time it was drained.
+    more_queued: bool,
+    write_failed: bool,
+    /// When the last message (of any kind) arrived.
+    last_in: Instant,
+    hot: Arc<HotMetrics>,
+    endpoint: usize,
+}
+
+// === impl Link ===
+
+impl Link {
+    /// Decodes the next message out of what was read; pings are answered here.
+    fn poll_decoded(&mut self) -> Option<Wake> {
+        loop {
+            match self.decoder.decode(&mut self.rbuf) {
+                Ok(None) => {
+                    if self.rbuf.is_empty() {
+                        // Release the buffer between messages.
+                        self.rbuf = BytesMut::new();
+                    }
+                    return None;
+                }
+                Err(e) => return Some(Wake::Invalid(e)),
+                Ok(Some(msg)) => {
+                    self.last_in = Instant::now();
+                    match msg {
+                        Msg::Text(b) => return Some(Wake::Message(Message::Text(Text::new(b)))),
+                        Msg::Binary(b) => return Some(Wake::Message(Message::Binary(b))),
+                        Msg::Ping(p) => frame::write_frame(&mut self.wbuf, Opcode::Pong, &p),
+                        Msg::Pong(_) => {}
+                        Msg::Close(_) => return Some(Wake::Closed),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads what the socket has. Ready(Ok(false)) at the end of the stream.
+    ///
+    /// With nothing buffered, the read lands on the stack and is copied into a buffer
+    /// only if bytes came: a poll that finds nothing allocates nothing.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        if self.rbuf.is_empty() {
+            let mut stack = [MaybeUninit::<u8>::uninit(); STACK_READ];
+            let limit = self.read_size.min(STACK_READ);
+            let mut rb = ReadBuf::uninit(&mut stack[..limit]);
+            return match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(Ok(false)),
+                Poll::Ready(Ok(())) => {
+                    let got = rb.filled();
+                    let mut buf = BytesMut::with_capacity(got.len().max(self.read_size));
+                    buf.extend_from_slice(got);
+                    self.rbuf = buf;
+                    Poll::Ready(Ok(true))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        // Part of a frame is buffered: read straight after it.
+        if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 2 {
+            self.rbuf.reserve(self.read_size);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+            Poll::Ready(Ok(n)) => Poll::Ready(Ok(n > 0)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Moves queued items into the write buffer and writes what the socket takes.
+    /// Returns an error only when the socket fails.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>, outbox: &Outbox) -> io::Result<()> {
+        if self.write_failed {
+            return Ok(());
+        }
+        loop {
+            // Always registered with the queue: a close request wakes the task through it.
+            if outbox.poll_ready(cx).is_ready() {
+                self.more_queued = true;
+            }
+            if self.more_queued && self.wbuf.len() < self.write_size {
+                let mut out = std::mem::take(&mut self.wbuf);
+                let mut n = 0u64;
+                let wire = outbox.wire();
+                let limit = self.write_size;
+                self.more_queued = outbox.drain(usize::MAX, |item| {
+                    if self.encode(item, &mut out, wire) {
+                        n += 1;
+                    }
+                    out.len() < limit
+                });
+                self.wbuf = out;
+                self.hot.ws_out[self.endpoint].increment(n);
+            }
+            if self.wbuf.is_empty() {
+                if self.wbuf.capacity() > 0 {
+                    self.wbuf = BytesMut::new();
+                }
+                return Ok(());
+            }
+            match Pin::new(&mut self.io).poll_write(cx, &self.wbuf) {
+                Poll::Ready(Ok(0)) => {
+                    self.write_failed = true;
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.wbuf.advance(n);
+                    if self.wbuf.is_empty() {
+                        // Plain TCP has nothing to flush; TLS pushes its records here.
+                        if let Poll::Ready(Err(e)) = Pin::new(&mut self.io).poll_flush(cx) {
+                            self.write_failed = true;
+                            return Err(e);
+                        }
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    self.write_failed = true;
+                    return Err(e);
+                }
+                Poll::Pending => return Ok(()),
+            }
+        }
+    }
+
+    /// Appends one queued item as a WebSocket frame; false if it could not be encoded.
+    fn encode(&self, item: Outbound, out: &mut BytesMut, wire: Option<Wire>) -> bool {
+        let bytes = match item {
+            Outbound::Frame(b) => b,
+            Outbound::Signal {
+                frame,
+                kind,
+                accepted_at,
+            } => {
+                let k = HotMetrics::kind_index(kind);
+                self.hot.events_out[3 + k].increment(1);
+                self.hot.relay_latency[k].record(accepted_at.elapsed().as_secs_f64());
+                frame
+            }
+            Outbound::Event(env) => {
+                // Events reach a queue only once its session opened and fixed the wire.
+                let Some(w) = wire else { return false };
+                self.hot.events_out[HotMetrics::event_index(&env.event)].increment(1);
+                if let Event::Signal(s) = &env.event {
+                    self.hot.relay_latency[HotMetrics::kind_index(s.kind)]
+                        .record(env.accepted_at.elapsed().as_secs_f64());
+                }
+                match env.encoded(w, |e| wire::encode_event(w, e)) {
+                    Some(b) => b,
+                    None => return false,
+                }
+            }
+        };
+        frame::write_frame(out, self.opcode, &bytes);
+        true
+    }
+
+    /// Writes everything buffered (and flushes), within the caller's timeout.
+    async fn write_all(&mut self) -> io::Result<()> {
+        while !self.wbuf.is_empty() {
+            let n = poll_fn(|cx| Pin::new(&mut self.io).poll_write(cx, &self.wbuf)).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.wbuf.advance(n);
+        }
+        poll_fn(|cx| Pin::new(&mut self.io).poll_flush(cx)).await
+    }
+}
+
+/// Runs a dialect step to completion, writing the connection's queue meanwhile.
+async fn run(step: Step<'_>, link: &mut Link, outbox: &Outbox) -> Flow {
+    match step {
+        Step::Done(flow) => flow,
+        Step::Wait(mut fut) => {
+            poll_fn(|cx| {
+                if let Poll::Ready(flow) = fut.as_mut().poll(cx) {
+                    return Poll::Ready(flow);
+                }
+                // A failed write shows again at the next read; the step finishes first.
+                let _ = link.poll_write_out(cx, outbox);
+                Poll::Pending
+            })
+            .await
+        }
+    }
+}
+
 /// Serves one upgraded WebSocket with `dialect` until it closes.
-pub(crate) async fn drive<D: Dialect>(socket: WebSocket, state: AppState, mut dialect: D) {
+pub(crate) async fn drive<D: Dialect>(io: Socket, state: AppState, mut dialect: D) {
     let cfg = state.config.clone();
-    let (sink, mut stream) = socket.split();
-    let (tx, rx) = mpsc::channel(cfg.server.outbound_queue.max(1));
-    let (close_tx, close_rx) = tokio::sync::oneshot::channel::<CloseCmd>();
-    let wire_slot = Arc::new(OnceLock::new());
-    let writer = tokio::spawn(writer(
-        sink,
-        rx,
-        close_rx,
-        wire_slot.clone(),
-        D::TEXT,
-        D::LABEL,
-        // Browsers cannot send WebSocket pings but answer the server's: text dialects
-        // get one per heartbeat interval, so an idle browser stays alive (its pong is
-        // activity) and a vanished one still times out.
-        D::TEXT.then(|| Duration::from_secs(cfg.heartbeat_interval().max(1))),
-    ));
+    let s = &cfg.server;
+    let outbox = Outbox::new(s.outbound_queue.max(1));
     let limiter = if cfg.security.rate_limit_enabled {
         std::num::NonZeroU32::new(cfg.security.max_messages_per_minute)
             .map(|n| RateLimiter::direct(Quota::per_minute(n)))
     } else {
         None
     };
+    let endpoint = HotMetrics::endpoint_index(D::LABEL);
+    let mut link = Link {
+        io,
+        decoder: Decoder::new(Limits {
+            max_frame: s.max_frame_size.unwrap_or(s.max_message_size),
+            max_message: s.max_message_size,
+        }),
+        rbuf: BytesMut::new(),
+        wbuf: BytesMut::new(),
+        read_size: s.read_buffer_size.max(256),
+        write_size: s.write_buffer_size.max(256),
+        opcode: if D::TEXT {
+            Opcode::Text
+        } else {
+            Opcode::Binary
+        },
+        more_queued: false,
+        write_failed: false,
+        last_in: Instant::now(),
+        hot: state.metrics.clone(),
+        endpoint,
+    };
     let mut conn = Conn {
         state: state.clone(),
-        tx,
+        outbox: outbox.clone(),
         session: None,
-        wire: wire_slot,
+        wire: None,
+        stamp: None,
         limiter,
         slow: false,
     };
-    let connect_timeout = Duration::from_secs(cfg.server.connection_timeout.max(1));
+    let connect_timeout = Duration::from_secs(s.connection_timeout.max(1));
     let heartbeat_timeout = Duration::from_secs(cfg.heartbeat.timeout.max(1));
+    // Browsers cannot send WebSocket pings but answer the server's: text dialects get one
+    // per heartbeat interval, so an idle browser stays alive (its pong is activity) and a
+    // vanished one still times out.
+    let ping_every = D::TEXT.then(|| Duration::from_secs(cfg.heartbeat_interval().max(1)));
+    let started = Instant::now();
+    let mut next_ping = ping_every.map(|d| started + d);
     let shutdown = state.shutdown.clone();
+    let mut cancelled = std::pin::pin!(shutdown.cancelled());
+    let mut timer: Pin<&mut Sleep> = std::pin::pin!(tokio::time::sleep_until(
+        started + connect_timeout.min(ping_every.unwrap_or(connect_timeout))
+    ));
 
-    let started = dialect.start(&mut conn).await;
-    let mut deadline = Instant::now()
-        + if conn.session.is_some() {
-            heartbeat_timeout
-        } else {
-            connect_timeout
-        };
-    let (code, reason, error, leave_reason) = if let Flow::Close(code, reason) = started {
-        (code, reason, None, "disconnected")
+    let first = run(dialect.start(&mut conn), &mut link, &outbox).await;
+    if conn.session.is_some() {
+        let due = Instant::now() + heartbeat_timeout;
+        if due < timer.deadline() {
+            timer.as_mut().reset(due);
+        }
+    }
+    let end = if let Flow::Close(code, reason) = first {
+        End::new(code, reason, "disconnected")
     } else {
         loop {
-            let session = conn.session.clone();
-            let hub_close = async {
-                match &session {
-                    Some(s) => s.closed().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                msg = stream.next() => {
-                    let msg = match msg {
-                        None => break (1000, String::new(), None, "disconnected"),
-                        Some(Err(e)) => {
-                            tracing::debug!(error = %e, "read failed");
-                            let text = e.to_string();
-                            if text.contains("too long") || text.contains("Space limit") {
-                                break (1009, format!("message larger than {} bytes", cfg.server.max_message_size), None, "disconnected");
-                            }
-                            break (1002, "protocol error".into(), None, "disconnected");
+            let wake = poll_fn(|cx| {
+                loop {
+                    if cancelled.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Wake::Shutdown);
+                    }
+                    if let Some(w) = link.poll_decoded() {
+                        return Poll::Ready(w);
+                    }
+                    if let Err(e) = link.poll_write_out(cx, &outbox) {
+                        return Poll::Ready(Wake::Failed(e));
+                    }
+                    // After the queue's waker is registered (in `poll_write_out`): a
+                    // close request comes with a wake-up that may have been taken there.
+                    if conn.session.as_ref().is_some_and(|s| s.is_closing()) {
+                        return Poll::Ready(Wake::HubClose);
+                    }
+                    match link.poll_fill(cx) {
+                        Poll::Ready(Ok(true)) => continue,
+                        Poll::Ready(Ok(false)) => return Poll::Ready(Wake::Closed),
+                        Poll::Ready(Err(e)) => return Poll::Ready(Wake::Failed(e)),
+                        Poll::Pending => {}
+                    }
+                    if timer.as_mut().poll(cx).is_ready() {
+                        let now = Instant::now();
+                        let due = if conn.session.is_some() {
+                            link.last_in + heartbeat_timeout
+                        } else {
+                            started + connect_timeout
+                        };
+                        if now >= due {
+                            return Poll::Ready(Wake::Timeout);
                         }
-                        Some(Ok(m)) => m,
-                    };
-                    match msg {
-                        Message::Close(_) => break (1000, String::new(), None, "disconnected"),
-                        Message::Ping(_) | Message::Pong(_) => {}
-                        data => {
-                            metrics::counter!("signal_ws_messages_in_total", "endpoint" => D::LABEL).increment(1);
-                            if let Flow::Close(code, reason) = dialect.on_message(&mut conn, data).await {
-                                break (code, reason, None, "left");
+                        let mut next = due;
+                        if let (Some(at), Some(every)) = (next_ping.as_mut(), ping_every) {
+                            if now >= *at {
+                                frame::write_frame(&mut link.wbuf, Opcode::Ping, &[]);
+                                *at = now + every;
                             }
+                            next = next.min(*at);
+                        }
+                        timer.as_mut().reset(next);
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            })
+            .await;
+            match wake {
+                Wake::Message(msg) => {
+                    link.hot.ws_in[endpoint].increment(1);
+                    let flow = run(dialect.on_message(&mut conn, msg), &mut link, &outbox).await;
+                    // Once the session opens, the heartbeat deadline may come before the
+                    // CONNECT deadline the timer was set for.
+                    if conn.session.is_some() {
+                        let due = link.last_in + heartbeat_timeout;
+                        if due < timer.deadline() {
+                            timer.as_mut().reset(due);
                         }
                     }
-                    if conn.session.is_some() {
-                        deadline = Instant::now() + heartbeat_timeout;
+                    if let Flow::Close(code, reason) = flow {
+                        break End::new(code, reason, "left");
                     }
                     if conn.slow {
-                        break (1008, CloseReason::slow_consumer(cfg.server.outbound_queue).reason, None, "disconnected");
+                        break End::new(
+                            1008,
+                            signal_core::hub::CloseReason::slow_consumer(outbox.capacity()).reason,
+                            "disconnected",
+                        );
                     }
                 }
-                r = hub_close => {
-                    let err = r.error.as_ref().and_then(|e| dialect.close_error(&conn, e));
-                    let leave = if r.code == 1001 { "server shutting down" } else { "disconnected" };
-                    break (r.code, r.reason, err, leave);
+                Wake::Closed => break End::new(1000, "", "disconnected"),
+                Wake::Invalid(e) => {
+                    tracing::debug!(error = %e, "WebSocket protocol error");
+                    let reason = match e {
+                        WsError::TooBig { limit } => format!("message larger than {limit} bytes"),
+                        _ => e.reason(),
+                    };
+                    break End::new(e.close_code(), reason, "disconnected");
                 }
-                _ = tokio::time::sleep_until(deadline) => {
-                    if conn.session.is_none() {
-                        break (1008, format!("CONNECT not received within {}s", connect_timeout.as_secs()), None, "disconnected");
-                    }
-                    break (1008, format!("heartbeat timeout: nothing received for {}s", heartbeat_timeout.as_secs()), None, "heartbeat timeout");
+                Wake::Failed(e) => {
+                    tracing::debug!(error = %e, "socket failed");
+                    break End::new(1006, "", "disconnected");
                 }
-                _ = shutdown.cancelled() => {
-                    break (1001, "server shutting down".into(), None, "server shutting down");
+                Wake::Timeout => {
+                    break if conn.session.is_none() {
+                        End::new(
+                            1008,
+                            format!("CONNECT not received within {}s", connect_timeout.as_secs()),
+                            "disconnected",
+                        )
+                    } else {
+                        End::new(
+                            1008,
+                            format!(
+                                "heartbeat timeout: nothing received for {}s",
+                                heartbeat_timeout.as_secs()
+                            ),
+                            "heartbeat timeout",
+                        )
+                    };
+                }
+                Wake::HubClose => {
+                    let Some(r) = conn.session.as_ref().and_then(|s| s.close_reason()) else {
+                        continue;
+                    };
+                    let error = r.error.as_ref().and_then(|e| dialect.close_error(&conn, e));
+                    let leave = if r.code == 1001 {
+                        "server shutting down"
+                    } else {
+                        "disconnected"
+                    };
+                    break End {
+                        code: r.code,
+                        reason: r.reason,
+                        error,
+                        leave,
+                    };
+                }
+                Wake::Shutdown => {
+                    break End::new(1001, "server shutting down", "server shutting down");
                 }
             }
         }
     };
-    let slow = code == 1008 && reason.starts_with("slow consumer");
+    let slow = end.code == 1008 && end.reason.starts_with("slow consumer");
     if let Some(session) = conn.session.take() {
         state
             .hub
-            .disconnect(&session, leave_reason, leave_reason == "left")
+            .disconnect(&session, end.leave, end.leave == "left")
             .await;
-        tracing::debug!(code, %reason, "session closed");
+        tracing::debug!(code = end.code, reason = %end.reason, "session closed");
     }
-    let _ = close_tx.send(CloseCmd {
-        code,
-        reason,
-        error,
-        drain: !slow,
-    });
     drop(conn);
-    let mut writer = writer;
-    if tokio::time::timeout(Duration::from_secs(5), &mut writer)
-        .await
-        .is_err()
-    {
-        writer.abort();
-    }
+    finish(link, &outbox, end, !slow).await;
+    outbox.close();
 }
 
-async fn writer(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Outbound>,
-    mut close_rx: tokio::sync::oneshot::Receiver<CloseCmd>,
-    wire_slot: Arc<OnceLock<Wire>>,
-    text: bool,
-    label: &'static str,
-    ping_every: Option<Duration>,
-) {
-    let mut ping = ping_every.map(|d| tokio::time::interval_at(Instant::now() + d, d));
-    let to_message = |b: Bytes| -> Option<Message> {
-        if text {
-            match Utf8Bytes::try_from(b) {
-                Ok(t) => Some(Message::Text(t)),
-                Err(_) => {
-                    tracing::error!("a text frame was not UTF-8; dropped");
-                    None
+/// Sends what is queued (unless `drain` is false), the error and the close frame, then
+/// waits briefly for the client's close so the socket ends cleanly.
+async fn finish(mut link: Link, outbox: &Outbox, end: End, drain: bool) {
+    if end.code == 1006 || link.write_failed {
+        return;
+    }
+    let write = async {
+        if drain {
+            let mut out = std::mem::take(&mut link.wbuf);
+            let wire = outbox.wire();
+            outbox.drain(usize::MAX, |item| {
+                link.encode(item, &mut out, wire);
+                true
+            });
+            link.wbuf = out;
+        }
+        if let Some(e) = &end.error {
+            frame::write_frame(&mut link.wbuf, link.opcode, e);
+        }
+        let close = frame::close_payload(end.code, &end.reason);
+        frame::write_frame(&mut link.wbuf, Opcode::Close, &close);
+        link.write_all().await?;
+        poll_fn(|cx| Pin::new(&mut link.io).poll_shutdown(cx)).await
+    };
+    if tokio::time::timeout(Duration::from_secs(2), write)
+        .await
+        .is_ok_and(|r| r.is_ok())
+    {
+        // Read (and drop) until the client's close or the end of the stream.
+        let linger = async {
+            loop {
+                if let Some(Wake::Closed | Wake::Invalid(_)) = link.poll_decoded() {
+                    return;
                 }
-            }
-        } else {
-            Some(Message::Binary(b))
-        }
-    };
-    // Relayed signals of the batch being written, for the latency histogram once flushed.
-    let mut relayed: Vec<(std::time::Instant, &'static str)> = Vec::new();
-    let note = |item: &Outbound, relayed: &mut Vec<(std::time::Instant, &'static str)>| {
-        if let Outbound::Event(env) = item {
-            metrics::counter!("signal_events_out_total", "event" => env.event.label()).increment(1);
-            if let Event::Signal(s) = &env.event {
-                relayed.push((env.accepted_at, s.kind.label()));
-            }
-        }
-    };
-    let encode = |item: Outbound| -> Option<Message> {
-        let bytes = match item {
-            Outbound::Frame(b) => b,
-            Outbound::Event(env) => {
-                let w = *wire_slot.get()?;
-                env.encoded(w, |e| wire::encode_event(w, e))?
+                match poll_fn(|cx| link.poll_fill(cx)).await {
+                    Ok(true) => {}
+                    _ => return,
+                }
             }
         };
-        to_message(bytes)
-    };
-    loop {
-        tokio::select! {
-            biased;
-            cmd = &mut close_rx => {
-                let Ok(cmd) = cmd else { break };
-                let finish = async {
-                    if cmd.drain {
-                        while let Ok(item) = rx.try_recv() {
-                            if let Some(m) = encode(item) {
-                                sink.feed(m).await?;
-                            }
-                        }
-                    }
-                    if let Some(m) = cmd.error.and_then(to_message) {
-                        sink.feed(m).await?;
-                    }
-                    sink.send(Message::Close(Some(CloseFrame { code: cmd.code, reason: truncate(&cmd.reason).into() }))).await
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(2), finish).await;
-                break;
-            }
-            _ = async { if let Some(p) = ping.as_mut() { p.tick().await } else { std::future::pending().await } } => {
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                    break;
-                }
-            }
-            item = rx.recv() => {
-                let Some(item) = item else { break };
-                let mut res = Ok(());
-                let mut n = 0u64;
-                note(&item, &mut relayed);
-                if let Some(m) = encode(item) {
-                    res = sink.feed(m).await;
-                    n += 1;
-                }
-                // Batch what is already queued into one flush.
-                while res.is_ok() && n < 64 {
-                    match rx.try_recv() {
-                        Ok(item) => {
-                            note(&item, &mut relayed);
-                            if let Some(m) = encode(item) {
-                                res = sink.feed(m).await;
-                                n += 1;
-                            }
-                        }
-                        Err(_) => break,
-                    }
-                }
-                metrics::counter!("signal_ws_messages_out_total", "endpoint" => label).increment(n);
-                if res.is_err() || sink.flush().await.is_err() {
-                    break;
-                }
-                for (accepted_at, kind) in relayed.drain(..) {
-                    metrics::histogram!(crate::metrics::RELAY_LATENCY, "kind" => kind)
-                        .record(accepted_at.elapsed().as_secs_f64());
-                }
-            }
-        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
     }
-}
-
-/// A close reason fits in 123 bytes.
-fn truncate(s: &str) -> &str {
-    if s.len() <= 123 {
-        return s;
-    }
-    let mut end = 123;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }

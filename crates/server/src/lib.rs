@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod run;
 pub mod telemetry;
 pub mod wire;
+pub(crate) mod ws;
 
 pub use run::{Running, StartError, start};

@@ -38,6 +38,82 @@ pub const RELAY_LATENCY_BUCKETS: [f64; 15] = [
 pub const HTTP_DURATION_BUCKETS: [f64; 10] =
     [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
+/// Handles of the metrics recorded for every message, registered once per server.
+///
+/// A `metrics::counter!` call with labels looks its series up in the recorder's registry
+/// each time; on the relay path that lookup cost as much as the relay itself. These
+/// handles are registered when the server starts (after the recorder is installed) and
+/// indexed by closed sets.
+pub(crate) struct HotMetrics {
+    /// `signal_ws_messages_in_total` by endpoint (see [`endpoint_index`](Self::endpoint_index)).
+    pub(crate) ws_in: [metrics::Counter; 3],
+    /// `signal_ws_messages_out_total` by endpoint.
+    pub(crate) ws_out: [metrics::Counter; 3],
+    /// `signal_events_out_total` by event (see [`event_index`](Self::event_index)).
+    pub(crate) events_out: [metrics::Counter; 6],
+    /// [`RELAY_LATENCY`] by signal kind.
+    pub(crate) relay_latency: [metrics::Histogram; 3],
+    /// `signal_frames_in_total` by binary message type byte (unknown bytes: a no-op).
+    pub(crate) frames_in: Vec<metrics::Counter>,
+}
+
+const ENDPOINTS: [&str; 3] = ["binary", "ws", "room_path"];
+const EVENTS: [&str; 6] = [
+    "peer_joined",
+    "peer_left",
+    "room_closed",
+    "offer",
+    "answer",
+    "ice_candidate",
+];
+
+impl HotMetrics {
+    /// Registers every series with the installed recorder (no-ops without one).
+    pub(crate) fn new() -> Self {
+        Self {
+            ws_in: ENDPOINTS
+                .map(|e| metrics::counter!("signal_ws_messages_in_total", "endpoint" => e)),
+            ws_out: ENDPOINTS
+                .map(|e| metrics::counter!("signal_ws_messages_out_total", "endpoint" => e)),
+            events_out: EVENTS.map(|e| metrics::counter!("signal_events_out_total", "event" => e)),
+            relay_latency: [EVENTS[3], EVENTS[4], EVENTS[5]]
+                .map(|k| metrics::histogram!(RELAY_LATENCY, "kind" => k)),
+            frames_in: (0..=u8::MAX)
+                .map(|b| match signal_protocol::MessageType::from_u8(b) {
+                    Some(t) => metrics::counter!("signal_frames_in_total", "type" => t.name()),
+                    None => metrics::Counter::noop(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Index of an endpoint label (`binary`, `ws`, `room_path`).
+    pub(crate) fn endpoint_index(label: &str) -> usize {
+        ENDPOINTS.iter().position(|e| *e == label).unwrap_or(0)
+    }
+
+    /// Index of a signal kind in [`relay_latency`](Self::relay_latency).
+    pub(crate) fn kind_index(kind: signal_core::hub::SignalKind) -> usize {
+        use signal_core::hub::SignalKind;
+        match kind {
+            SignalKind::Offer => 0,
+            SignalKind::Answer => 1,
+            SignalKind::IceCandidate => 2,
+        }
+    }
+
+    /// Index of an event in [`events_out`](Self::events_out).
+    pub(crate) fn event_index(event: &signal_core::hub::Event) -> usize {
+        use signal_core::hub::Event;
+        match event {
+            Event::PeerJoined { .. } => 0,
+            Event::PeerLeft { .. } => 1,
+            Event::RoomClosed { .. } => 2,
+            Event::Signal(s) => 3 + Self::kind_index(s.kind),
+        }
+    }
+}
+
 /// How often the exporter's upkeep (histogram draining) runs.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 

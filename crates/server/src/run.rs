@@ -97,6 +97,10 @@ pub async fn start(
     listener: Option<std::net::TcpListener>,
 ) -> Result<Running, StartError> {
     let config = Arc::new(config);
+    if config.metrics.enabled {
+        // Before anything registers a metric handle (the hub, the connections' handles).
+        crate::metrics::recorder().map_err(|e| StartError::Metrics(e.to_string()))?;
+    }
     let store = open_store(&config).await?;
     let auth = Arc::new(Authenticator::new(
         config.api_keys(),
@@ -122,6 +126,7 @@ pub async fn start(
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
         conns: Arc::new(ConnCounts::default()),
+        metrics: Arc::new(crate::metrics::HotMetrics::new()),
     };
     let addr_text = format!("{}:{}", config.server.host, config.server.port);
     let listener = match listener {

@@ -282,4 +282,14 @@ pub enum Outbound {
     Event(Arc<Envelope>),
     /// Bytes already encoded for this connection (a response).
     Frame(Bytes),
+    /// A relayed signal already encoded for this connection's wire format (the relay
+    /// path that forwards a frame without decoding it).
+    Signal {
+        /// The encoded frame.
+        frame: Bytes,
+        /// Offer, answer or candidate (for metrics).
+        kind: SignalKind,
+        /// When the hub accepted it (for the relay latency).
+        accepted_at: Instant,
+    },
 }

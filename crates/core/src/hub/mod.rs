@@ -4,6 +4,7 @@
 //! lifecycle writes to the store.
 
 mod event;
+mod outbox;
 mod room;
 mod session;
 mod signal;
@@ -12,6 +13,7 @@ pub use signal::SignalRequest;
 pub use event::{
     CloseReason, Envelope, Event, Outbound, Role, Signal, SignalBody, SignalKind, WIRE_COUNT, Wire,
 };
+pub use outbox::{Outbox, PushError};
 pub use room::{
     CreateRoomParams, JoinRoomParams, ParticipantInfo, RoomCreated, RoomInfo, RoomJoined,
 };
@@ -25,7 +27,6 @@ use std::sync::{
 use chrono::Utc;
 use dashmap::DashMap;
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use crate::{
     auth::{Authenticator, hash_token, verify_token},
@@ -150,6 +151,9 @@ struct Inner {
     rooms: DashMap<RoomId, Arc<Room>>,
     session_count: AtomicUsize,
     shutting_down: AtomicBool,
+    /// `signal_relayed_total` by kind, registered once (a labelled lookup per message
+    /// costs as much as the relay's own work).
+    relayed: [metrics::Counter; 3],
 }
 
 impl std::fmt::Debug for Hub {
@@ -178,6 +182,12 @@ impl Hub {
                 rooms: DashMap::new(),
                 session_count: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
+                relayed: [
+                    SignalKind::Offer,
+                    SignalKind::Answer,
+                    SignalKind::IceCandidate,
+                ]
+                .map(|k| metrics::counter!("signal_relayed_total", "kind" => k.label())),
             }),
         }
     }
@@ -217,7 +227,7 @@ impl Hub {
     pub async fn connect(
         &self,
         p: ConnectParams,
-        tx: mpsc::Sender<Outbound>,
+        outbox: Arc<Outbox>,
     ) -> Result<Arc<Session>, CoreError> {
         if self.inner.shutting_down.load(Ordering::Acquire) {
             return Err(CoreError::new(
@@ -247,7 +257,7 @@ impl Hub {
         let session = Session::new(
             client_id.clone(),
             p.wire,
-            tx,
+            outbox,
             p.capabilities,
             p.metadata,
             p.display_name,
@@ -383,6 +393,34 @@ impl Hub {
     }
 
     /// Sessions of a client on this node, oldest first.
+    /// Whether `client` has a session on this node.
+    pub fn has_session(&self, client: &str) -> bool {
+        self.inner.sessions.contains_key(client)
+    }
+
+    /// The newest session of `client` that satisfies `pred`, without copying the list.
+    pub fn newest_session(
+        &self,
+        client: &str,
+        pred: impl Fn(&Session) -> bool,
+    ) -> Option<Arc<Session>> {
+        self.inner
+            .sessions
+            .get(client)
+            .and_then(|l| l.iter().rev().find(|s| pred(s)).cloned())
+    }
+
+    /// Counts one relayed signal (`signal_relayed_total`).
+    pub fn count_relayed(&self, kind: SignalKind) {
+        let i = match kind {
+            SignalKind::Offer => 0,
+            SignalKind::Answer => 1,
+            SignalKind::IceCandidate => 2,
+        };
+        self.inner.relayed[i].increment(1);
+    }
+
+    /// Every session of `client` on this node, oldest first.
     pub fn sessions_of(&self, client: &str) -> Vec<Arc<Session>> {
         self.inner
             .sessions

@@ -10,10 +10,13 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::event::{CloseReason, Envelope, Outbound, Wire};
+use super::{
+    event::{CloseReason, Envelope, Outbound, Wire},
+    outbox::{Outbox, PushError},
+};
 use crate::ids::{ClientId, RoomId};
 
 /// A session of one client on one connection.
@@ -33,8 +36,7 @@ pub struct Session {
     pub metadata: Value,
     /// Human-readable name (a JWT's `name` claim, a dialect's display name), if any.
     pub display_name: Option<String>,
-    tx: mpsc::Sender<Outbound>,
-    capacity: usize,
+    outbox: Arc<Outbox>,
     rooms: Mutex<Vec<RoomId>>,
     closing: AtomicBool,
     close_with_room: AtomicBool,
@@ -49,15 +51,16 @@ pub struct QueueFull;
 // === impl Session ===
 
 impl Session {
-    /// A new session writing to `tx` (bounded; its capacity is the slow-consumer limit).
+    /// A new session writing to `outbox` (bounded; its capacity is the slow-consumer limit).
     pub fn new(
         client_id: ClientId,
         wire: Wire,
-        tx: mpsc::Sender<Outbound>,
+        outbox: Arc<Outbox>,
         capabilities: Vec<String>,
         metadata: Value,
         display_name: Option<String>,
     ) -> Arc<Self> {
+        outbox.set_wire(wire);
         Arc::new(Self {
             id: Uuid::new_v4(),
             client_id,
@@ -66,8 +69,7 @@ impl Session {
             capabilities,
             metadata,
             display_name,
-            capacity: tx.max_capacity(),
-            tx,
+            outbox,
             rooms: Mutex::new(Vec::new()),
             closing: AtomicBool::new(false),
             close_with_room: AtomicBool::new(false),
@@ -86,21 +88,26 @@ impl Session {
         self.push(Outbound::Frame(frame))
     }
 
+    /// Queues any item. A full queue closes the session.
+    pub fn send(&self, item: Outbound) -> bool {
+        self.push(item)
+    }
+
     /// Queues without side effects; the caller decides what a full queue means.
     pub fn try_send(&self, item: Outbound) -> Result<(), QueueFull> {
-        self.tx.try_send(item).map_err(|_| QueueFull)
+        self.outbox.push(item).map_err(|_| QueueFull)
     }
 
     fn push(&self, item: Outbound) -> bool {
-        match self.tx.try_send(item) {
+        match self.outbox.push(item) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Full) => {
                 metrics::counter!("signal_slow_consumer_disconnects_total").increment(1);
                 tracing::info!(client_id = %self.client_id, session_id = %self.id, "slow consumer: closing");
-                self.close(CloseReason::slow_consumer(self.capacity));
+                self.close(CloseReason::slow_consumer(self.outbox.capacity()));
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(PushError::Closed) => false,
         }
     }
 
@@ -111,6 +118,7 @@ impl Session {
         }
         *self.close_reason.lock() = Some(reason);
         self.kill.notify_one();
+        self.outbox.notify();
     }
 
     /// Binds the connection to its rooms: when a room it is in terminates under it, the
@@ -130,6 +138,11 @@ impl Session {
     /// Whether [`close`](Self::close) was called.
     pub fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
+    }
+
+    /// The reason [`close`](Self::close) was called with, once it was.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.close_reason.lock().clone()
     }
 
     /// Resolves when the hub asks this connection to close, with the reason.

@@ -37,26 +37,17 @@ impl Hub {
     /// Routes a signal to its target (or to the rest of its room), stamped with the
     /// sender's id.
     pub async fn signal(&self, from: &Arc<Session>, req: SignalRequest) -> Result<(), CoreError> {
-        let target = req
-            .target
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .map(|t| ClientId::parse("target_client_id", t))
-            .transpose()?;
-        let room = req
-            .room
-            .as_deref()
-            .filter(|r| !r.is_empty())
-            .map(RoomId::parse)
-            .transpose()?;
+        let target = req.target.as_deref().filter(|t| !t.is_empty());
+        let room = req.room.as_deref().filter(|r| !r.is_empty());
         let kind = req.kind;
         let Some(target) = target else {
-            let Some(room_id) = room else {
+            let Some(room) = room else {
                 return Err(CoreError::bad_request(
                     "Missing or invalid 'target_client_id' field: name a target peer, or a room to reach its other members",
                 ));
             };
-            let r = self.member_room(from, &room_id)?;
+            let room_id = RoomId::parse(room)?;
+            let r = self.member_room(from, room)?;
             let env = Envelope::with_id(
                 req.id,
                 Event::Signal(Signal {
@@ -70,60 +61,18 @@ impl Hub {
             for s in r.other_sessions(from) {
                 s.deliver(env.clone());
             }
-            metrics::counter!("signal_relayed_total", "kind" => kind.label()).increment(1);
+            self.count_relayed(kind);
             return Ok(());
         };
-        if target == from.client_id {
-            return Err(CoreError::bad_request(
-                "Cannot signal yourself: target_client_id is the sender",
-            ));
-        }
-        let not_connected = || {
-            CoreError::not_found(format!("Target client '{target}' not found"))
-                .with("target_client_id", target.to_string())
-        };
-        let to: Option<Arc<Session>> = match &room {
-            Some(room_id) => {
-                let r = self.member_room(from, room_id)?;
-                match r.member_session(target.as_str()) {
-                    Some(s) => Some(s),
-                    None if self.sessions_of(target.as_str()).is_empty() => None,
-                    None => {
-                        return Err(CoreError::not_found(format!(
-                            "Target client '{target}' is not in room '{room_id}'"
-                        ))
-                        .with("target_client_id", target.to_string())
-                        .with("room_id", room_id.to_string()));
-                    }
-                }
-            }
-            None => {
-                let sessions = self.sessions_of(target.as_str());
-                if sessions.is_empty() {
-                    None
-                } else if self.config().require_shared_room {
-                    match sessions.iter().rev().find(|s| from.shares_room_with(s)) {
-                        Some(s) => Some(s.clone()),
-                        None => {
-                            return Err(CoreError::forbidden(format!(
-                                "Clients '{}' and '{target}' share no room",
-                                from.client_id
-                            ))
-                            .with("target_client_id", target.to_string()));
-                        }
-                    }
-                } else {
-                    sessions.last().cloned()
-                }
-            }
-        };
+        let to = self.route(from, target, room)?;
+        let target = ClientId::parse("target_client_id", target)?;
         let env = Envelope::with_id(
             req.id,
             Event::Signal(Signal {
                 kind,
                 from: from.client_id.clone(),
                 target: Some(target.clone()),
-                room,
+                room: room.map(RoomId::parse).transpose()?,
                 body: req.body,
             }),
         );
@@ -134,6 +83,10 @@ impl Hub {
             None => {
                 // Not on this node. Another node may hold it (only when rooms don't
                 // constrain routing, since room membership here is node-local).
+                let not_connected = || {
+                    CoreError::not_found(format!("Target client '{target}' not found"))
+                        .with("target_client_id", target.to_string())
+                };
                 if self.config().require_shared_room {
                     return Err(not_connected());
                 }
@@ -142,21 +95,71 @@ impl Hub {
                 }
             }
         }
-        metrics::counter!("signal_relayed_total", "kind" => kind.label()).increment(1);
+        self.count_relayed(kind);
         Ok(())
+    }
+
+    /// Where a signal from `from` to `target` (within `room`, if named) goes: the
+    /// target's session on this node, or `None` when it has none here (another node may
+    /// hold it). Checks every routing rule, with the errors [`signal`](Self::signal)
+    /// gives, and allocates nothing: the relay path of the binary dialect uses it to
+    /// forward a frame without decoding it.
+    pub fn route(
+        &self,
+        from: &Session,
+        target: &str,
+        room: Option<&str>,
+    ) -> Result<Option<Arc<Session>>, CoreError> {
+        ClientId::check("target_client_id", target)?;
+        if let Some(room) = room {
+            RoomId::check(room)?;
+        }
+        if target == from.client_id.as_str() {
+            return Err(CoreError::bad_request(
+                "Cannot signal yourself: target_client_id is the sender",
+            ));
+        }
+        match room {
+            Some(room_id) => {
+                let r = self.member_room(from, room_id)?;
+                match r.member_session(target) {
+                    Some(s) => Ok(Some(s)),
+                    None if !self.has_session(target) => Ok(None),
+                    None => Err(CoreError::not_found(format!(
+                        "Target client '{target}' is not in room '{room_id}'"
+                    ))
+                    .with("target_client_id", target.to_owned())
+                    .with("room_id", room_id.to_owned())),
+                }
+            }
+            None if !self.config().require_shared_room => Ok(self.newest_session(target, |_| true)),
+            None => {
+                if !self.has_session(target) {
+                    return Ok(None);
+                }
+                match self.newest_session(target, |s| from.shares_room_with(s)) {
+                    Some(s) => Ok(Some(s)),
+                    None => Err(CoreError::forbidden(format!(
+                        "Clients '{}' and '{target}' share no room",
+                        from.client_id
+                    ))
+                    .with("target_client_id", target.to_owned())),
+                }
+            }
+        }
     }
 
     /// The room `room_id`, checking it exists (404) and `from` is a member (403).
     fn member_room(
         &self,
         from: &Session,
-        room_id: &RoomId,
+        room_id: &str,
     ) -> Result<Arc<super::room::Room>, CoreError> {
-        let r = self.room(room_id.as_str()).ok_or_else(|| {
+        let r = self.room(room_id).ok_or_else(|| {
             CoreError::not_found(format!("Room '{room_id}' not found"))
                 .with("room_id", room_id.to_string())
         })?;
-        if !from.in_room(room_id.as_str()) {
+        if !from.in_room(room_id) {
             return Err(CoreError::forbidden(format!(
                 "Client '{}' is not in room '{room_id}'",
                 from.client_id

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use super::*;
 use crate::{ErrorCode, auth::Authenticator, bus::LocalBus, store::MemoryStore};
@@ -22,8 +21,9 @@ fn creds(id: &str) -> Credentials {
     }
 }
 
-async fn connect(hub: &Hub, id: &str, cap: usize) -> (Arc<Session>, mpsc::Receiver<Outbound>) {
-    let (tx, rx) = mpsc::channel(cap);
+async fn connect(hub: &Hub, id: &str, cap: usize) -> (Arc<Session>, Arc<Outbox>) {
+    let rx = Outbox::new(cap);
+    let tx = rx.clone();
     let s = hub
         .connect(
             ConnectParams {
@@ -75,9 +75,9 @@ fn join(id: &str, room: &str) -> JoinRoomParams {
     }
 }
 
-fn event(rx: &mut mpsc::Receiver<Outbound>) -> Arc<Envelope> {
-    match rx.try_recv() {
-        Ok(Outbound::Event(e)) => e,
+fn event(rx: &Outbox) -> Arc<Envelope> {
+    match rx.try_pop() {
+        Some(Outbound::Event(e)) => e,
         other => panic!("expected an event, got {other:?}"),
     }
 }
@@ -87,7 +87,7 @@ async fn a_store_outage_leaves_nothing_half_done() {
     let store = Arc::new(MemoryStore::new());
     let hub = hub_with(store.clone(), HubConfig::default());
     let (a, _ra) = connect(&hub, "alice", 8).await;
-    let (b, mut rb) = connect(&hub, "bob", 8).await;
+    let (b, rb) = connect(&hub, "bob", 8).await;
 
     store.set_unavailable(true);
     let e = hub.create_room(&a, create("alice", "r")).await.unwrap_err();
@@ -109,7 +109,7 @@ async fn a_store_outage_leaves_nothing_half_done() {
         "a failed join adds no member"
     );
     assert!(!b.in_room("r"));
-    assert!(rb.try_recv().is_err());
+    assert!(rb.try_pop().is_none());
 
     store.set_unavailable(false);
     hub.join_room(&b, join("bob", "r")).await.unwrap();
@@ -121,15 +121,15 @@ async fn a_broadcast_is_one_shared_envelope_encoded_once_per_wire() {
     let store = Arc::new(MemoryStore::new());
     let hub = hub_with(store, HubConfig::default());
     let (a, _ra) = connect(&hub, "alice", 8).await;
-    let (b, mut rb) = connect(&hub, "bob", 8).await;
-    let (c, mut rc) = connect(&hub, "carol", 8).await;
+    let (b, rb) = connect(&hub, "bob", 8).await;
+    let (c, rc) = connect(&hub, "carol", 8).await;
     hub.create_room(&a, create("alice", "r")).await.unwrap();
     hub.join_room(&b, join("bob", "r")).await.unwrap();
     hub.join_room(&c, join("carol", "r")).await.unwrap();
-    assert!(matches!(event(&mut rb).event, Event::PeerJoined { .. }));
+    assert!(matches!(event(&rb).event, Event::PeerJoined { .. }));
     hub.leave_room(&a, creds("alice"), "r", None).await.unwrap();
-    let x = event(&mut rb);
-    let y = event(&mut rc);
+    let x = event(&rb);
+    let y = event(&rc);
     assert!(matches!(x.event, Event::RoomClosed { .. }));
     assert!(Arc::ptr_eq(&x, &y), "one envelope for every receiver");
     let mut calls = 0;
@@ -190,7 +190,7 @@ async fn a_replaced_session_leaves_its_rooms_before_the_new_one_is_acknowledged(
     let (old_b, _rb) = connect(&hub, "bob", 8).await;
     hub.create_room(&a, create("alice", "r")).await.unwrap();
     hub.join_room(&old_b, join("bob", "r")).await.unwrap();
-    let (tx, _rx) = mpsc::channel(8);
+    let tx = Outbox::new(8);
     let new_b = hub
         .connect(
             ConnectParams {

@@ -7,7 +7,6 @@ pub mod codec;
 
 use std::net::SocketAddr;
 
-use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use signal_core::{CoreError, ErrorCode, hub::Wire};
@@ -17,12 +16,13 @@ use uuid::Uuid;
 
 use crate::{
     app::AppState,
-    conn::{self, Conn, Dialect, Flow},
+    conn::{self, Conn, Dialect, Flow, Step},
+    ws::{Message, Socket},
 };
 use codec::{error_frame, reply_type, request_type_name};
 
 /// Serves one upgraded WebSocket speaking the binary protocol until it closes.
-pub async fn serve(socket: WebSocket, state: AppState, peer: SocketAddr) {
+pub(crate) async fn serve(socket: Socket, state: AppState, peer: SocketAddr) {
     let span =
         tracing::debug_span!("conn", dialect = "binary", %peer, client_id = tracing::field::Empty);
     conn::drive(socket, state, Binary).instrument(span).await
@@ -34,10 +34,10 @@ impl Dialect for Binary {
     const LABEL: &'static str = "binary";
     const TEXT: bool = false;
 
-    async fn on_message(&mut self, conn: &mut Conn, msg: Message) -> Flow {
+    fn on_message<'a>(&'a mut self, conn: &'a mut Conn, msg: Message) -> Step<'a> {
         match msg {
-            Message::Binary(b) => on_frame(conn, b).await,
-            _ => {
+            Message::Binary(b) => on_frame(conn, b),
+            Message::Text(_) => {
                 let err = CoreError::bad_request(
                     "Text message on the binary endpoint: send binary frames [0xAA][type][uuid][payload_type][length][payload]",
                 );
@@ -47,7 +47,7 @@ impl Dialect for Binary {
                     serde_json::Value::Null,
                     &err,
                 ));
-                Flow::Continue
+                Step::Done(Flow::Continue)
             }
         }
     }
@@ -64,13 +64,15 @@ impl Dialect for Binary {
 
 /// The payload type for unsolicited frames: the session's choice, JSON before CONNECT.
 fn reply_pt(conn: &Conn) -> PayloadType {
-    match conn.wire.get() {
+    match conn.wire {
         Some(Wire::BinaryCbor) => PayloadType::Cbor,
         _ => PayloadType::Json,
     }
 }
 
-async fn on_frame(conn: &mut Conn, bytes: Bytes) -> Flow {
+/// Decodes a frame and dispatches it: heartbeats and relayed signals are handled at
+/// once, requests that wait on the store as a boxed step.
+fn on_frame(conn: &mut Conn, bytes: Bytes) -> Step<'_> {
     let frame = match Frame::decode(bytes) {
         Ok(f) => f,
         Err(e) => {
@@ -82,48 +84,66 @@ async fn on_frame(conn: &mut Conn, bytes: Bytes) -> Flow {
                 &err,
             );
             conn.reply(frame);
-            return Flow::Continue;
+            return Step::Done(Flow::Continue);
         }
     };
-    let (id, t) = (frame.id, frame.msg_type);
-    let pt = reply_type(frame.payload_type);
-    metrics::counter!("signal_frames_in_total", "type" => t.name()).increment(1);
+    let t = frame.msg_type;
+    conn.state.metrics.frames_in[t as usize].increment(1);
     if t != MessageType::Heartbeat && !conn.within_rate() {
         let n = conn.state.config.security.max_messages_per_minute;
         let err = CoreError::new(
             ErrorCode::RateLimited,
             format!("Rate limit exceeded: at most {n} messages per minute"),
         );
-        conn.reply(error_frame(id, pt, t.name().into(), &err));
-        return Flow::Continue;
+        return Step::Done(finish(conn, &frame, Err(err)));
     }
-    let result = if !t.is_client_request() {
-        Err(CoreError::bad_request(format!(
-            "{t} is sent by the server, not by clients"
-        )))
-    } else if conn.session.is_none() && t != MessageType::Connect {
-        Err(CoreError::unauthorized(format!(
+    if !t.is_client_request() {
+        let err = CoreError::bad_request(format!("{t} is sent by the server, not by clients"));
+        return Step::Done(finish(conn, &frame, Err(err)));
+    }
+    if conn.session.is_none() && t != MessageType::Connect {
+        let err = CoreError::unauthorized(format!(
             "Not connected: CONNECT must be the first frame, got {t}"
-        )))
-    } else {
-        match t {
-            MessageType::Connect => cmd::connect::handle(conn, &frame).await,
-            MessageType::Disconnect => return Flow::Close(1000, "client disconnect".into()),
-            MessageType::Heartbeat => cmd::heartbeat::handle(conn, &frame),
-            MessageType::Register => cmd::register::handle(conn, &frame).await,
-            MessageType::Unregister => cmd::unregister::handle(conn, &frame).await,
-            MessageType::RoomCreate => cmd::room_create::handle(conn, &frame).await,
-            MessageType::RoomJoin => cmd::room_join::handle(conn, &frame).await,
-            MessageType::RoomLeave => cmd::room_leave::handle(conn, &frame).await,
-            MessageType::SignalOffer
-            | MessageType::SignalAnswer
-            | MessageType::SignalIceCandidate => cmd::signal::handle(conn, &frame).await,
-            // Server-to-client types were refused above.
-            _ => Err(CoreError::bad_request(format!(
-                "{t} is sent by the server, not by clients"
-            ))),
+        ));
+        return Step::Done(finish(conn, &frame, Err(err)));
+    }
+    match t {
+        MessageType::Disconnect => Step::Done(Flow::Close(1000, "client disconnect".into())),
+        MessageType::Heartbeat => {
+            let r = cmd::heartbeat::handle(conn, &frame);
+            Step::Done(finish(conn, &frame, r))
         }
-    };
+        MessageType::SignalOffer | MessageType::SignalAnswer | MessageType::SignalIceCandidate => {
+            match cmd::signal::forward(conn, &frame) {
+                Some(r) => Step::Done(finish(conn, &frame, r.map(|()| None))),
+                None => Step::wait(async move {
+                    let r = cmd::signal::handle(conn, &frame).await;
+                    finish(conn, &frame, r)
+                }),
+            }
+        }
+        _ => Step::wait(async move {
+            let r = match t {
+                MessageType::Connect => cmd::connect::handle(conn, &frame).await,
+                MessageType::Register => cmd::register::handle(conn, &frame).await,
+                MessageType::Unregister => cmd::unregister::handle(conn, &frame).await,
+                MessageType::RoomCreate => cmd::room_create::handle(conn, &frame).await,
+                MessageType::RoomJoin => cmd::room_join::handle(conn, &frame).await,
+                MessageType::RoomLeave => cmd::room_leave::handle(conn, &frame).await,
+                // Every other client request was dispatched above.
+                _ => Err(CoreError::bad_request(format!(
+                    "{t} is sent by the server, not by clients"
+                ))),
+            };
+            finish(conn, &frame, r)
+        }),
+    }
+}
+
+/// Queues a request's ACK or ERROR.
+fn finish(conn: &mut Conn, frame: &Frame, result: Result<Option<Bytes>, CoreError>) -> Flow {
+    let (id, t) = (frame.id, frame.msg_type);
+    let pt = reply_type(frame.payload_type);
     match result {
         Ok(Some(bytes)) => {
             metrics::counter!("signal_frames_out_total", "type" => t.ack().map(|a| a.name()).unwrap_or("none")).increment(1);

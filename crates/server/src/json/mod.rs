@@ -20,9 +20,8 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use axum::{
     extract::{
-        ConnectInfo, Path, Query, State, WebSocketUpgrade,
+        ConnectInfo, Path, Query, State,
         rejection::{PathRejection, QueryRejection},
-        ws::{Message, rejection::WebSocketUpgradeRejection},
     },
     http::{HeaderMap, header},
     response::Response,
@@ -37,7 +36,8 @@ use tracing::Instrument;
 
 use crate::{
     app::{AppState, upgrade},
-    conn::{self, Conn, Dialect, Flow},
+    conn::{self, Conn, Dialect, Flow, Step},
+    ws::{Message, NotUpgrade, Upgrade},
 };
 
 /// The credential a JSON client presented.
@@ -130,12 +130,12 @@ pub(crate) async fn open_session(
 }
 
 /// `GET /ws`: the altair and simple dialects, told apart by the first message.
-pub async fn ws_endpoint(
+pub(crate) async fn ws_endpoint(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Upgrade, NotUpgrade>,
 ) -> Response {
     let query = query.map(|Query(q)| q).unwrap_or_default();
     let cred = credential(&headers, &query);
@@ -154,13 +154,13 @@ pub async fn ws_endpoint(
 }
 
 /// `GET /webrtc/ws/{room_id}`: the room-path dialect.
-pub async fn room_path_endpoint(
+pub(crate) async fn room_path_endpoint(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     room_id: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Upgrade, NotUpgrade>,
 ) -> Response {
     let room = room_id.ok().map(|Path(r)| r);
     let query = query.map(|Query(q)| q).unwrap_or_default();
@@ -298,16 +298,13 @@ impl Ws {
     }
 }
 
-impl Dialect for Ws {
-    const LABEL: &'static str = "ws";
-    const TEXT: bool = true;
-
-    async fn start(&mut self, conn: &mut Conn) -> Flow {
+impl Ws {
+    async fn start_inner(&mut self, conn: &mut Conn) -> Flow {
         self.admission = Some(admission(&conn.state, &self.credential).await);
         Flow::Continue
     }
 
-    async fn on_message(&mut self, conn: &mut Conn, msg: Message) -> Flow {
+    async fn on_message_inner(&mut self, conn: &mut Conn, msg: Message) -> Flow {
         let text = match msg {
             Message::Text(t) => t,
             Message::Binary(_) => {
@@ -317,7 +314,6 @@ impl Dialect for Ws {
                 self.send_error(conn, None, &e);
                 return Flow::Continue;
             }
-            _ => return Flow::Continue,
         };
         let parsed: Result<Value, _> = serde_json::from_str(text.as_str());
         let shape = match self.shape {
@@ -370,8 +366,25 @@ impl Dialect for Ws {
         }
     }
 
-    fn close_error(&self, conn: &Conn, err: &CoreError) -> Option<Bytes> {
+    fn close_error_inner(&self, conn: &Conn, err: &CoreError) -> Option<Bytes> {
         self.error(conn, None, err)
+    }
+}
+
+impl Dialect for Ws {
+    const LABEL: &'static str = "ws";
+    const TEXT: bool = true;
+
+    fn start<'a>(&'a mut self, conn: &'a mut Conn) -> Step<'a> {
+        Step::wait(self.start_inner(conn))
+    }
+
+    fn on_message<'a>(&'a mut self, conn: &'a mut Conn, msg: Message) -> Step<'a> {
+        Step::wait(self.on_message_inner(conn, msg))
+    }
+
+    fn close_error(&self, conn: &Conn, err: &CoreError) -> Option<Bytes> {
+        self.close_error_inner(conn, err)
     }
 }
 

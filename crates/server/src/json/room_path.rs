@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::Message;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use signal_core::{
@@ -25,7 +24,10 @@ use super::{
         to_bytes,
     },
 };
-use crate::conn::{Conn, Dialect, Flow};
+use crate::{
+    conn::{Conn, Dialect, Flow, Step},
+    ws::Message,
+};
 
 /// Whether `room` is a valid room-path room id: `[A-Za-z0-9-]{1,64}`.
 pub(crate) fn valid_room_id(room: &str) -> bool {
@@ -80,11 +82,8 @@ fn send_error(conn: &mut Conn, room: &str, err: &CoreError) {
     }
 }
 
-impl Dialect for RoomPath {
-    const LABEL: &'static str = "room_path";
-    const TEXT: bool = true;
-
-    async fn start(&mut self, conn: &mut Conn) -> Flow {
+impl RoomPath {
+    async fn start_inner(&mut self, conn: &mut Conn) -> Flow {
         let room = self.room_id().to_owned();
         if !valid_room_id(&room) {
             return Flow::Close(
@@ -141,7 +140,7 @@ impl Dialect for RoomPath {
         Flow::Continue
     }
 
-    async fn on_message(&mut self, conn: &mut Conn, msg: Message) -> Flow {
+    async fn on_message_inner(&mut self, conn: &mut Conn, msg: Message) -> Flow {
         let room = self.room_id().to_owned();
         let Some(session) = conn.session.clone() else {
             return Flow::Close(1011, "no session".into());
@@ -164,7 +163,6 @@ impl Dialect for RoomPath {
                 send_error(conn, &room, &e);
                 return Flow::Continue;
             }
-            _ => return Flow::Continue,
         };
         let value: Value = match serde_json::from_str(text.as_str()) {
             Ok(v) => v,
@@ -183,8 +181,25 @@ impl Dialect for RoomPath {
         Flow::Continue
     }
 
-    fn close_error(&self, _conn: &Conn, err: &CoreError) -> Option<Bytes> {
+    fn close_error_inner(&self, _conn: &Conn, err: &CoreError) -> Option<Bytes> {
         error_with_code(Some(self.room_id()), code_name(err), err)
+    }
+}
+
+impl Dialect for RoomPath {
+    const LABEL: &'static str = "room_path";
+    const TEXT: bool = true;
+
+    fn start<'a>(&'a mut self, conn: &'a mut Conn) -> Step<'a> {
+        Step::wait(self.start_inner(conn))
+    }
+
+    fn on_message<'a>(&'a mut self, conn: &'a mut Conn, msg: Message) -> Step<'a> {
+        Step::wait(self.on_message_inner(conn, msg))
+    }
+
+    fn close_error(&self, conn: &Conn, err: &CoreError) -> Option<Bytes> {
+        self.close_error_inner(conn, err)
     }
 }
 

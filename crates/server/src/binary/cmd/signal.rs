@@ -1,12 +1,21 @@
 //! SIGNAL_OFFER / SIGNAL_ANSWER / SIGNAL_ICE_CANDIDATE: relayed to the target with the
 //! same type and UUID, `from_client_id` stamped by the server. No ACK; failures are ERRORs.
 
-use bytes::Bytes;
+use std::{borrow::Cow, time::Instant};
+
+use bytes::{Bytes, BytesMut};
+use serde::{
+    Deserialize, Deserializer,
+    de::{self, IgnoredAny, Visitor},
+};
 use signal_core::{
     CoreError, ErrorCode,
-    hub::{SignalBody, SignalKind, SignalRequest},
+    hub::{Outbound, SignalBody, SignalKind, SignalRequest, Wire},
 };
-use signal_protocol::{Frame, MAX_PAYLOAD_LEN, MessageType, payload::SignalPayload};
+use signal_protocol::{
+    FRAME_HEADER_LEN, Frame, MAX_PAYLOAD_LEN, MessageType, PayloadType, frame::encode_header,
+    payload::SignalPayload,
+};
 
 use crate::{binary::payload, conn::Conn};
 
@@ -57,4 +66,125 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
         )
         .await?;
     Ok(None)
+}
+
+/// The relay path for the common case, a JSON signal between two binary-JSON sessions
+/// on this node: the frame is forwarded without decoding its payload into values. The
+/// payload is checked against [`SignalPayload`]'s schema without allocating, routed with
+/// the hub's rules ([`Hub::route`](signal_core::hub::Hub::route)), and sent on as the
+/// sender's own JSON with `"from_client_id"` stamped first: one buffer, one copy.
+///
+/// `None` when the slow path must decide: another payload type or wire format on either
+/// end, a payload the check does not accept (the slow path names the fault), a
+/// `from_client_id` the sender put in (the slow path replaces it), or a target that is
+/// not on this node.
+pub(crate) fn forward(conn: &mut Conn, frame: &Frame) -> Option<Result<(), CoreError>> {
+    if frame.payload_type != PayloadType::Json || conn.wire != Some(Wire::BinaryJson) {
+        return None;
+    }
+    let session = conn.session.as_ref()?;
+    if frame.payload.len() + session.client_id.as_str().len() + STAMP_OVERHEAD > MAX_PAYLOAD_LEN {
+        return None;
+    }
+    // The payload must be an object (serde would also read a struct from an array).
+    let open = frame
+        .payload
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .filter(|&i| frame.payload[i] == b'{')?;
+    let peek: Peek<'_> = serde_json::from_slice(&frame.payload).ok()?;
+    if peek.from_client_id.0 {
+        return None;
+    }
+    let target = peek.target_client_id.as_deref().filter(|t| !t.is_empty())?;
+    let room = peek.room_id.as_deref().filter(|r| !r.is_empty());
+    let to = match conn.state.hub.route(session, target, room) {
+        Err(e) => return Some(Err(e)),
+        Ok(None) => return None,
+        Ok(Some(s)) if s.wire != Wire::BinaryJson => return None,
+        Ok(Some(s)) => s,
+    };
+    let kind = match frame.msg_type {
+        MessageType::SignalOffer => SignalKind::Offer,
+        MessageType::SignalAnswer => SignalKind::Answer,
+        _ => SignalKind::IceCandidate,
+    };
+    let rest = &frame.payload[open + 1..];
+    let empty = rest
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'}');
+    let stamp = conn.stamp.get_or_insert_with(|| {
+        let mut s = b"{\"from_client_id\":".to_vec();
+        // A client id is a string; serialising a string cannot fail.
+        let _ = serde_json::to_writer(&mut s, session.client_id.as_str());
+        Bytes::from(s)
+    });
+    let len = stamp.len() + usize::from(!empty) + rest.len();
+    let mut out = BytesMut::with_capacity(FRAME_HEADER_LEN + len);
+    if encode_header(&mut out, frame.msg_type, frame.id, PayloadType::Json, len).is_err() {
+        return None;
+    }
+    out.extend_from_slice(stamp);
+    if !empty {
+        out.extend_from_slice(b",");
+    }
+    out.extend_from_slice(rest);
+    to.send(Outbound::Signal {
+        frame: out.freeze(),
+        kind,
+        accepted_at: Instant::now(),
+    });
+    conn.state.hub.count_relayed(kind);
+    Some(Ok(()))
+}
+
+/// [`SignalPayload`]'s schema, checked without building values: the same fields with
+/// the same types, everything else ignored (the full type passes it through).
+#[derive(Deserialize)]
+#[allow(dead_code, reason = "the body fields are only type-checked")]
+struct Peek<'a> {
+    #[serde(default, borrow)]
+    target_client_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    room_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    sdp: Option<Str>,
+    #[serde(default)]
+    candidate: Option<IgnoredAny>,
+    #[serde(default)]
+    sdp_mid: Option<Str>,
+    #[serde(default)]
+    sdp_m_line_index: Option<u32>,
+    #[serde(default)]
+    from_client_id: Present,
+}
+
+/// A JSON string, checked and dropped.
+struct Str;
+
+impl<'de> Deserialize<'de> for Str {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Str;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Str, E> {
+                Ok(Str)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Whether a field is present at all (even as `null`).
+#[derive(Default)]
+struct Present(bool);
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        IgnoredAny::deserialize(d).map(|_| Present(true))
+    }
 }

@@ -1,0 +1,279 @@
+//! A connection's bounded outbound queue: many producers (the hub, on behalf of other
+//! sessions), one consumer (the connection task).
+//!
+//! Built for the two things a signaling server spends per connection: nothing is held
+//! while the queue is empty (a `VecDeque` allocates on first use and is released when a
+//! drained queue had grown), and a push wakes the consumer only when the queue goes from
+//! empty to non-empty, through one `AtomicWaker` instead of a waiter list.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+use futures_util::task::AtomicWaker;
+use parking_lot::Mutex;
+
+use super::event::{Outbound, Wire};
+
+/// Why a push was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The queue holds `capacity` items: the consumer is not keeping up.
+    Full,
+    /// The consumer is gone.
+    Closed,
+}
+
+/// A queue this long or longer is released once drained, so a burst does not pin memory.
+const KEEP_CAPACITY: usize = 16;
+
+/// The bounded queue between the hub and one connection.
+#[derive(Debug)]
+pub struct Outbox {
+    items: Mutex<Queue>,
+    capacity: usize,
+    /// Set by a producer (or [`notify`](Self::notify)); taken by the consumer.
+    ready: AtomicBool,
+    waker: AtomicWaker,
+    /// The wire format the consumer encodes events for, fixed when its session opens.
+    wire: OnceLock<Wire>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Outbound>,
+    closed: bool,
+}
+
+// === impl Outbox ===
+
+impl Outbox {
+    /// An empty queue refusing pushes beyond `capacity` items (at least 1).
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            items: Mutex::new(Queue::default()),
+            capacity: capacity.max(1),
+            ready: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+            wire: OnceLock::new(),
+        })
+    }
+
+    /// The wire format of the session this queue belongs to, once one opened.
+    pub fn wire(&self) -> Option<Wire> {
+        self.wire.get().copied()
+    }
+
+    /// Fixes the wire format (the first call wins; a connection has one session).
+    pub(crate) fn set_wire(&self, wire: Wire) {
+        let _ = self.wire.set(wire);
+    }
+
+    /// The slow-consumer limit.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Appends an item; wakes the consumer if the queue was empty.
+    pub fn push(&self, item: Outbound) -> Result<(), PushError> {
+        let was_empty = {
+            let mut q = self.items.lock();
+            if q.closed {
+                return Err(PushError::Closed);
+            }
+            if q.items.len() >= self.capacity {
+                return Err(PushError::Full);
+            }
+            q.items.push_back(item);
+            q.items.len() == 1
+        };
+        if was_empty {
+            self.notify();
+        }
+        Ok(())
+    }
+
+    /// Wakes the consumer without an item (e.g. its session was asked to close).
+    pub fn notify(&self) {
+        self.ready.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready once something was pushed into an empty queue, or [`notify`](Self::notify)
+    /// was called, since the last time this returned ready; either way the task is woken
+    /// by the next push into an empty queue or notify. The consumer drains the queue
+    /// after each ready; a queue it left non-empty does not signal again.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered on every call, ready or not: the consumer may go on to wait on
+        // something else in the same poll, and the next push or close must still wake it.
+        self.waker.register(cx.waker());
+        if self.ready.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Moves items to `f`, oldest first, until `f` returns false or `max` were moved;
+    /// returns whether items remain.
+    pub fn drain(&self, max: usize, mut f: impl FnMut(Outbound) -> bool) -> bool {
+        let mut q = self.items.lock();
+        for _ in 0..max {
+            let Some(item) = q.items.pop_front() else {
+                break;
+            };
+            if !f(item) {
+                break;
+            }
+        }
+        if q.items.is_empty() && q.items.capacity() > KEEP_CAPACITY {
+            q.items = VecDeque::new();
+        }
+        !q.items.is_empty()
+    }
+
+    /// Takes the oldest item, if any.
+    pub fn try_pop(&self) -> Option<Outbound> {
+        self.items.lock().items.pop_front()
+    }
+
+    /// Items waiting.
+    pub fn len(&self) -> usize {
+        self.items.lock().items.len()
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The consumer is gone: later pushes fail with [`PushError::Closed`] and what is
+    /// queued is dropped.
+    pub fn close(&self) {
+        let dropped = {
+            let mut q = self.items.lock();
+            q.closed = true;
+            std::mem::take(&mut q.items)
+        };
+        drop(dropped);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::task::Waker;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn frame(n: u8) -> Outbound {
+        Outbound::Frame(Bytes::from(vec![n]))
+    }
+
+    fn byte(item: Outbound) -> u8 {
+        match item {
+            Outbound::Frame(b) => b[0],
+            _ => panic!("not a frame"),
+        }
+    }
+
+    #[test]
+    fn bounded_fifo_with_full_and_closed() {
+        let q = Outbox::new(2);
+        q.push(frame(1)).unwrap();
+        q.push(frame(2)).unwrap();
+        assert_eq!(q.push(frame(3)), Err(PushError::Full));
+        let mut got = vec![];
+        assert!(!q.drain(8, |i| {
+            got.push(byte(i));
+            true
+        }));
+        assert_eq!(got, [1, 2]);
+        q.push(frame(4)).unwrap();
+        q.close();
+        assert!(q.is_empty(), "close drops what was queued");
+        assert_eq!(q.push(frame(5)), Err(PushError::Closed));
+    }
+
+    #[test]
+    fn drain_takes_at_most_max_and_says_what_remains() {
+        let q = Outbox::new(10);
+        for i in 0..5 {
+            q.push(frame(i)).unwrap();
+        }
+        let mut got = vec![];
+        let mut take = |i| {
+            got.push(byte(i));
+            true
+        };
+        assert!(q.drain(3, &mut take));
+        assert!(!q.drain(3, &mut take));
+        assert!(q.is_empty());
+        q.push(frame(5)).unwrap();
+        q.push(frame(6)).unwrap();
+        assert!(q.drain(8, |i| byte(i) != 5), "stops when told to");
+        assert_eq!(got, [0, 1, 2, 3, 4]);
+        assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn wakes_only_on_empty_to_non_empty_and_on_notify() {
+        let q = Outbox::new(10);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(q.poll_ready(&mut cx).is_pending());
+        q.push(frame(1)).unwrap();
+        q.push(frame(2)).unwrap();
+        assert!(q.poll_ready(&mut cx).is_ready());
+        assert!(
+            q.poll_ready(&mut cx).is_pending(),
+            "the second push into a non-empty queue does not signal again"
+        );
+        q.drain(10, |_| true);
+        q.push(frame(3)).unwrap();
+        assert!(q.poll_ready(&mut cx).is_ready());
+        q.notify();
+        assert!(q.poll_ready(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn a_ready_poll_still_leaves_the_waker_registered() {
+        use std::sync::atomic::AtomicUsize;
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let q = Outbox::new(1);
+        assert!(q.poll_ready(&mut cx).is_pending());
+        q.push(frame(1)).unwrap();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        // Ready, and the consumer then waits on something else (the socket) in the
+        // same poll: a close request must still reach it.
+        assert!(q.poll_ready(&mut cx).is_ready());
+        assert_eq!(q.push(frame(2)), Err(PushError::Full));
+        q.notify();
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_drained_burst_releases_its_memory() {
+        let q = Outbox::new(1000);
+        for i in 0..100 {
+            q.push(frame(i as u8)).unwrap();
+        }
+        q.drain(1000, |_| true);
+        assert_eq!(q.items.lock().items.capacity(), 0);
+    }
+}
