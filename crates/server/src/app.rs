@@ -155,7 +155,7 @@ async fn binary_endpoint(
         ws,
         "binary",
         "signal-manager: open a WebSocket here and speak the binary protocol (see docs/protocol.md)\n",
-        move |socket, state| binary::serve(socket, state, peer),
+        move |socket, state, guard| binary::serve(socket, state, peer, guard),
     )
 }
 
@@ -171,7 +171,7 @@ pub(crate) fn upgrade<F, Fut>(
     serve: F,
 ) -> Response
 where
-    F: FnOnce(Socket, AppState) -> Fut + Send + 'static,
+    F: FnOnce(Socket, AppState, crate::conn::Guard) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let ws = match ws {
@@ -192,12 +192,11 @@ where
         Ok(s) => s,
         Err((status, why)) => return refuse(status, why),
     };
-    let token = state.tracker.token();
-    ws.on_upgrade(move |socket| async move {
-        let _slot = slot;
-        let _token = token;
-        serve(socket, state).await;
-    })
+    let guard = crate::conn::Guard {
+        _slot: slot,
+        _token: state.tracker.token(),
+    };
+    ws.on_upgrade(move |socket| serve(socket, state, guard))
 }
 
 /// `GET /health`: 200 `healthy` with counts, or 503 `unhealthy` when the store is down.

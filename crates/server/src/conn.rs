@@ -141,6 +141,13 @@ impl Conn {
     }
 }
 
+/// What a connection holds until it ends: its slot in the connection counts and its
+/// place in the drain's task tracker.
+pub(crate) struct Guard {
+    pub(crate) _slot: crate::app::ConnSlot,
+    pub(crate) _token: tokio_util::task::task_tracker::TaskTrackerToken,
+}
+
 /// Why the connection ends: the close frame, an error to send first, and the reason the
 /// session's rooms are told.
 struct End {
@@ -380,7 +387,15 @@ async fn run(step: Step<'_>, link: &mut Link, outbox: &Outbox) -> Flow {
 }
 
 /// Serves one upgraded WebSocket with `dialect` until it closes.
-pub(crate) async fn drive<D: Dialect>(io: Socket, state: AppState, mut dialect: D) {
+///
+/// The setup runs before the future is built, so the future (the connection's whole
+/// task) captures what the connection uses and not its arguments as well.
+pub(crate) fn drive<D: Dialect>(
+    io: Socket,
+    state: AppState,
+    mut dialect: D,
+    guard: Guard,
+) -> impl Future<Output = ()> + Send {
     let cfg = state.config.clone();
     let s = &cfg.server;
     let outbox = Outbox::new(s.outbound_queue.max(1));
@@ -430,149 +445,166 @@ pub(crate) async fn drive<D: Dialect>(io: Socket, state: AppState, mut dialect: 
     let started = Instant::now();
     let mut next_ping = ping_every.map(|d| started + d);
     let shutdown = state.shutdown.clone();
-    let mut cancelled = std::pin::pin!(shutdown.cancelled());
-    let mut timer: Pin<&mut Sleep> = std::pin::pin!(tokio::time::sleep_until(
-        started + connect_timeout.min(ping_every.unwrap_or(connect_timeout))
-    ));
+    drop(state);
+    async move {
+        let mut cancelled = std::pin::pin!(shutdown.cancelled());
+        let mut timer: Pin<&mut Sleep> = std::pin::pin!(tokio::time::sleep_until(
+            started + connect_timeout.min(ping_every.unwrap_or(connect_timeout))
+        ));
 
-    let first = run(dialect.start(&mut conn), &mut link, &outbox).await;
-    if conn.session.is_some() {
-        let due = Instant::now() + heartbeat_timeout;
-        if due < timer.deadline() {
-            timer.as_mut().reset(due);
-        }
-    }
-    let end = if let Flow::Close(code, reason) = first {
-        End::new(code, reason, "disconnected")
-    } else {
-        loop {
-            let wake = poll_fn(|cx| {
-                loop {
-                    if cancelled.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Wake::Shutdown);
-                    }
-                    if let Some(w) = link.poll_decoded() {
-                        return Poll::Ready(w);
-                    }
-                    if let Err(e) = link.poll_write_out(cx, &outbox) {
-                        return Poll::Ready(Wake::Failed(e));
-                    }
-                    // After the queue's waker is registered (in `poll_write_out`): a
-                    // close request comes with a wake-up that may have been taken there.
-                    if conn.session.as_ref().is_some_and(|s| s.is_closing()) {
-                        return Poll::Ready(Wake::HubClose);
-                    }
-                    match link.poll_fill(cx) {
-                        Poll::Ready(Ok(true)) => continue,
-                        Poll::Ready(Ok(false)) => return Poll::Ready(Wake::Closed),
-                        Poll::Ready(Err(e)) => return Poll::Ready(Wake::Failed(e)),
-                        Poll::Pending => {}
-                    }
-                    if timer.as_mut().poll(cx).is_ready() {
-                        let now = Instant::now();
-                        let due = if conn.session.is_some() {
-                            link.last_in + heartbeat_timeout
-                        } else {
-                            started + connect_timeout
-                        };
-                        if now >= due {
-                            return Poll::Ready(Wake::Timeout);
-                        }
-                        let mut next = due;
-                        if let (Some(at), Some(every)) = (next_ping.as_mut(), ping_every) {
-                            if now >= *at {
-                                frame::write_frame(&mut link.wbuf, Opcode::Ping, &[]);
-                                *at = now + every;
-                            }
-                            next = next.min(*at);
-                        }
-                        timer.as_mut().reset(next);
-                        continue;
-                    }
-                    return Poll::Pending;
-                }
-            })
-            .await;
-            match wake {
-                Wake::Message(msg) => {
-                    link.hot.ws_in[endpoint].increment(1);
-                    let flow = run(dialect.on_message(&mut conn, msg), &mut link, &outbox).await;
-                    // Once the session opens, the heartbeat deadline may come before the
-                    // CONNECT deadline the timer was set for.
-                    if conn.session.is_some() {
-                        let due = link.last_in + heartbeat_timeout;
-                        if due < timer.deadline() {
-                            timer.as_mut().reset(due);
-                        }
-                    }
-                    if let Flow::Close(code, reason) = flow {
-                        break End::new(code, reason, "left");
-                    }
-                    if conn.slow {
-                        break End::new(
-                            1008,
-                            signal_core::hub::CloseReason::slow_consumer(outbox.capacity()).reason,
-                            "disconnected",
-                        );
-                    }
-                }
-                Wake::Closed => break End::new(1000, "", "disconnected"),
-                Wake::Invalid(e) => {
-                    tracing::debug!(error = %e, "WebSocket protocol error");
-                    let reason = match e {
-                        WsError::TooBig { limit } => format!("message larger than {limit} bytes"),
-                        _ => e.reason(),
-                    };
-                    break End::new(e.close_code(), reason, "disconnected");
-                }
-                Wake::Failed(e) => {
-                    tracing::debug!(error = %e, "socket failed");
-                    break End::new(1006, "", "disconnected");
-                }
-                Wake::Timeout => {
-                    break if conn.session.is_none() {
-                        End::new(
-                            1008,
-                            format!("CONNECT not received within {}s", connect_timeout.as_secs()),
-                            "disconnected",
-                        )
-                    } else {
-                        End::new(
-                            1008,
-                            format!(
-                                "heartbeat timeout: nothing received for {}s",
-                                heartbeat_timeout.as_secs()
-                            ),
-                            "heartbeat timeout",
-                        )
-                    };
-                }
-                Wake::HubClose => {
-                    let Some(r) = conn.session.as_ref().and_then(|s| s.close_reason()) else {
-                        continue;
-                    };
-                    let error = r.error.as_ref().and_then(|e| dialect.close_error(&conn, e));
-                    let leave = if r.code == 1001 {
-                        "server shutting down"
-                    } else {
-                        "disconnected"
-                    };
-                    break End {
-                        code: r.code,
-                        reason: r.reason,
-                        error,
-                        leave,
-                    };
-                }
-                Wake::Shutdown => {
-                    break End::new(1001, "server shutting down", "server shutting down");
-                }
+        let first = run(dialect.start(&mut conn), &mut link, &outbox).await;
+        if conn.session.is_some() {
+            let due = Instant::now() + heartbeat_timeout;
+            if due < timer.deadline() {
+                timer.as_mut().reset(due);
             }
         }
-    };
+        let end = if let Flow::Close(code, reason) = first {
+            End::new(code, reason, "disconnected")
+        } else {
+            loop {
+                let wake = poll_fn(|cx| {
+                    loop {
+                        if cancelled.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Wake::Shutdown);
+                        }
+                        if let Some(w) = link.poll_decoded() {
+                            return Poll::Ready(w);
+                        }
+                        if let Err(e) = link.poll_write_out(cx, &outbox) {
+                            return Poll::Ready(Wake::Failed(e));
+                        }
+                        // After the queue's waker is registered (in `poll_write_out`): a
+                        // close request comes with a wake-up that may have been taken there.
+                        if conn.session.as_ref().is_some_and(|s| s.is_closing()) {
+                            return Poll::Ready(Wake::HubClose);
+                        }
+                        match link.poll_fill(cx) {
+                            Poll::Ready(Ok(true)) => continue,
+                            Poll::Ready(Ok(false)) => return Poll::Ready(Wake::Closed),
+                            Poll::Ready(Err(e)) => return Poll::Ready(Wake::Failed(e)),
+                            Poll::Pending => {}
+                        }
+                        if timer.as_mut().poll(cx).is_ready() {
+                            let now = Instant::now();
+                            let due = if conn.session.is_some() {
+                                link.last_in + heartbeat_timeout
+                            } else {
+                                started + connect_timeout
+                            };
+                            if now >= due {
+                                return Poll::Ready(Wake::Timeout);
+                            }
+                            let mut next = due;
+                            if let (Some(at), Some(every)) = (next_ping.as_mut(), ping_every) {
+                                if now >= *at {
+                                    frame::write_frame(&mut link.wbuf, Opcode::Ping, &[]);
+                                    *at = now + every;
+                                }
+                                next = next.min(*at);
+                            }
+                            timer.as_mut().reset(next);
+                            continue;
+                        }
+                        return Poll::Pending;
+                    }
+                })
+                .await;
+                match wake {
+                    Wake::Message(msg) => {
+                        link.hot.ws_in[endpoint].increment(1);
+                        let flow =
+                            run(dialect.on_message(&mut conn, msg), &mut link, &outbox).await;
+                        // Once the session opens, the heartbeat deadline may come before the
+                        // CONNECT deadline the timer was set for.
+                        if conn.session.is_some() {
+                            let due = link.last_in + heartbeat_timeout;
+                            if due < timer.deadline() {
+                                timer.as_mut().reset(due);
+                            }
+                        }
+                        if let Flow::Close(code, reason) = flow {
+                            break End::new(code, reason, "left");
+                        }
+                        if conn.slow {
+                            break End::new(
+                                1008,
+                                signal_core::hub::CloseReason::slow_consumer(outbox.capacity())
+                                    .reason,
+                                "disconnected",
+                            );
+                        }
+                    }
+                    Wake::Closed => break End::new(1000, "", "disconnected"),
+                    Wake::Invalid(e) => {
+                        tracing::debug!(error = %e, "WebSocket protocol error");
+                        let reason = match e {
+                            WsError::TooBig { limit } => {
+                                format!("message larger than {limit} bytes")
+                            }
+                            _ => e.reason(),
+                        };
+                        break End::new(e.close_code(), reason, "disconnected");
+                    }
+                    Wake::Failed(e) => {
+                        tracing::debug!(error = %e, "socket failed");
+                        break End::new(1006, "", "disconnected");
+                    }
+                    Wake::Timeout => {
+                        break if conn.session.is_none() {
+                            End::new(
+                                1008,
+                                format!(
+                                    "CONNECT not received within {}s",
+                                    connect_timeout.as_secs()
+                                ),
+                                "disconnected",
+                            )
+                        } else {
+                            End::new(
+                                1008,
+                                format!(
+                                    "heartbeat timeout: nothing received for {}s",
+                                    heartbeat_timeout.as_secs()
+                                ),
+                                "heartbeat timeout",
+                            )
+                        };
+                    }
+                    Wake::HubClose => {
+                        let Some(r) = conn.session.as_ref().and_then(|s| s.close_reason()) else {
+                            continue;
+                        };
+                        let error = r.error.as_ref().and_then(|e| dialect.close_error(&conn, e));
+                        let leave = if r.code == 1001 {
+                            "server shutting down"
+                        } else {
+                            "disconnected"
+                        };
+                        break End {
+                            code: r.code,
+                            reason: r.reason,
+                            error,
+                            leave,
+                        };
+                    }
+                    Wake::Shutdown => {
+                        break End::new(1001, "server shutting down", "server shutting down");
+                    }
+                }
+            }
+        };
+        // The teardown runs once: boxed, so its futures do not size every idle connection.
+        Box::pin(teardown(conn, link, outbox, end)).await;
+        drop(guard);
+    }
+}
+
+/// Leaves the session's rooms, then closes the socket.
+async fn teardown(mut conn: Conn, link: Link, outbox: Arc<Outbox>, end: End) {
     let slow = end.code == 1008 && end.reason.starts_with("slow consumer");
     if let Some(session) = conn.session.take() {
-        state
+        conn.state
             .hub
             .disconnect(&session, end.leave, end.leave == "left")
             .await;

@@ -16,16 +16,21 @@ use uuid::Uuid;
 
 use crate::{
     app::AppState,
-    conn::{self, Conn, Dialect, Flow, Step},
+    conn::{self, Conn, Dialect, Flow, Guard, Step},
     ws::{Message, Socket},
 };
 use codec::{error_frame, reply_type, request_type_name};
 
 /// Serves one upgraded WebSocket speaking the binary protocol until it closes.
-pub(crate) async fn serve(socket: Socket, state: AppState, peer: SocketAddr) {
+pub(crate) fn serve(
+    socket: Socket,
+    state: AppState,
+    peer: SocketAddr,
+    guard: Guard,
+) -> impl Future<Output = ()> + Send {
     let span =
         tracing::debug_span!("conn", dialect = "binary", %peer, client_id = tracing::field::Empty);
-    conn::drive(socket, state, Binary).instrument(span).await
+    conn::drive(socket, state, Binary, guard).instrument(span)
 }
 
 struct Binary;

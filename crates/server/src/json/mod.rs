@@ -146,9 +146,9 @@ pub(crate) async fn ws_endpoint(
         ws,
         "ws",
         "signal-manager: open a WebSocket here and speak the altair or simple JSON dialect (see docs/dialects.md)\n",
-        move |socket, state| {
+        move |socket, state, guard| {
             let span = tracing::debug_span!("conn", dialect = "ws", %peer, client_id = tracing::field::Empty);
-            conn::drive(socket, state, Ws::new(cred)).instrument(span)
+            conn::drive(socket, state, Ws::new(cred), guard).instrument(span)
         },
     )
 }
@@ -172,9 +172,9 @@ pub(crate) async fn room_path_endpoint(
         ws,
         "room_path",
         "signal-manager: open a WebSocket here with ?token=JWT and speak the room-path JSON dialect (see docs/dialects.md)\n",
-        move |socket, state| {
+        move |socket, state, guard| {
             let span = tracing::debug_span!("conn", dialect = "room_path", %peer, client_id = tracing::field::Empty);
-            conn::drive(socket, state, room_path::RoomPath::new(room, cred)).instrument(span)
+            conn::drive(socket, state, room_path::RoomPath::new(room, cred), guard).instrument(span)
         },
     )
 }

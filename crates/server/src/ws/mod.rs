@@ -116,9 +116,13 @@ impl Upgrade {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let on_upgrade = self.on_upgrade;
+        // The connection's task is spawned once the upgrade completes, so it holds the
+        // connection's future alone, without the upgrade's.
         tokio::spawn(async move {
             match on_upgrade.await {
-                Ok(upgraded) => serve(TokioIo::new(upgraded)).await,
+                Ok(upgraded) => {
+                    tokio::spawn(serve(TokioIo::new(upgraded)));
+                }
                 Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
             }
         });
