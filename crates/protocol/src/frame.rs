@@ -192,6 +192,27 @@ pub fn encode_into(
     Ok(())
 }
 
+/// The 21-byte header of a frame with `payload_len` payload bytes, as an array.
+pub fn header_bytes(
+    msg_type: MessageType,
+    id: Uuid,
+    payload_type: PayloadType,
+    payload_len: usize,
+) -> Result<[u8; FRAME_HEADER_LEN], FrameError> {
+    let len = u16::try_from(payload_len).map_err(|_| FrameError {
+        kind: FrameErrorKind::PayloadTooLarge(payload_len),
+        id: Some(id),
+        msg_type: Some(msg_type as u8),
+    })?;
+    let mut h = [0u8; FRAME_HEADER_LEN];
+    h[0] = START_BYTE;
+    h[1] = msg_type as u8;
+    h[2..18].copy_from_slice(id.as_bytes());
+    h[18] = payload_type as u8;
+    h[19..21].copy_from_slice(&len.to_be_bytes());
+    Ok(h)
+}
+
 /// Appends the 21-byte header of a frame whose `payload_len` payload bytes the caller
 /// appends next (for a payload assembled from pieces).
 pub fn encode_header(

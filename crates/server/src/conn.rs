@@ -327,15 +327,29 @@ impl Link {
     fn encode(&self, item: Outbound, out: &mut BytesMut, wire: Option<Wire>) -> bool {
         let bytes = match item {
             Outbound::Frame(b) => b,
-            Outbound::Signal {
-                frame,
+            Outbound::Forward {
+                head,
+                stamp,
+                comma,
+                body,
                 kind,
                 accepted_at,
             } => {
                 let k = HotMetrics::kind_index(kind);
                 self.hot.events_out[3 + k].increment(1);
                 self.hot.relay_latency[k].record(accepted_at.elapsed().as_secs_f64());
-                frame
+                let len = head.len() + stamp.len() + usize::from(comma) + body.len();
+                let mut ws = [0u8; 10];
+                let n = frame::encode_header(self.opcode, len, &mut ws);
+                out.reserve(n + len);
+                out.extend_from_slice(&ws[..n]);
+                out.extend_from_slice(&head);
+                out.extend_from_slice(&stamp);
+                if comma {
+                    out.extend_from_slice(b",");
+                }
+                out.extend_from_slice(&body);
+                return true;
             }
             Outbound::Event(env) => {
                 // Events reach a queue only once its session opened and fixed the wire.

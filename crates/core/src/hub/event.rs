@@ -282,11 +282,18 @@ pub enum Outbound {
     Event(Arc<Envelope>),
     /// Bytes already encoded for this connection (a response).
     Frame(Bytes),
-    /// A relayed signal already encoded for this connection's wire format (the relay
-    /// path that forwards a frame without decoding it).
-    Signal {
-        /// The encoded frame.
-        frame: Bytes,
+    /// A relayed signal forwarded without decoding (the binary relay path): the frame is
+    /// `head`, then `stamp`, a comma if `comma`, then `body`. Nothing is allocated for
+    /// it: the stamp is the sender's, shared, and the body is a slice of the bytes read.
+    Forward {
+        /// The frame header.
+        head: [u8; 21],
+        /// The start of the payload: `{"from_client_id":"…"`.
+        stamp: Bytes,
+        /// Whether a comma separates the stamp from the body.
+        comma: bool,
+        /// The rest of the sender's payload, after its opening brace.
+        body: Bytes,
         /// Offer, answer or candidate (for metrics).
         kind: SignalKind,
         /// When the hub accepted it (for the relay latency).

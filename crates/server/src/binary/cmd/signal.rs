@@ -3,7 +3,7 @@
 
 use std::{borrow::Cow, time::Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::{
     Deserialize, Deserializer,
     de::{self, IgnoredAny, Visitor},
@@ -13,8 +13,7 @@ use signal_core::{
     hub::{Outbound, SignalBody, SignalKind, SignalRequest, Wire},
 };
 use signal_protocol::{
-    FRAME_HEADER_LEN, Frame, MAX_PAYLOAD_LEN, MessageType, PayloadType, frame::encode_header,
-    payload::SignalPayload,
+    Frame, MAX_PAYLOAD_LEN, MessageType, PayloadType, frame::header_bytes, payload::SignalPayload,
 };
 
 use crate::{binary::payload, conn::Conn};
@@ -72,7 +71,9 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
 /// on this node: the frame is forwarded without decoding its payload into values. The
 /// payload is checked against [`SignalPayload`]'s schema without allocating, routed with
 /// the hub's rules ([`Hub::route`](signal_core::hub::Hub::route)), and sent on as the
-/// sender's own JSON with `"from_client_id"` stamped first: one buffer, one copy.
+/// sender's own JSON with `"from_client_id"` stamped first. Nothing is allocated or
+/// copied here: the receiver's connection writes the header, the sender's stamp and a
+/// slice of the bytes read straight into its socket buffer.
 ///
 /// `None` when the slow path must decide: another payload type or wire format on either
 /// end, a payload the check does not accept (the slow path names the fault), a
@@ -121,17 +122,12 @@ pub(crate) fn forward(conn: &mut Conn, frame: &Frame) -> Option<Result<(), CoreE
         Bytes::from(s)
     });
     let len = stamp.len() + usize::from(!empty) + rest.len();
-    let mut out = BytesMut::with_capacity(FRAME_HEADER_LEN + len);
-    if encode_header(&mut out, frame.msg_type, frame.id, PayloadType::Json, len).is_err() {
-        return None;
-    }
-    out.extend_from_slice(stamp);
-    if !empty {
-        out.extend_from_slice(b",");
-    }
-    out.extend_from_slice(rest);
-    to.send(Outbound::Signal {
-        frame: out.freeze(),
+    let head = header_bytes(frame.msg_type, frame.id, PayloadType::Json, len).ok()?;
+    to.send(Outbound::Forward {
+        head,
+        stamp: stamp.clone(),
+        comma: !empty,
+        body: frame.payload.slice(open + 1..),
         kind,
         accepted_at: Instant::now(),
     });
