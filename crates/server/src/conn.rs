@@ -221,16 +221,13 @@ impl Link {
                     return None;
                 }
                 Err(e) => return Some(Wake::Invalid(e)),
-                Ok(Some(msg)) => {
-                    self.last_in = Instant::now();
-                    match msg {
-                        Msg::Text(b) => return Some(Wake::Message(Message::Text(Text::new(b)))),
-                        Msg::Binary(b) => return Some(Wake::Message(Message::Binary(b))),
-                        Msg::Ping(p) => frame::write_frame(&mut self.wbuf, Opcode::Pong, &p),
-                        Msg::Pong(_) => {}
-                        Msg::Close(_) => return Some(Wake::Closed),
-                    }
-                }
+                Ok(Some(msg)) => match msg {
+                    Msg::Text(b) => return Some(Wake::Message(Message::Text(Text::new(b)))),
+                    Msg::Binary(b) => return Some(Wake::Message(Message::Binary(b))),
+                    Msg::Ping(p) => frame::write_frame(&mut self.wbuf, Opcode::Pong, &p),
+                    Msg::Pong(_) => {}
+                    Msg::Close(_) => return Some(Wake::Closed),
+                },
             }
         }
     }
@@ -247,6 +244,8 @@ impl Link {
             return match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
                 Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(Ok(false)),
                 Poll::Ready(Ok(())) => {
+                    // Activity is counted per read, not per message: one clock read.
+                    self.last_in = Instant::now();
                     let got = rb.filled();
                     let mut buf = BytesMut::with_capacity(got.len().max(self.read_size));
                     buf.extend_from_slice(got);
@@ -262,7 +261,10 @@ impl Link {
             self.rbuf.reserve(self.read_size);
         }
         match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
-            Poll::Ready(Ok(n)) => Poll::Ready(Ok(n > 0)),
+            Poll::Ready(Ok(n)) => {
+                self.last_in = Instant::now();
+                Poll::Ready(Ok(n > 0))
+            }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
         }
