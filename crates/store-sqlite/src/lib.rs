@@ -83,6 +83,8 @@ impl Default for SqliteOptions {
 #[derive(Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Taken by every writing operation for its whole transaction (see `run_write`).
+    writer: tokio::sync::Mutex<()>,
     timeout: Duration,
     closed: AtomicBool,
 }
@@ -153,6 +155,7 @@ impl SqliteStore {
         tracing::info!(in_memory, "sqlite store opened");
         Ok(SqliteStore {
             pool,
+            writer: tokio::sync::Mutex::new(()),
             timeout: opts.operation_timeout,
             closed: AtomicBool::new(false),
         })
@@ -182,6 +185,25 @@ impl SqliteStore {
                 )))
             }
         }
+    }
+
+    /// Runs a store operation that writes: one at a time, in arrival order.
+    ///
+    /// SQLite admits one writer; a second `BEGIN IMMEDIATE` waits in SQLite's busy
+    /// handler, which sleeps and retries with growing pauses (up to 100 ms each). Under a
+    /// burst of writes (a join storm) those pauses, not the writes, set the pace. Queuing
+    /// the writers here instead hands the lock over as soon as it is free. Reads are not
+    /// queued: in WAL mode they never wait for a writer.
+    async fn run_write<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, StoreError>> + Send,
+    ) -> Result<T, StoreError> {
+        self.run(op, async {
+            let _turn = self.writer.lock().await;
+            fut.await
+        })
+        .await
     }
 
     /// Opens a write transaction holding the write lock.
@@ -557,7 +579,7 @@ impl Store for SqliteStore {
     }
 
     async fn register_client(&self, c: &RegisteredClient) -> Result<(), StoreError> {
-        self.run("register_client", async {
+        self.run_write("register_client", async {
             let mut tx = self.begin_write().await?;
             sqlx::query(
                 "INSERT INTO registered_clients (id, client_id, auth_token, room_id, \
@@ -603,7 +625,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
-        self.run("delete_client", async {
+        self.run_write("delete_client", async {
             let mut tx = self.begin_write().await?;
             let done = sqlx::query("DELETE FROM registered_clients WHERE client_id = ?")
                 .bind(client_id)
@@ -617,7 +639,7 @@ impl Store for SqliteStore {
     }
 
     async fn touch_client(&self, client_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.run("touch_client", async {
+        self.run_write("touch_client", async {
             let mut tx = self.begin_write().await?;
             sqlx::query("UPDATE registered_clients SET last_seen = ? WHERE client_id = ?")
                 .bind(ts(&at))
@@ -647,7 +669,7 @@ impl Store for SqliteStore {
         created: &RoomCreatedRecord,
         creator: &MemberRecords,
     ) -> Result<(), StoreError> {
-        self.run("create_room", async {
+        self.run_write("create_room", async {
             let mut tx = self.begin_write().await?;
             sqlx::query(
                 "INSERT INTO webrtc_rooms (id, room_id, app_id, created_at, status, \
@@ -701,7 +723,7 @@ impl Store for SqliteStore {
     }
 
     async fn add_member(&self, member: &MemberRecords) -> Result<(), StoreError> {
-        self.run("add_member", async {
+        self.run_write("add_member", async {
             let mut tx = self.begin_write().await?;
             insert_member(&mut tx, member).await?;
             let w = &member.webrtc_client;
@@ -733,7 +755,7 @@ impl Store for SqliteStore {
         &self,
         history: &ClientInTerminatedRoomRecord,
     ) -> Result<(), StoreError> {
-        self.run("remove_member", async {
+        self.run_write("remove_member", async {
             let mut tx = self.begin_write().await?;
             delete_member(&mut tx, &history.client_id, &history.room_id).await?;
             insert_history(&mut tx, history).await?;
@@ -747,7 +769,7 @@ impl Store for SqliteStore {
         record: &TerminatedRoomRecord,
         members: &[ClientInTerminatedRoomRecord],
     ) -> Result<(), StoreError> {
-        self.run("terminate_room", async {
+        self.run_write("terminate_room", async {
             let mut tx = self.begin_write().await?;
             for sql in [
                 "DELETE FROM client_in_room WHERE room_id = ?",
