@@ -99,7 +99,8 @@ pub(crate) struct Conn {
     pub(crate) wire: Option<Wire>,
     /// `{"from_client_id":"…"` for frames this session relays, built on first use.
     pub(crate) stamp: Option<Bytes>,
-    limiter: Option<DefaultDirectRateLimiter>,
+    /// Boxed: the limiter is larger than the pointer, and off in many deployments.
+    limiter: Option<Box<DefaultDirectRateLimiter>>,
     slow: bool,
 }
 
@@ -417,7 +418,7 @@ pub(crate) fn drive<D: Dialect>(
     let outbox = Outbox::new(s.outbound_queue.max(1));
     let limiter = if cfg.security.rate_limit_enabled {
         std::num::NonZeroU32::new(cfg.security.max_messages_per_minute)
-            .map(|n| RateLimiter::direct(Quota::per_minute(n)))
+            .map(|n| Box::new(RateLimiter::direct(Quota::per_minute(n))))
     } else {
         None
     };

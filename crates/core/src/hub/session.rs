@@ -40,7 +40,8 @@ pub struct Session {
     rooms: Mutex<Vec<RoomId>>,
     closing: AtomicBool,
     close_with_room: AtomicBool,
-    close_reason: Mutex<Option<CloseReason>>,
+    /// Boxed: set once at most, and most sessions never carry one.
+    close_reason: Mutex<Option<Box<CloseReason>>>,
     kill: Notify,
 }
 
@@ -116,7 +117,7 @@ impl Session {
         if self.closing.swap(true, Ordering::AcqRel) {
             return;
         }
-        *self.close_reason.lock() = Some(reason);
+        *self.close_reason.lock() = Some(Box::new(reason));
         self.kill.notify_one();
         self.outbox.notify();
     }
@@ -142,13 +143,13 @@ impl Session {
 
     /// The reason [`close`](Self::close) was called with, once it was.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.close_reason.lock().clone()
+        self.close_reason.lock().as_deref().cloned()
     }
 
     /// Resolves when the hub asks this connection to close, with the reason.
     pub async fn closed(&self) -> CloseReason {
         loop {
-            if let Some(r) = self.close_reason.lock().clone() {
+            if let Some(r) = self.close_reason.lock().as_deref().cloned() {
                 return r;
             }
             self.kill.notified().await;
