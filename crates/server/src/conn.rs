@@ -90,6 +90,43 @@ pub(crate) trait Dialect: Send + 'static {
     fn close_error(&self, conn: &Conn, err: &CoreError) -> Option<Bytes>;
 }
 
+/// A dialect whose messages may all wait (the JSON dialects): written as async methods,
+/// each step boxed by the blanket [`Dialect`] impl.
+pub(crate) trait AsyncDialect: Send + 'static {
+    /// Metric label of the endpoint.
+    const LABEL: &'static str;
+    /// Whether the dialect's frames are WebSocket text messages.
+    const TEXT: bool;
+
+    /// Runs once, before the first message is read.
+    fn start(&mut self, _conn: &mut Conn) -> impl Future<Output = Flow> + Send {
+        async { Flow::Continue }
+    }
+
+    /// Handles one data message.
+    fn on_message(&mut self, conn: &mut Conn, msg: Message) -> impl Future<Output = Flow> + Send;
+
+    /// Encodes an error the hub attaches to a close.
+    fn close_error(&self, conn: &Conn, err: &CoreError) -> Option<Bytes>;
+}
+
+impl<T: AsyncDialect> Dialect for T {
+    const LABEL: &'static str = <T as AsyncDialect>::LABEL;
+    const TEXT: bool = <T as AsyncDialect>::TEXT;
+
+    fn start<'a>(&'a mut self, conn: &'a mut Conn) -> Step<'a> {
+        Step::wait(AsyncDialect::start(self, conn))
+    }
+
+    fn on_message<'a>(&'a mut self, conn: &'a mut Conn, msg: Message) -> Step<'a> {
+        Step::wait(AsyncDialect::on_message(self, conn, msg))
+    }
+
+    fn close_error(&self, conn: &Conn, err: &CoreError) -> Option<Bytes> {
+        AsyncDialect::close_error(self, conn, err)
+    }
+}
+
 /// Per-connection state the dialect's handlers work on.
 pub(crate) struct Conn {
     pub(crate) state: AppState,

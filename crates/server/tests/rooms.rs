@@ -710,22 +710,24 @@ async fn leaving_checks_the_token_and_members_show_their_own_metadata() {
     b.leave_room("bob-token", "meta").await.unwrap();
 }
 
+/// A SIGNAL_OFFER frame around `payload`, whatever it holds.
+fn raw_offer(payload: &[u8]) -> bytes::Bytes {
+    protocol::frame::encode_parts(
+        MessageType::SignalOffer,
+        Uuid::new_v4(),
+        PayloadType::Json,
+        payload,
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_relayed_json_signal_is_the_senders_text_with_the_sender_stamped_first() {
     let s = TestServer::start().await;
     let (a, mut b) = pair(&s, "raw").await;
-    let raw = |payload: &str| {
-        protocol::frame::encode_parts(
-            MessageType::SignalOffer,
-            Uuid::new_v4(),
-            PayloadType::Json,
-            payload.as_bytes(),
-        )
-        .unwrap()
-    };
     // Member order, spacing, a number too big for f64 and unknown members are kept.
     let sent = r#"{ "target_client_id":"bob", "room_id":"raw", "sdp":"v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\n", "n": 12345678901234567890123, "x":[1, 2.50]}"#;
-    a.send_raw(raw(sent)).await.unwrap();
+    a.send_raw(raw_offer(sent.as_bytes())).await.unwrap();
     let f = b
         .expect_event(MessageType::SignalOffer, WAIT)
         .await
@@ -740,15 +742,6 @@ async fn a_relayed_json_signal_is_the_senders_text_with_the_sender_stamped_first
 async fn signals_the_fast_path_would_mistake_are_refused_as_the_decoder_refuses_them() {
     let s = TestServer::start().await;
     let (mut a, mut b) = pair(&s, "raw").await;
-    let raw = |payload: &str| {
-        protocol::frame::encode_parts(
-            MessageType::SignalOffer,
-            Uuid::new_v4(),
-            PayloadType::Json,
-            payload.as_bytes(),
-        )
-        .unwrap()
-    };
     for (bad, why) in [
         (r#"{"target_client_id":"bob","sdp":5}"#, "invalid type"),
         (r#"{"target_client_id":"bob","sdp":"\ud800"}"#, "hex escape"),
@@ -758,7 +751,7 @@ async fn signals_the_fast_path_would_mistake_are_refused_as_the_decoder_refuses_
         ),
         (r#"["bob","v=0"]"#, "invalid type"),
     ] {
-        a.send_raw(raw(bad)).await.unwrap();
+        a.send_raw(raw_offer(bad.as_bytes())).await.unwrap();
         let e = a.expect_event(MessageType::Error, WAIT).await.unwrap();
         let e: ErrorPayload = decode(&e).unwrap();
         assert_eq!(e.error_code, 400, "{bad}");
@@ -771,14 +764,7 @@ async fn signals_the_fast_path_would_mistake_are_refused_as_the_decoder_refuses_
     // Non-UTF-8 bytes inside a string.
     let mut bytes = br#"{"target_client_id":"bob","sdp":"v=0 "#.to_vec();
     bytes.extend_from_slice(&[0xff, b'"', b'}']);
-    let frame = protocol::frame::encode_parts(
-        MessageType::SignalOffer,
-        Uuid::new_v4(),
-        PayloadType::Json,
-        &bytes,
-    )
-    .unwrap();
-    a.send_raw(frame).await.unwrap();
+    a.send_raw(raw_offer(&bytes)).await.unwrap();
     let e = a.expect_event(MessageType::Error, WAIT).await.unwrap();
     assert_eq!(decode::<ErrorPayload>(&e).unwrap().error_code, 400);
     assert!(

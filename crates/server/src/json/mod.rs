@@ -36,7 +36,7 @@ use tracing::Instrument;
 
 use crate::{
     app::{AppState, upgrade},
-    conn::{self, Conn, Dialect, Flow, Step},
+    conn::{self, AsyncDialect, Conn, Flow},
     ws::{Message, NotUpgrade, Upgrade},
 };
 
@@ -298,13 +298,16 @@ impl Ws {
     }
 }
 
-impl Ws {
-    async fn start_inner(&mut self, conn: &mut Conn) -> Flow {
+impl AsyncDialect for Ws {
+    const LABEL: &'static str = "ws";
+    const TEXT: bool = true;
+
+    async fn start(&mut self, conn: &mut Conn) -> Flow {
         self.admission = Some(admission(&conn.state, &self.credential).await);
         Flow::Continue
     }
 
-    async fn on_message_inner(&mut self, conn: &mut Conn, msg: Message) -> Flow {
+    async fn on_message(&mut self, conn: &mut Conn, msg: Message) -> Flow {
         let text = match msg {
             Message::Text(t) => t,
             Message::Binary(_) => {
@@ -366,25 +369,8 @@ impl Ws {
         }
     }
 
-    fn close_error_inner(&self, conn: &Conn, err: &CoreError) -> Option<Bytes> {
-        self.error(conn, None, err)
-    }
-}
-
-impl Dialect for Ws {
-    const LABEL: &'static str = "ws";
-    const TEXT: bool = true;
-
-    fn start<'a>(&'a mut self, conn: &'a mut Conn) -> Step<'a> {
-        Step::wait(self.start_inner(conn))
-    }
-
-    fn on_message<'a>(&'a mut self, conn: &'a mut Conn, msg: Message) -> Step<'a> {
-        Step::wait(self.on_message_inner(conn, msg))
-    }
-
     fn close_error(&self, conn: &Conn, err: &CoreError) -> Option<Bytes> {
-        self.close_error_inner(conn, err)
+        self.error(conn, None, err)
     }
 }
 

@@ -25,7 +25,7 @@ use super::{
     },
 };
 use crate::{
-    conn::{Conn, Dialect, Flow, Step},
+    conn::{AsyncDialect, Conn, Flow},
     ws::Message,
 };
 
@@ -82,8 +82,11 @@ fn send_error(conn: &mut Conn, room: &str, err: &CoreError) {
     }
 }
 
-impl RoomPath {
-    async fn start_inner(&mut self, conn: &mut Conn) -> Flow {
+impl AsyncDialect for RoomPath {
+    const LABEL: &'static str = "room_path";
+    const TEXT: bool = true;
+
+    async fn start(&mut self, conn: &mut Conn) -> Flow {
         let room = self.room_id().to_owned();
         if !valid_room_id(&room) {
             return Flow::Close(
@@ -140,7 +143,7 @@ impl RoomPath {
         Flow::Continue
     }
 
-    async fn on_message_inner(&mut self, conn: &mut Conn, msg: Message) -> Flow {
+    async fn on_message(&mut self, conn: &mut Conn, msg: Message) -> Flow {
         let room = self.room_id().to_owned();
         let Some(session) = conn.session.clone() else {
             return Flow::Close(1011, "no session".into());
@@ -181,25 +184,8 @@ impl RoomPath {
         Flow::Continue
     }
 
-    fn close_error_inner(&self, _conn: &Conn, err: &CoreError) -> Option<Bytes> {
+    fn close_error(&self, _conn: &Conn, err: &CoreError) -> Option<Bytes> {
         error_with_code(Some(self.room_id()), code_name(err), err)
-    }
-}
-
-impl Dialect for RoomPath {
-    const LABEL: &'static str = "room_path";
-    const TEXT: bool = true;
-
-    fn start<'a>(&'a mut self, conn: &'a mut Conn) -> Step<'a> {
-        Step::wait(self.start_inner(conn))
-    }
-
-    fn on_message<'a>(&'a mut self, conn: &'a mut Conn, msg: Message) -> Step<'a> {
-        Step::wait(self.on_message_inner(conn, msg))
-    }
-
-    fn close_error(&self, conn: &Conn, err: &CoreError) -> Option<Bytes> {
-        self.close_error_inner(conn, err)
     }
 }
 
