@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
 
-/// Histogram of the time from the hub accepting a signal to its flush on the target's
-/// socket, labelled by `kind`.
+/// Histogram of the time from the hub accepting a signal to the target's connection
+/// taking it from its queue to write it to the socket, labelled by `kind`.
 pub const RELAY_LATENCY: &str = "signal_relay_latency_seconds";
 
 /// Buckets of [`RELAY_LATENCY`], in seconds: 50 µs to 2.5 s.
@@ -238,7 +238,7 @@ fn describe() {
     describe_histogram!(
         RELAY_LATENCY,
         Unit::Seconds,
-        "Time from the hub accepting a signal to its flush on the target's socket, by kind"
+        "Time from the hub accepting a signal to the target's connection taking it from its queue to write it, by kind"
     );
     describe_counter!(
         "signal_slow_consumer_disconnects_total",
