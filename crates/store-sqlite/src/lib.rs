@@ -11,10 +11,11 @@
 //!   to checkpoints), which is what "acknowledge only after commit" needs. An OS crash or
 //!   power loss may lose the last transactions; `FULL` would cost an `fsync` per commit for
 //!   that case, which a signaling server does not need.
-//! * Readers never block writers and vice versa. Every write runs in a transaction opened
-//!   with `BEGIN IMMEDIATE`, which takes the write lock up front, so concurrent writers wait
-//!   on `busy_timeout` (5 s) instead of failing with "database is locked" when a deferred
-//!   transaction tries to upgrade its lock.
+//! * Readers never block writers and vice versa. Writes go through one writer task, which
+//!   commits the writes waiting at that moment in one transaction (`BEGIN IMMEDIATE`),
+//!   each inside a savepoint so a failing write is undone alone; each caller is answered
+//!   after the commit that holds its write. Nothing waits in SQLite's busy handler except
+//!   against another process holding the database (up to `busy_timeout`, 5 s).
 //! * Foreign keys are on: member rows (`client_in_room`, `webrtc_clients`) need an active
 //!   room in `webrtc_rooms`.
 //! * Every operation is bounded by [`SqliteOptions::operation_timeout`].
@@ -34,6 +35,7 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -51,7 +53,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Connection, Row, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 /// The embedded migrations (`crates/store-sqlite/migrations`).
@@ -83,8 +86,8 @@ impl Default for SqliteOptions {
 #[derive(Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// Taken by every writing operation for its whole transaction (see `run_write`).
-    writer: tokio::sync::Mutex<()>,
+    /// The writer task's queue (see [`writer`]).
+    writes: mpsc::UnboundedSender<WriteJob>,
     timeout: Duration,
     closed: AtomicBool,
 }
@@ -153,9 +156,11 @@ impl SqliteStore {
             return Err(StoreError::Internal(format!("migrating the database: {e}")));
         }
         tracing::info!(in_memory, "sqlite store opened");
+        let (writes, jobs) = mpsc::unbounded_channel();
+        tokio::spawn(writer(pool.clone(), jobs));
         Ok(SqliteStore {
             pool,
-            writer: tokio::sync::Mutex::new(()),
+            writes,
             timeout: opts.operation_timeout,
             closed: AtomicBool::new(false),
         })
@@ -187,31 +192,127 @@ impl SqliteStore {
         }
     }
 
-    /// Runs a store operation that writes: one at a time, in arrival order.
-    ///
-    /// SQLite admits one writer; a second `BEGIN IMMEDIATE` waits in SQLite's busy
-    /// handler, which sleeps and retries with growing pauses (up to 100 ms each). Under a
-    /// burst of writes (a join storm) those pauses, not the writes, set the pace. Queuing
-    /// the writers here instead hands the lock over as soon as it is free. Reads are not
-    /// queued: in WAL mode they never wait for a writer.
-    async fn run_write<T>(
-        &self,
-        op: &'static str,
-        fut: impl Future<Output = Result<T, StoreError>> + Send,
-    ) -> Result<T, StoreError> {
+    /// Runs a writing operation: hands it to the writer task and waits for the commit
+    /// that includes it. Bounded by the operation timeout like every operation; a write
+    /// whose caller gave up before its turn is not run.
+    async fn write(&self, op: &'static str, f: WriteFn) -> Result<u64, StoreError> {
         self.run(op, async {
-            let _turn = self.writer.lock().await;
-            fut.await
+            let (reply, done) = oneshot::channel();
+            self.writes
+                .send(WriteJob { f, reply })
+                .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+            done.await
+                .map_err(|_| StoreError::Unavailable("the store's writer stopped".into()))?
         })
         .await
     }
+}
 
-    /// Opens a write transaction holding the write lock.
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(classify)
+/// One write: the statements to run on the writer's connection, inside its transaction.
+type WriteFn = Box<
+    dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<u64, StoreError>> + Send,
+>;
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Wraps a write's statements (the bound helps the closure's lifetimes infer).
+fn job<F>(f: F) -> WriteFn
+where
+    F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<u64, StoreError>>
+        + Send
+        + 'static,
+{
+    Box::new(f)
+}
+
+struct WriteJob {
+    f: WriteFn,
+    reply: oneshot::Sender<Result<u64, StoreError>>,
+}
+
+/// Most writes committed together.
+const MAX_BATCH: usize = 128;
+
+/// The one writer: takes the writes that are waiting and commits them in one transaction
+/// (group commit), each inside a savepoint so that one failing write is undone alone.
+///
+/// SQLite admits one writer at a time. With a writer per request, a burst of writes (a
+/// join storm) meets in SQLite's busy handler, which sleeps and retries with growing
+/// pauses; and every write pays a commit (its pages appended to the WAL, checksummed,
+/// the WAL index updated). Here a burst costs one commit per batch, and nobody sleeps.
+/// A write is still answered only after the commit that holds it.
+async fn writer(pool: SqlitePool, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = jobs.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&pool, &mut batch).await;
+    }
+}
+
+async fn commit_batch(pool: &SqlitePool, batch: &mut Vec<WriteJob>) {
+    // A caller that timed out has already answered its client: do not write behind it.
+    batch.retain(|j| !j.reply.is_closed());
+    if batch.is_empty() {
+        return;
+    }
+    let mut tx = match pool.begin_with("BEGIN IMMEDIATE").await {
+        Ok(tx) => tx,
+        Err(e) => {
+            let e = classify(e);
+            for j in batch.drain(..) {
+                let _ = j.reply.send(Err(e.clone()));
+            }
+            return;
+        }
+    };
+    // Checked again now that the lock is held: waiting for it may have taken a while.
+    batch.retain(|j| !j.reply.is_closed());
+    let alone = batch.len() == 1;
+    let mut results = Vec::with_capacity(batch.len());
+    for WriteJob { f, reply } in batch.drain(..) {
+        let r = if alone {
+            f(&mut tx).await
+        } else {
+            in_savepoint(&mut tx, f).await
+        };
+        results.push((reply, r));
+    }
+    let outcome = if alone && results.iter().any(|(_, r)| r.is_err()) {
+        // Nothing to keep: undo the failed write's earlier statements.
+        tx.rollback().await.map_err(classify)
+    } else {
+        tx.commit().await.map_err(classify)
+    };
+    for (reply, r) in results {
+        let r = match &outcome {
+            Ok(()) => r,
+            Err(e) => r.and(Err(e.clone())),
+        };
+        let _ = reply.send(r);
+    }
+}
+
+/// Runs one write of a batch inside a savepoint: released if it succeeds, rolled back
+/// (alone) if it fails.
+async fn in_savepoint(tx: &mut SqliteConnection, f: WriteFn) -> Result<u64, StoreError> {
+    let mut sp = tx.begin().await.map_err(classify)?;
+    match f(&mut sp).await {
+        Ok(n) => {
+            sp.commit().await.map_err(classify)?;
+            Ok(n)
+        }
+        Err(e) => {
+            if let Err(re) = sp.rollback().await {
+                tracing::warn!(error = %re, "rolling back a failed write's savepoint");
+            }
+            Err(e)
+        }
     }
 }
 
@@ -470,7 +571,7 @@ fn rows<T>(
 // ----- statements used inside write transactions -----
 
 async fn insert_member(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut SqliteConnection,
     member: &MemberRecords,
 ) -> Result<(), StoreError> {
     let m = &member.client_in_room;
@@ -487,7 +588,7 @@ async fn insert_member(
     .bind(caps(&m.capabilities))
     .bind(json(&m.metadata))
     .bind(ts(&m.record_created_at))
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await
     .map_err(|e| member_err(e, "client_in_room", &m.client_id, &m.room_id, m.id))?;
 
@@ -505,14 +606,14 @@ async fn insert_member(
     .bind(&w.status)
     .bind(json(&w.metadata))
     .bind(ts(&w.record_created_at))
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await
     .map_err(|e| member_err(e, "webrtc_clients", &w.client_id, &w.room_id, w.id))?;
     Ok(())
 }
 
 async fn insert_history(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut SqliteConnection,
     h: &ClientInTerminatedRoomRecord,
 ) -> Result<(), StoreError> {
     sqlx::query(
@@ -531,7 +632,7 @@ async fn insert_history(
     .bind(caps(&h.capabilities))
     .bind(json(&h.metadata))
     .bind(ts(&h.record_created_at))
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await
     .map_err(|e| {
         insert_err(e, |_| {
@@ -542,27 +643,23 @@ async fn insert_history(
 }
 
 async fn delete_member(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut SqliteConnection,
     client_id: &str,
     room_id: &str,
 ) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM client_in_room WHERE client_id = ? AND room_id = ?")
         .bind(client_id)
         .bind(room_id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .map_err(classify)?;
     sqlx::query("DELETE FROM webrtc_clients WHERE client_id = ? AND room_id = ?")
         .bind(client_id)
         .bind(room_id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .map_err(classify)?;
     Ok(())
-}
-
-async fn commit(tx: Transaction<'static, Sqlite>) -> Result<(), StoreError> {
-    tx.commit().await.map_err(classify)
 }
 
 #[async_trait]
@@ -579,37 +676,43 @@ impl Store for SqliteStore {
     }
 
     async fn register_client(&self, c: &RegisteredClient) -> Result<(), StoreError> {
-        self.run_write("register_client", async {
-            let mut tx = self.begin_write().await?;
-            sqlx::query(
-                "INSERT INTO registered_clients (id, client_id, auth_token, room_id, \
+        let c = c.clone();
+        self.write(
+            "register_client",
+            job(move |tx| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO registered_clients (id, client_id, auth_token, room_id, \
                  capabilities, registered_at, last_seen, status, metadata, record_created_at) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(c.id.to_string())
-            .bind(&c.client_id)
-            .bind(&c.auth_token)
-            .bind(&c.room_id)
-            .bind(caps(&c.capabilities))
-            .bind(ts(&c.registered_at))
-            .bind(opt_ts(&c.last_seen))
-            .bind(&c.status)
-            .bind(json(&c.metadata))
-            .bind(ts(&c.record_created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| {
-                insert_err(e, |msg| {
-                    if msg.contains("registered_clients.client_id") {
-                        format!("client '{}' is already registered", c.client_id)
-                    } else {
-                        format!("registered_clients row {} already exists", c.id)
-                    }
+                    )
+                    .bind(c.id.to_string())
+                    .bind(&c.client_id)
+                    .bind(&c.auth_token)
+                    .bind(&c.room_id)
+                    .bind(caps(&c.capabilities))
+                    .bind(ts(&c.registered_at))
+                    .bind(opt_ts(&c.last_seen))
+                    .bind(&c.status)
+                    .bind(json(&c.metadata))
+                    .bind(ts(&c.record_created_at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| {
+                        insert_err(e, |msg| {
+                            if msg.contains("registered_clients.client_id") {
+                                format!("client '{}' is already registered", c.client_id)
+                            } else {
+                                format!("registered_clients row {} already exists", c.id)
+                            }
+                        })
+                    })?;
+                    Ok(0)
                 })
-            })?;
-            commit(tx).await
-        })
+            }),
+        )
         .await
+        .map(|_| ())
     }
 
     async fn get_client(&self, client_id: &str) -> Result<Option<RegisteredClient>, StoreError> {
@@ -625,31 +728,42 @@ impl Store for SqliteStore {
     }
 
     async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
-        self.run_write("delete_client", async {
-            let mut tx = self.begin_write().await?;
-            let done = sqlx::query("DELETE FROM registered_clients WHERE client_id = ?")
-                .bind(client_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-            commit(tx).await?;
-            Ok(done.rows_affected() > 0)
-        })
+        let client_id = client_id.to_owned();
+        self.write(
+            "delete_client",
+            job(move |tx| {
+                Box::pin(async move {
+                    let done = sqlx::query("DELETE FROM registered_clients WHERE client_id = ?")
+                        .bind(client_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(classify)?;
+                    Ok(done.rows_affected())
+                })
+            }),
+        )
         .await
+        .map(|n| n > 0)
     }
 
     async fn touch_client(&self, client_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.run_write("touch_client", async {
-            let mut tx = self.begin_write().await?;
-            sqlx::query("UPDATE registered_clients SET last_seen = ? WHERE client_id = ?")
-                .bind(ts(&at))
-                .bind(client_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-            commit(tx).await
-        })
+        let client_id = client_id.to_owned();
+        self.write(
+            "touch_client",
+            job(move |tx| {
+                Box::pin(async move {
+                    sqlx::query("UPDATE registered_clients SET last_seen = ? WHERE client_id = ?")
+                        .bind(ts(&at))
+                        .bind(client_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(classify)?;
+                    Ok(0)
+                })
+            }),
+        )
         .await
+        .map(|_| ())
     }
 
     async fn count_clients(&self) -> Result<u64, StoreError> {
@@ -669,99 +783,117 @@ impl Store for SqliteStore {
         created: &RoomCreatedRecord,
         creator: &MemberRecords,
     ) -> Result<(), StoreError> {
-        self.run_write("create_room", async {
-            let mut tx = self.begin_write().await?;
-            sqlx::query(
-                "INSERT INTO webrtc_rooms (id, room_id, app_id, created_at, status, \
+        let (room, created, creator) = (room.clone(), created.clone(), creator.clone());
+        self.write(
+            "create_room",
+            job(move |tx| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO webrtc_rooms (id, room_id, app_id, created_at, status, \
                  sender_client_id, receiver_client_id, session_id, metadata, record_created_at) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(room.id.to_string())
-            .bind(&room.room_id)
-            .bind(&room.app_id)
-            .bind(ts(&room.created_at))
-            .bind(&room.status)
-            .bind(&room.sender_client_id)
-            .bind(&room.receiver_client_id)
-            .bind(&room.session_id)
-            .bind(json(&room.metadata))
-            .bind(ts(&room.record_created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| {
-                insert_err(e, |msg| {
-                    if msg.contains("webrtc_rooms.room_id") {
-                        format!("room '{}' already exists", room.room_id)
-                    } else {
-                        format!("webrtc_rooms row {} already exists", room.id)
-                    }
-                })
-            })?;
-            sqlx::query(
-                "INSERT INTO room_created (id, room_uuid, room_id, created_at, room_data, \
+                    )
+                    .bind(room.id.to_string())
+                    .bind(&room.room_id)
+                    .bind(&room.app_id)
+                    .bind(ts(&room.created_at))
+                    .bind(&room.status)
+                    .bind(&room.sender_client_id)
+                    .bind(&room.receiver_client_id)
+                    .bind(&room.session_id)
+                    .bind(json(&room.metadata))
+                    .bind(ts(&room.record_created_at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| {
+                        insert_err(e, |msg| {
+                            if msg.contains("webrtc_rooms.room_id") {
+                                format!("room '{}' already exists", room.room_id)
+                            } else {
+                                format!("webrtc_rooms row {} already exists", room.id)
+                            }
+                        })
+                    })?;
+                    sqlx::query(
+                        "INSERT INTO room_created (id, room_uuid, room_id, created_at, room_data, \
                  created_by, metadata, record_created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(created.id.to_string())
-            .bind(created.room_uuid.to_string())
-            .bind(&created.room_id)
-            .bind(ts(&created.created_at))
-            .bind(json(&created.room_data))
-            .bind(&created.created_by)
-            .bind(json(&created.metadata))
-            .bind(ts(&created.record_created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| {
-                insert_err(e, |_| {
-                    format!("room_created row {} already exists", created.id)
+                    )
+                    .bind(created.id.to_string())
+                    .bind(created.room_uuid.to_string())
+                    .bind(&created.room_id)
+                    .bind(ts(&created.created_at))
+                    .bind(json(&created.room_data))
+                    .bind(&created.created_by)
+                    .bind(json(&created.metadata))
+                    .bind(ts(&created.record_created_at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| {
+                        insert_err(e, |_| {
+                            format!("room_created row {} already exists", created.id)
+                        })
+                    })?;
+                    insert_member(&mut *tx, &creator).await?;
+                    Ok(0)
                 })
-            })?;
-            insert_member(&mut tx, creator).await?;
-            commit(tx).await
-        })
+            }),
+        )
         .await
+        .map(|_| ())
     }
 
     async fn add_member(&self, member: &MemberRecords) -> Result<(), StoreError> {
-        self.run_write("add_member", async {
-            let mut tx = self.begin_write().await?;
-            insert_member(&mut tx, member).await?;
-            let w = &member.webrtc_client;
-            let fill_slot = match w.role.to_ascii_lowercase().as_str() {
-                "sender" => Some(
-                    "UPDATE webrtc_rooms SET sender_client_id = ? WHERE room_id = ? \
+        let member = member.clone();
+        self.write(
+            "add_member",
+            job(move |tx| {
+                Box::pin(async move {
+                    insert_member(&mut *tx, &member).await?;
+                    let w = &member.webrtc_client;
+                    let fill_slot = match w.role.to_ascii_lowercase().as_str() {
+                        "sender" => Some(
+                            "UPDATE webrtc_rooms SET sender_client_id = ? WHERE room_id = ? \
                      AND (sender_client_id IS NULL OR sender_client_id = '')",
-                ),
-                "receiver" => Some(
-                    "UPDATE webrtc_rooms SET receiver_client_id = ? WHERE room_id = ? \
+                        ),
+                        "receiver" => Some(
+                            "UPDATE webrtc_rooms SET receiver_client_id = ? WHERE room_id = ? \
                      AND (receiver_client_id IS NULL OR receiver_client_id = '')",
-                ),
-                _ => None,
-            };
-            if let Some(sql) = fill_slot {
-                sqlx::query(sql)
-                    .bind(&w.client_id)
-                    .bind(&w.room_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-            }
-            commit(tx).await
-        })
+                        ),
+                        _ => None,
+                    };
+                    if let Some(sql) = fill_slot {
+                        sqlx::query(sql)
+                            .bind(&w.client_id)
+                            .bind(&w.room_id)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(classify)?;
+                    }
+                    Ok(0)
+                })
+            }),
+        )
         .await
+        .map(|_| ())
     }
 
     async fn remove_member(
         &self,
         history: &ClientInTerminatedRoomRecord,
     ) -> Result<(), StoreError> {
-        self.run_write("remove_member", async {
-            let mut tx = self.begin_write().await?;
-            delete_member(&mut tx, &history.client_id, &history.room_id).await?;
-            insert_history(&mut tx, history).await?;
-            commit(tx).await
-        })
+        let history = history.clone();
+        self.write(
+            "remove_member",
+            job(move |tx| {
+                Box::pin(async move {
+                    delete_member(&mut *tx, &history.client_id, &history.room_id).await?;
+                    insert_history(&mut *tx, &history).await?;
+                    Ok(0)
+                })
+            }),
+        )
         .await
+        .map(|_| ())
     }
 
     async fn terminate_room(
@@ -769,46 +901,52 @@ impl Store for SqliteStore {
         record: &TerminatedRoomRecord,
         members: &[ClientInTerminatedRoomRecord],
     ) -> Result<(), StoreError> {
-        self.run_write("terminate_room", async {
-            let mut tx = self.begin_write().await?;
-            for sql in [
-                "DELETE FROM client_in_room WHERE room_id = ?",
-                "DELETE FROM webrtc_clients WHERE room_id = ?",
-                "DELETE FROM webrtc_rooms WHERE room_id = ?",
-            ] {
-                sqlx::query(sql)
-                    .bind(&record.room_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-            }
-            sqlx::query(
-                "INSERT INTO terminated_rooms (id, room_id, terminated_at, \
+        let (record, members) = (record.clone(), members.to_vec());
+        self.write(
+            "terminate_room",
+            job(move |tx| {
+                Box::pin(async move {
+                    for sql in [
+                        "DELETE FROM client_in_room WHERE room_id = ?",
+                        "DELETE FROM webrtc_clients WHERE room_id = ?",
+                        "DELETE FROM webrtc_rooms WHERE room_id = ?",
+                    ] {
+                        sqlx::query(sql)
+                            .bind(&record.room_id)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(classify)?;
+                    }
+                    sqlx::query(
+                        "INSERT INTO terminated_rooms (id, room_id, terminated_at, \
                  termination_recorded_at, room_data, termination_reason, terminated_by, \
                  metadata, record_created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(record.id.to_string())
-            .bind(&record.room_id)
-            .bind(ts(&record.terminated_at))
-            .bind(ts(&record.termination_recorded_at))
-            .bind(json(&record.room_data))
-            .bind(&record.termination_reason)
-            .bind(&record.terminated_by)
-            .bind(json(&record.metadata))
-            .bind(ts(&record.record_created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| {
-                insert_err(e, |_| {
-                    format!("terminated_rooms row {} already exists", record.id)
+                    )
+                    .bind(record.id.to_string())
+                    .bind(&record.room_id)
+                    .bind(ts(&record.terminated_at))
+                    .bind(ts(&record.termination_recorded_at))
+                    .bind(json(&record.room_data))
+                    .bind(&record.termination_reason)
+                    .bind(&record.terminated_by)
+                    .bind(json(&record.metadata))
+                    .bind(ts(&record.record_created_at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| {
+                        insert_err(e, |_| {
+                            format!("terminated_rooms row {} already exists", record.id)
+                        })
+                    })?;
+                    for member in &members {
+                        insert_history(&mut *tx, member).await?;
+                    }
+                    Ok(0)
                 })
-            })?;
-            for member in members {
-                insert_history(&mut tx, member).await?;
-            }
-            commit(tx).await
-        })
+            }),
+        )
         .await
+        .map(|_| ())
     }
 
     async fn active_rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {

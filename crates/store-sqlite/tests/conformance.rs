@@ -917,3 +917,95 @@ async fn sqlite_operation_timeout_is_unavailable() {
     s.register_client(&client("abc")).await.unwrap();
     s.close().await;
 }
+
+#[tokio::test]
+async fn concurrent_writes_commit_together_and_a_failing_one_is_undone_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(open_file(&dir.path().join("store.db")).await);
+    s.register_client(&client("taken")).await.unwrap();
+    // 60 writes at once (the writer commits them in batches), one of them a duplicate.
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let s = s.clone();
+        let id = if i == 30 {
+            "taken".to_owned()
+        } else {
+            format!("c{i}")
+        };
+        tasks.push(tokio::spawn(async move {
+            (id.clone(), s.register_client(&client(&id)).await)
+        }));
+    }
+    for t in tasks {
+        let (id, r) = t.await.unwrap();
+        if id == "taken" {
+            match r {
+                Err(StoreError::Conflict(msg)) => {
+                    assert_eq!(msg, "client 'taken' is already registered")
+                }
+                other => panic!("expected Conflict, got {other:?}"),
+            }
+        } else {
+            r.unwrap();
+        }
+    }
+    assert_eq!(s.count_clients().await.unwrap(), 60, "59 new and the first");
+    for i in [0, 29, 31, 59] {
+        assert!(s.get_client(&format!("c{i}")).await.unwrap().is_some());
+    }
+    s.close().await;
+}
+
+#[tokio::test]
+async fn a_join_whose_second_row_fails_leaves_no_first_row_even_inside_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(open_file(&dir.path().join("store.db")).await);
+    let r = room("r1", 0, Some("owner"));
+    s.create_room(
+        &r,
+        &created(&r, "owner"),
+        &member("owner", "r1", "sender", 0),
+    )
+    .await
+    .unwrap();
+    let first = member("first", "r1", "receiver", 1);
+    s.add_member(&first).await.unwrap();
+    // Its client_in_room row is new; its webrtc_clients row reuses an id, so the second
+    // insert fails after the first succeeded.
+    let mut broken = member("broken", "r1", "receiver", 2);
+    broken.webrtc_client.id = first.webrtc_client.id;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let s = s.clone();
+        let m = if i == 20 {
+            broken.clone()
+        } else {
+            member(&format!("m{i}"), "r1", "receiver", 3)
+        };
+        tasks.push(tokio::spawn(async move { s.add_member(&m).await }));
+    }
+    let results: Vec<_> = futures_join(tasks).await;
+    assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
+    let members = s.room_members("r1").await.unwrap();
+    assert_eq!(members.len(), 2 + 39, "owner, first and the 39 good joins");
+    assert!(members.iter().all(|m| m.client_id != "broken"));
+    // Alone (a batch of one) too.
+    broken.client_in_room.id = Uuid::new_v4();
+    assert!(s.add_member(&broken).await.is_err());
+    assert!(
+        s.room_members("r1")
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.client_id != "broken")
+    );
+    s.close().await;
+}
+
+async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
