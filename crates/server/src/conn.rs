@@ -309,10 +309,12 @@ impl Link {
     }
 
     /// Moves queued items into the write buffer and writes what the socket takes.
-    /// Returns an error only when the socket fails.
+    /// Returns an error when the socket failed (now or before).
     fn poll_write_out(&mut self, cx: &mut Context<'_>, outbox: &Outbox) -> io::Result<()> {
         if self.write_failed {
-            return Ok(());
+            // Reported again on every call: the step that swallowed it (see `run`) must
+            // not hide it from the connection's loop.
+            return Err(io::ErrorKind::BrokenPipe.into());
         }
         loop {
             // Always registered with the queue: a close request wakes the task through it.
@@ -431,7 +433,7 @@ async fn run(step: Step<'_>, link: &mut Link, outbox: &Outbox) -> Flow {
                 if let Poll::Ready(flow) = fut.as_mut().poll(cx) {
                     return Poll::Ready(flow);
                 }
-                // A failed write shows again at the next read; the step finishes first.
+                // A failed write is reported again to the loop; the step finishes first.
                 let _ = link.poll_write_out(cx, outbox);
                 Poll::Pending
             })
