@@ -11,13 +11,12 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use signal_core::{
     CoreError, RoomId,
-    hub::{Envelope, Event, ParticipantInfo, Session, SignalKind, SignalRequest},
+    hub::{Envelope, Event, ParticipantInfo, Session, SignalKind},
 };
-use uuid::Uuid;
 
 use super::translate::{
     Fail, body_from_payload, code_name, count_error, details_text, join_metadata, name_in, now_ms,
-    participant_name, payload_of, str_field, to_bytes,
+    participant_name, payload_of, relay, str_field, to_bytes,
 };
 use crate::conn::{Conn, Flow};
 
@@ -279,18 +278,7 @@ async fn signal(
         return Err(Fail::invalid(format!("{t}: target_id is yourself")));
     }
     let body = body_from_payload(Some(payload), kind)?;
-    conn.state
-        .hub
-        .signal(
-            session,
-            SignalRequest {
-                id: Uuid::new_v4(),
-                kind,
-                target: Some(target.to_owned()),
-                room: Some(room.to_string()),
-                body,
-            },
-        )
+    relay(conn, session, kind, Some(target), room.as_str(), body)
         .await
         .map_err(|e| {
             if e.details.contains_key("target_client_id") {

@@ -13,15 +13,14 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use signal_core::{
     CoreError, ErrorCode,
-    hub::{Envelope, Event, Session, SignalKind, SignalRequest, Wire},
+    hub::{Envelope, Event, Session, SignalKind, Wire},
 };
-use uuid::Uuid;
 
 use super::{
     Credential, admission, close_code, open_session,
     translate::{
         body_from_payload, code_name, count_error, name_in, now_iso, participant_name, payload_of,
-        to_bytes,
+        relay, to_bytes,
     },
 };
 use crate::{
@@ -235,18 +234,7 @@ async fn handle(
         ));
     }
     let body = body_from_payload(payload, kind)?;
-    conn.state
-        .hub
-        .signal(
-            session,
-            SignalRequest {
-                id: Uuid::new_v4(),
-                kind,
-                target: target.clone(),
-                room: Some(room.to_owned()),
-                body,
-            },
-        )
+    relay(conn, session, kind, target.as_deref(), room, body)
         .await
         .map_err(|e| match (&target, e.code) {
             (Some(t), ErrorCode::NotFound) if e.details.contains_key("target_client_id") => {

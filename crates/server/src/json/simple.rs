@@ -11,13 +11,12 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use signal_core::{
     CoreError, RoomId,
-    hub::{Envelope, Event, Session, SignalKind, SignalRequest},
+    hub::{Envelope, Event, Session, SignalKind},
 };
-use uuid::Uuid;
 
 use super::translate::{
-    Fail, body_from_payload, code_name, count_error, join_metadata, name_in, payload_of, str_field,
-    to_bytes,
+    Fail, body_from_payload, code_name, count_error, join_metadata, name_in, payload_of, relay,
+    str_field, to_bytes,
 };
 use crate::conn::{Conn, Flow};
 
@@ -207,18 +206,7 @@ async fn signal(
         return Err(Fail::invalid(format!("{t}: recipient is yourself")));
     }
     let body = body_from_payload(obj.get("payload"), kind)?;
-    conn.state
-        .hub
-        .signal(
-            session,
-            SignalRequest {
-                id: Uuid::new_v4(),
-                kind,
-                target: recipient.map(str::to_owned),
-                room: Some(room.to_string()),
-                body,
-            },
-        )
+    relay(conn, session, kind, recipient, room.as_str(), body)
         .await
         .map_err(|e| {
             if let Some(r) = recipient

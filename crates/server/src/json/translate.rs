@@ -1,12 +1,18 @@
 //! What the three JSON dialects share: signal payloads to and from the hub's
-//! [`SignalBody`], the symbolic error codes, timestamps and member names.
+//! [`SignalBody`] and on to the hub, the symbolic error codes, timestamps and member
+//! names.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use signal_core::{
     CoreError, ErrorCode,
-    hub::{ParticipantInfo, Signal, SignalBody, SignalKind},
+    hub::{ParticipantInfo, Session, Signal, SignalBody, SignalKind, SignalRequest},
 };
+use uuid::Uuid;
+
+use crate::conn::Conn;
 
 /// Payload keys that route a message rather than describe it: never passed through, so
 /// a peer cannot smuggle a routing field (or spoof a sender) into another dialect.
@@ -328,6 +334,31 @@ pub(crate) fn str_field<'a>(
             "Invalid '{key}' field: expected a string"
         ))),
     }
+}
+
+/// Relays a signal a JSON dialect received (JSON messages carry no frame id, so a fresh
+/// one is made), within `room`, to `target` or to the room's other members.
+pub(crate) async fn relay(
+    conn: &Conn,
+    session: &Arc<Session>,
+    kind: SignalKind,
+    target: Option<&str>,
+    room: &str,
+    body: SignalBody,
+) -> Result<(), CoreError> {
+    conn.state
+        .hub
+        .signal(
+            session,
+            SignalRequest {
+                id: Uuid::new_v4(),
+                kind,
+                target: target.map(str::to_owned),
+                room: Some(room.to_owned()),
+                body,
+            },
+        )
+        .await
 }
 
 #[cfg(test)]
