@@ -6,7 +6,9 @@
 
 use std::{
     cell::{Cell, RefCell},
+    future::poll_fn,
     rc::Rc,
+    task::Poll,
     time::Duration,
 };
 
@@ -104,6 +106,9 @@ impl Shared {
 /// millisecond late (which would show up as latency of the server).
 const EARLY_NS: u64 = 1_000_000;
 
+/// Most messages taken in one wake-up before the group sends again.
+const MAX_BATCH: usize = 256;
+
 /// The instant `ns` after the epoch.
 pub fn instant_at(ns: u64) -> Instant {
     Instant::from_std(epoch() + Duration::from_nanos(ns))
@@ -144,6 +149,8 @@ pub async fn run_group(
     let mut out = Vec::with_capacity(8);
     let mut dirty = vec![false; sinks.len()];
     tokio::time::sleep_until(instant_at(sh.start_ns)).await;
+    let mut timer_at = sh.measure_end_ns;
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(instant_at(timer_at)));
     loop {
         let now = now_ns();
         let sending = now < sh.measure_end_ns;
@@ -184,41 +191,61 @@ pub async fn run_group(
         } else {
             sh.measure_end_ns
         };
-        tokio::select! {
-            m = rx.next() => {
-                let Some((_, m)) = m else {
-                    sh.error("all connections closed");
-                    break;
-                };
-                let m = match m {
-                    Ok(m) => m,
-                    Err(e) => {
-                        sh.error(format!("read: {e}"));
-                        break;
+        if wake != timer_at {
+            timer.as_mut().reset(instant_at(wake));
+            timer_at = wake;
+        }
+        // Wait for a message or the timer, then take every message already received
+        // before sending again: the refills of one wake-up leave in one write per socket,
+        // as an event loop would send them.
+        let outcome = poll_fn(|cx| {
+            let mut got = 0usize;
+            loop {
+                match rx.poll_next_unpin(cx) {
+                    Poll::Ready(Some((_, Ok(m)))) => {
+                        let data = match &m {
+                            Message::Binary(b) => &b[..],
+                            Message::Text(t) => t.as_bytes(),
+                            Message::Close(c) => {
+                                return Poll::Ready(Err(format!("closed by the server: {c:?}")));
+                            }
+                            _ => continue,
+                        };
+                        match classify(sh.target, data) {
+                            Incoming::Signal(stamp) => {
+                                sh.delivered(stamp);
+                                in_flight = in_flight.saturating_sub(1);
+                            }
+                            Incoming::Error(e) => {
+                                sh.error(e);
+                                in_flight = in_flight.saturating_sub(per_tick);
+                            }
+                            _ => {}
+                        }
+                        got += 1;
+                        if got >= MAX_BATCH {
+                            return Poll::Ready(Ok(()));
+                        }
                     }
-                };
-                let data = match &m {
-                    Message::Binary(b) => &b[..],
-                    Message::Text(t) => t.as_bytes(),
-                    Message::Close(c) => {
-                        sh.error(format!("closed by the server: {c:?}"));
-                        break;
+                    Poll::Ready(Some((_, Err(e)))) => {
+                        return Poll::Ready(Err(format!("read: {e}")));
                     }
-                    _ => continue,
-                };
-                match classify(sh.target, data) {
-                    Incoming::Signal(stamp) => {
-                        sh.delivered(stamp);
-                        in_flight = in_flight.saturating_sub(1);
+                    Poll::Ready(None) => {
+                        return Poll::Ready(Err("all connections closed".to_owned()));
                     }
-                    Incoming::Error(e) => {
-                        sh.error(e);
-                        in_flight = in_flight.saturating_sub(per_tick);
-                    }
-                    _ => {}
+                    Poll::Pending => break,
                 }
             }
-            _ = tokio::time::sleep_until(instant_at(wake)) => {}
+            if got > 0 || timer.as_mut().poll(cx).is_ready() {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        if let Err(e) = outcome {
+            sh.error(e);
+            break;
         }
     }
     sh.lost.set(sh.lost.get() + in_flight);

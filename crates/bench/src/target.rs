@@ -148,7 +148,7 @@ impl Endpoint {
     fn ws_config(&self) -> WebSocketConfig {
         WebSocketConfig::default()
             .read_buffer_size(self.read_buffer)
-            .write_buffer_size(0)
+            .write_buffer_size(64 * 1024)
             .max_message_size(Some(1 << 20))
             .max_frame_size(Some(1 << 20))
     }
