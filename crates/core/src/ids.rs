@@ -58,9 +58,11 @@ impl ClientId {
 
     /// [`parse`](Self::parse)'s checks, without building the id.
     pub fn check(field: &str, s: &str) -> Result<(), CoreError> {
+        // Printable ASCII, the common case, needs no decoding of characters.
         if s.is_empty()
             || s.len() > MAX_ID_LEN
-            || s.chars().any(|c| c.is_control() || c.is_whitespace())
+            || (!s.bytes().all(|b| b.is_ascii_graphic())
+                && s.chars().any(|c| c.is_control() || c.is_whitespace()))
         {
             return Err(CoreError::bad_request(format!(
                 "Missing or invalid '{field}' field: expected 1 to {MAX_ID_LEN} bytes without spaces or control characters"

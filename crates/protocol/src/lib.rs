@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod frame;
 pub mod payload;
+pub mod signal_check;
 pub mod types;
 
 pub use codec::{PayloadError, decode_payload, encode_payload};

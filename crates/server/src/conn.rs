@@ -136,6 +136,8 @@ pub(crate) struct Conn {
     pub(crate) wire: Option<Wire>,
     /// `{"from_client_id":"…"` for frames this session relays, built on first use.
     pub(crate) stamp: Option<Bytes>,
+    /// When the read that brought the message being handled returned.
+    pub(crate) received_at: std::time::Instant,
     /// Boxed: the limiter is larger than the pointer, and off in many deployments.
     limiter: Option<Box<DefaultDirectRateLimiter>>,
     slow: bool,
@@ -323,11 +325,17 @@ impl Link {
             }
             if self.more_queued && self.wbuf.len() < self.write_size {
                 let mut out = std::mem::take(&mut self.wbuf);
+                if out.capacity() == 0 {
+                    // One allocation for the batch, not one per frame that grows it.
+                    out.reserve(self.write_size);
+                }
                 let mut n = 0u64;
                 let wire = outbox.wire();
                 let limit = self.write_size;
+                // One clock read per batch, for the relay latency of what it holds.
+                let now = std::time::Instant::now();
                 self.more_queued = outbox.drain(usize::MAX, |item| {
-                    if self.encode(item, &mut out, wire) {
+                    if self.encode(item, &mut out, wire, now) {
                         n += 1;
                     }
                     out.len() < limit
@@ -366,7 +374,13 @@ impl Link {
     }
 
     /// Appends one queued item as a WebSocket frame; false if it could not be encoded.
-    fn encode(&self, item: Outbound, out: &mut BytesMut, wire: Option<Wire>) -> bool {
+    fn encode(
+        &self,
+        item: Outbound,
+        out: &mut BytesMut,
+        wire: Option<Wire>,
+        now: std::time::Instant,
+    ) -> bool {
         let bytes = match item {
             Outbound::Frame(b) => b,
             Outbound::Forward {
@@ -379,7 +393,8 @@ impl Link {
             } => {
                 let k = HotMetrics::kind_index(kind);
                 self.hot.events_out[3 + k].increment(1);
-                self.hot.relay_latency[k].record(accepted_at.elapsed().as_secs_f64());
+                self.hot.relay_latency[k]
+                    .record(now.saturating_duration_since(accepted_at).as_secs_f64());
                 let len = head.len() + stamp.len() + usize::from(comma) + body.len();
                 let mut ws = [0u8; 10];
                 let n = frame::encode_header(self.opcode, len, &mut ws);
@@ -399,7 +414,7 @@ impl Link {
                 self.hot.events_out[HotMetrics::event_index(&env.event)].increment(1);
                 if let Event::Signal(s) = &env.event {
                     self.hot.relay_latency[HotMetrics::kind_index(s.kind)]
-                        .record(env.accepted_at.elapsed().as_secs_f64());
+                        .record(now.saturating_duration_since(env.accepted_at).as_secs_f64());
                 }
                 match env.encoded(w, |e| wire::encode_event(w, e)) {
                     Some(b) => b,
@@ -483,12 +498,14 @@ pub(crate) fn drive<D: Dialect>(
         hot: state.metrics.clone(),
         endpoint,
     };
+    let started = Instant::now();
     let mut conn = Conn {
         state: state.clone(),
         outbox: outbox.clone(),
         session: None,
         wire: None,
         stamp: None,
+        received_at: started.into_std(),
         limiter,
         slow: false,
     };
@@ -498,7 +515,6 @@ pub(crate) fn drive<D: Dialect>(
     // per heartbeat interval, so an idle browser stays alive (its pong is activity) and a
     // vanished one still times out.
     let ping_every = D::TEXT.then(|| Duration::from_secs(cfg.heartbeat_interval().max(1)));
-    let started = Instant::now();
     let mut next_ping = ping_every.map(|d| started + d);
     let shutdown = state.shutdown.clone();
     drop(state);
@@ -518,12 +534,19 @@ pub(crate) fn drive<D: Dialect>(
         let end = if let Flow::Close(code, reason) = first {
             End::new(code, reason, "disconnected")
         } else {
+            // The shutdown token is checked before the task sleeps and every so many
+            // turns of a busy connection, not on every message (it takes a lock).
+            let mut until_shutdown_check = 0u32;
             loop {
                 let wake = poll_fn(|cx| {
                     loop {
-                        if cancelled.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(Wake::Shutdown);
+                        if until_shutdown_check == 0 {
+                            if cancelled.as_mut().poll(cx).is_ready() {
+                                return Poll::Ready(Wake::Shutdown);
+                            }
+                            until_shutdown_check = 32;
                         }
+                        until_shutdown_check -= 1;
                         if let Some(w) = link.poll_decoded() {
                             return Poll::Ready(w);
                         }
@@ -562,6 +585,9 @@ pub(crate) fn drive<D: Dialect>(
                             timer.as_mut().reset(next);
                             continue;
                         }
+                        if cancelled.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Wake::Shutdown);
+                        }
                         return Poll::Pending;
                     }
                 })
@@ -569,6 +595,7 @@ pub(crate) fn drive<D: Dialect>(
                 match wake {
                     Wake::Message(msg) => {
                         link.hot.ws_in[endpoint].increment(1);
+                        conn.received_at = link.last_in.into_std();
                         let flow =
                             run(dialect.on_message(&mut conn, msg), &mut link, &outbox).await;
                         // Once the session opens, the heartbeat deadline may come before the
@@ -681,8 +708,9 @@ async fn finish(mut link: Link, outbox: &Outbox, end: End, drain: bool) {
         if drain {
             let mut out = std::mem::take(&mut link.wbuf);
             let wire = outbox.wire();
+            let now = std::time::Instant::now();
             outbox.drain(usize::MAX, |item| {
-                link.encode(item, &mut out, wire);
+                link.encode(item, &mut out, wire, now);
                 true
             });
             link.wbuf = out;

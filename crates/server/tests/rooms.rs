@@ -750,6 +750,15 @@ async fn signals_the_fast_path_would_mistake_are_refused_as_the_decoder_refuses_
             "surrogate",
         ),
         (r#"["bob","v=0"]"#, "invalid type"),
+        // A number a skipping check would pass, and the decoder cannot hold.
+        (
+            r#"{"target_client_id":"bob","candidate":{"sdpMLineIndex":1e400}}"#,
+            "number out of range",
+        ),
+        (
+            r#"{"target_client_id":"bob","sdp":"a","sdp":"b"}"#,
+            "duplicate field",
+        ),
     ] {
         a.send_raw(raw_offer(bad.as_bytes())).await.unwrap();
         let e = a.expect_event(MessageType::Error, WAIT).await.unwrap();

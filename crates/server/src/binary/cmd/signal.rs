@@ -1,17 +1,14 @@
 //! SIGNAL_OFFER / SIGNAL_ANSWER / SIGNAL_ICE_CANDIDATE: relayed to the target with the
 //! same type and UUID, `from_client_id` stamped by the server. No ACK; failures are ERRORs.
 
-use std::{borrow::Cow, time::Instant};
-
 use bytes::Bytes;
-use serde::{Deserialize, Deserializer, de::IgnoredAny};
-use serde_json::value::RawValue;
 use signal_core::{
     CoreError, ErrorCode,
     hub::{Outbound, SignalBody, SignalKind, SignalRequest, Wire},
 };
 use signal_protocol::{
     Frame, MAX_PAYLOAD_LEN, MessageType, PayloadType, frame::header_bytes, payload::SignalPayload,
+    signal_check::check_signal,
 };
 
 use crate::{binary::payload, conn::Conn};
@@ -85,26 +82,11 @@ pub(crate) fn forward(conn: &mut Conn, frame: &Frame) -> Option<Result<(), CoreE
     if frame.payload.len() + session.client_id.as_str().len() + STAMP_OVERHEAD > MAX_PAYLOAD_LEN {
         return None;
     }
-    // The payload must be an object (serde would also read a struct from an array).
-    let open = frame
-        .payload
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .filter(|&i| frame.payload[i] == b'{')?;
-    // With no `\u` escape and valid UTF-8, skipping a string (what the check does) and
-    // decoding it (what the slow path does) accept the same strings: the escapes left
-    // are checked by both, and only `\u` escapes can encode a lone surrogate.
-    if memchr::memmem::find(&frame.payload, b"\\u").is_some()
-        || std::str::from_utf8(&frame.payload).is_err()
-    {
-        return None;
-    }
-    let peek: Peek<'_> = serde_json::from_slice(&frame.payload).ok()?;
-    if peek.from_client_id.0 || !peek.strings_are_strings() {
-        return None;
-    }
-    let target = peek.target_client_id.as_deref().filter(|t| !t.is_empty())?;
-    let room = peek.room_id.as_deref().filter(|r| !r.is_empty());
+    // One pass over the payload: the schema, UTF-8 and JSON validity. What the check
+    // leaves to the decoder (see `check_signal`) takes the slow path.
+    let view = check_signal(&frame.payload)?;
+    let target = view.target_client_id.filter(|t| !t.is_empty())?;
+    let room = view.room_id.filter(|r| !r.is_empty());
     let to = match conn.state.hub.route(session, target, room) {
         Err(e) => return Some(Err(e)),
         Ok(None) => return None,
@@ -116,11 +98,8 @@ pub(crate) fn forward(conn: &mut Conn, frame: &Frame) -> Option<Result<(), CoreE
         MessageType::SignalAnswer => SignalKind::Answer,
         _ => SignalKind::IceCandidate,
     };
-    let rest = &frame.payload[open + 1..];
-    let empty = rest
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|&b| b == b'}');
+    let rest = &frame.payload[view.body..];
+    let empty = view.empty;
     let stamp = conn.stamp.get_or_insert_with(|| {
         let mut s = b"{\"from_client_id\":".to_vec();
         // A client id is a string; serialising a string cannot fail.
@@ -133,52 +112,10 @@ pub(crate) fn forward(conn: &mut Conn, frame: &Frame) -> Option<Result<(), CoreE
         head,
         stamp: stamp.clone(),
         comma: !empty,
-        body: frame.payload.slice(open + 1..),
+        body: frame.payload.slice(view.body..),
         kind,
-        accepted_at: Instant::now(),
+        accepted_at: conn.received_at,
     });
     conn.state.hub.count_relayed(kind);
     Some(Ok(()))
-}
-
-/// [`SignalPayload`]'s schema, checked without building values: the same fields with
-/// the same types, everything else ignored (the full type passes it through).
-#[derive(Deserialize)]
-#[allow(dead_code, reason = "the body fields are only type-checked")]
-struct Peek<'a> {
-    #[serde(default, borrow)]
-    target_client_id: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    room_id: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    sdp: Option<&'a RawValue>,
-    #[serde(default)]
-    candidate: Option<IgnoredAny>,
-    #[serde(default, borrow)]
-    sdp_mid: Option<&'a RawValue>,
-    #[serde(default)]
-    sdp_m_line_index: Option<u32>,
-    #[serde(default)]
-    from_client_id: Present,
-}
-
-impl Peek<'_> {
-    /// `sdp` and `sdp_mid` are strings or null, as [`SignalPayload`] requires. (Kept
-    /// raw, so the SDP is skipped rather than unescaped.)
-    fn strings_are_strings(&self) -> bool {
-        [self.sdp, self.sdp_mid]
-            .into_iter()
-            .flatten()
-            .all(|v| v.get().starts_with('"') || v.get() == "null")
-    }
-}
-
-/// Whether a field is present at all (even as `null`).
-#[derive(Default)]
-struct Present(bool);
-
-impl<'de> Deserialize<'de> for Present {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        IgnoredAny::deserialize(d).map(|_| Present(true))
-    }
 }
