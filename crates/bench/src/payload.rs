@@ -69,7 +69,7 @@ pub fn find_stamp(m: &[u8], from_end: bool) -> Option<u64> {
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 const CANDIDATE: &str = "candidate:842163049 1 udp 1677729535 203.0.113.7 54321 typ srflx raddr 192.168.1.20 rport 54321 generation 0 ufrag EEtu network-id 1 network-cost 10";

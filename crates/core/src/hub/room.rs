@@ -156,13 +156,14 @@ impl Room {
         self.state.read().members.len()
     }
 
-    /// The session of `client` in this room, if it is a member.
-    pub(super) fn member_session(&self, client: &str) -> Option<Arc<Session>> {
+    /// Which of `sessions` (one client's) is a member: pointer comparisons, no string
+    /// compared per member.
+    pub(super) fn member_among(&self, sessions: &[Arc<Session>]) -> Option<Arc<Session>> {
         self.state
             .read()
             .members
             .iter()
-            .find(|m| m.client().as_str() == client)
+            .find(|m| sessions.iter().any(|s| Arc::ptr_eq(&m.session, s)))
             .map(|m| m.session.clone())
     }
 

@@ -122,9 +122,13 @@ impl Hub {
         match room {
             Some(room_id) => {
                 let r = self.member_room(from, room_id)?;
-                match r.member_session(target) {
+                // The target's sessions by hash, then the member among them by pointer. A
+                // target with no session here may be on another node: the caller decides.
+                let Some(list) = self.inner.sessions.get(target) else {
+                    return Ok(None);
+                };
+                match r.member_among(&list) {
                     Some(s) => Ok(Some(s)),
-                    None if !self.has_session(target) => Ok(None),
                     None => Err(CoreError::not_found(format!(
                         "Target client '{target}' is not in room '{room_id}'"
                     ))
