@@ -93,10 +93,19 @@ fn main() -> ExitCode {
         None => {}
     }
     telemetry::init(&config.logging);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One thread: tokio's single-threaded scheduler. Its run queue is one FIFO; the
+    // multi-threaded one with a single worker moves tasks that overflow its 256-slot
+    // local queue to a global queue it polls only every 31 turns, so under overload
+    // some connections wait tens of milliseconds while others are served at once.
+    let threads = config.server.worker_threads();
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("signal-manager-service: cannot start the runtime: {e}");

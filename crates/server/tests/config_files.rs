@@ -423,6 +423,7 @@ fn validation_failures_name_their_key() {
             "server.read_buffer_size",
         ),
         ("[server]\noutbound_queue = 0\n", "server.outbound_queue"),
+        ("[server]\nworker_threads = 0\n", "server.worker_threads"),
         (
             "[server]\noutbound_queue = 65537\n",
             "server.outbound_queue",

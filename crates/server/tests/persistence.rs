@@ -168,8 +168,13 @@ struct Proc {
 
 impl Proc {
     fn start(dir: &std::path::Path, port: u16) -> Proc {
+        Proc::start_with(dir, port, "")
+    }
+
+    /// Starts the binary with `server_keys` (TOML lines) added to its `[server]` table.
+    fn start_with(dir: &std::path::Path, port: u16, server_keys: &str) -> Proc {
         let config = format!(
-            "[server]\nhost = \"127.0.0.1\"\nport = {port}\nshutdown_timeout = 5\n\n[auth]\napi_keys = [\"alice:alice-token\", \"bob:bob-token\"]\n\n[database]\nurl = \"sqlite://{}\"\n\n[metrics]\nenabled = false\n\n[logging]\nlevel = \"info\"\nformat = \"compact\"\n",
+            "[server]\nhost = \"127.0.0.1\"\nport = {port}\nshutdown_timeout = 5\n{server_keys}\n[auth]\napi_keys = [\"alice:alice-token\", \"bob:bob-token\"]\n\n[database]\nurl = \"sqlite://{}\"\n\n[metrics]\nenabled = false\n\n[logging]\nlevel = \"info\"\nformat = \"compact\"\n",
             dir.join("service.db").display()
         );
         let path = dir.join("config.toml");
@@ -259,8 +264,19 @@ async fn pair_in_room(url: &str, room: &str) -> (Client, Client) {
 
 #[tokio::test]
 async fn sigterm_drains_the_real_binary() {
+    drains_on_sigterm("").await;
+}
+
+/// The single-threaded scheduler (`worker_threads = 1`) serves the same session: rooms,
+/// store writes on their writer task, and the drain.
+#[tokio::test]
+async fn sigterm_drains_the_real_binary_on_one_thread() {
+    drains_on_sigterm("worker_threads = 1\n").await;
+}
+
+async fn drains_on_sigterm(server_keys: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let p = Proc::start(dir.path(), free_port());
+    let p = Proc::start_with(dir.path(), free_port(), server_keys);
     p.ready().await;
     let (mut a, mut b) = pair_in_room(&p.url(), "sigterm-room").await;
     p.signal(15);

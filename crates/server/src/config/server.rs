@@ -53,6 +53,9 @@ pub struct ServerConfig {
     pub shutdown_timeout: u64,
     /// Seconds a client has to send the HTTP request headers of the upgrade.
     pub header_read_timeout: u64,
+    /// Threads that run connections. Unset: one per CPU the process may use. 1 runs
+    /// everything on one thread with a plain first-in-first-out scheduler.
+    pub worker_threads: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +77,7 @@ impl Default for ServerConfig {
             outbound_queue: 256,
             shutdown_timeout: 10,
             header_read_timeout: 10,
+            worker_threads: None,
         }
     }
 }
@@ -81,6 +85,14 @@ impl Default for ServerConfig {
 // === impl ServerConfig ===
 
 impl ServerConfig {
+    /// Threads to run connections on: `worker_threads`, or one per CPU this process may
+    /// use (its affinity mask and cgroup quota count).
+    pub fn worker_threads(&self) -> usize {
+        self.worker_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+
     /// The frame size limit in force: `max_frame_size`, or `max_message_size` when unset.
     pub fn max_frame_size(&self) -> usize {
         self.max_frame_size.unwrap_or(self.max_message_size)
@@ -94,6 +106,9 @@ impl ServerConfig {
         c.at_least("server.header_read_timeout", self.header_read_timeout, 1);
         if let Some(interval) = self.heartbeat_interval {
             c.at_least("server.heartbeat_interval", interval, 1);
+        }
+        if let Some(n) = self.worker_threads {
+            c.between("server.worker_threads", n, 1, 1024);
         }
         for (key, size) in [
             ("server.read_buffer_size", self.read_buffer_size),
