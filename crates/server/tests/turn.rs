@@ -105,14 +105,19 @@ impl Coturn {
         coturn
     }
 
-    /// Waits (bounded) until the TCP side of the listener accepts.
+    /// Waits (bounded) until the TCP side of the listener accepts and the UDP relay
+    /// servers exist: coturn opens its TCP listener before the per-CPU UDP threads, and
+    /// logs "Total General servers" once those are created. An allocation sent before
+    /// that meets "Connection refused".
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("turnserver exited with {status}:\n{}", self.log_text());
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && self.log_text().contains("Total General servers")
+            {
                 return;
             }
             assert!(
