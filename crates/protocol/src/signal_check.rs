@@ -36,64 +36,50 @@ pub fn check_signal(payload: &[u8]) -> Option<SignalView<'_>> {
     let mut p = Parser { b: payload, i: 0 };
     p.ws();
     p.eat(b'{')?;
+    let (mut target_client_id, mut room_id) = (None, None);
     let body = p.i;
-    let mut view = SignalView {
-        target_client_id: None,
-        room_id: None,
-        body,
-        empty: false,
-    };
-    p.ws();
-    if p.peek()? == b'}' {
-        p.i += 1;
-        view.empty = true;
-    } else {
-        let mut seen = 0u8;
-        loop {
-            p.ws();
-            let (key, escaped) = p.string()?;
-            if escaped {
+    let mut seen = 0u8;
+    let empty = p.items(b'}', |p| {
+        let (key, escaped) = p.string()?;
+        if escaped {
+            return None;
+        }
+        p.ws();
+        p.eat(b':')?;
+        p.ws();
+        let field = match key {
+            b"target_client_id" => 0,
+            b"room_id" => 1,
+            b"sdp" => 2,
+            b"sdp_mid" => 3,
+            b"candidate" => 4,
+            b"sdp_m_line_index" => 5,
+            // Replaced by the server: the decoder's path does that.
+            b"from_client_id" => return None,
+            _ => 8,
+        };
+        if field < 8 {
+            // A repeated field is an error for the decoder.
+            if seen & (1 << field) != 0 {
                 return None;
             }
-            p.ws();
-            p.eat(b':')?;
-            p.ws();
-            let field = match key {
-                b"target_client_id" => 0,
-                b"room_id" => 1,
-                b"sdp" => 2,
-                b"sdp_mid" => 3,
-                b"candidate" => 4,
-                b"sdp_m_line_index" => 5,
-                // Replaced by the server: the decoder's path does that.
-                b"from_client_id" => return None,
-                _ => 8,
-            };
-            if field < 8 {
-                // A repeated field is an error for the decoder.
-                if seen & (1 << field) != 0 {
-                    return None;
-                }
-                seen |= 1 << field;
-            }
-            match field {
-                0 => view.target_client_id = p.id()?,
-                1 => view.room_id = p.id()?,
-                2 | 3 => p.string_or_null()?,
-                5 => p.u32_or_null()?,
-                _ => p.value(1)?,
-            }
-            p.ws();
-            match p.peek()? {
-                b',' => p.i += 1,
-                b'}' => {
-                    p.i += 1;
-                    break;
-                }
-                _ => return None,
-            }
+            seen |= 1 << field;
         }
-    }
+        match field {
+            0 => target_client_id = p.id()?,
+            1 => room_id = p.id()?,
+            2 | 3 => p.string_or_null()?,
+            5 => p.u32_or_null()?,
+            _ => p.value(1)?,
+        }
+        Some(())
+    })?;
+    let view = SignalView {
+        target_client_id,
+        room_id,
+        body,
+        empty,
+    };
     p.ws();
     (p.i == payload.len()).then_some(view)
 }
@@ -240,61 +226,49 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// The members of an object or the elements of an array, after its opening byte:
+    /// `item` reads one, they are separated by commas, and `close` ends them. Whether
+    /// there were none.
+    fn items(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<bool> {
+        self.ws();
+        if self.peek()? == close {
+            self.i += 1;
+            return Some(true);
+        }
+        loop {
+            self.ws();
+            item(self)?;
+            self.ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                c if c == close => {
+                    self.i += 1;
+                    return Some(false);
+                }
+                _ => return None,
+            }
+        }
+    }
+
     /// Any JSON value, at nesting `depth`.
     fn value(&mut self, depth: u32) -> Option<()> {
         match self.peek()? {
             b'"' => self.string().map(drop),
+            b'{' | b'[' if depth >= MAX_DEPTH => None,
             b'{' => {
-                if depth >= MAX_DEPTH {
-                    return None;
-                }
                 self.i += 1;
-                self.ws();
-                if self.peek()? == b'}' {
-                    self.i += 1;
-                    return Some(());
-                }
-                loop {
-                    self.ws();
-                    self.string()?;
-                    self.ws();
-                    self.eat(b':')?;
-                    self.ws();
-                    self.value(depth + 1)?;
-                    self.ws();
-                    match self.peek()? {
-                        b',' => self.i += 1,
-                        b'}' => {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
+                self.items(b'}', |p| {
+                    p.string()?;
+                    p.ws();
+                    p.eat(b':')?;
+                    p.ws();
+                    p.value(depth + 1)
+                })
+                .map(drop)
             }
             b'[' => {
-                if depth >= MAX_DEPTH {
-                    return None;
-                }
                 self.i += 1;
-                self.ws();
-                if self.peek()? == b']' {
-                    self.i += 1;
-                    return Some(());
-                }
-                loop {
-                    self.ws();
-                    self.value(depth + 1)?;
-                    self.ws();
-                    match self.peek()? {
-                        b',' => self.i += 1,
-                        b']' => {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
+                self.items(b']', |p| p.value(depth + 1)).map(drop)
             }
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
