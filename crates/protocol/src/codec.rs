@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::types::PayloadType;
+use crate::{depth, types::PayloadType};
 
 /// A payload that could not be decoded or encoded, with a message fit for the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,16 +22,19 @@ pub enum PayloadError {
     Encode(String),
 }
 
-/// Decodes a structured payload of type `T` from JSON or CBOR bytes.
+/// Decodes a structured payload of type `T` from JSON or CBOR bytes, refusing nesting
+/// deeper than [`depth::MAX_DEPTH`] before the decoder recurses.
 pub fn decode_payload<T: DeserializeOwned>(
     payload_type: PayloadType,
     bytes: &[u8],
 ) -> Result<T, PayloadError> {
     match payload_type {
         PayloadType::Json => {
+            depth::check_json(bytes).map_err(|e| PayloadError::Json(e.to_string()))?;
             serde_json::from_slice(bytes).map_err(|e| PayloadError::Json(e.to_string()))
         }
         PayloadType::Cbor => {
+            depth::check_cbor(bytes).map_err(|e| PayloadError::Cbor(e.to_string()))?;
             minicbor_serde::from_slice(bytes).map_err(|e| PayloadError::Cbor(e.to_string()))
         }
         other => Err(PayloadError::Unsupported(other)),

@@ -3,6 +3,7 @@
 //! the JSON/CBOR payload schemas. Pure functions over bytes: no I/O, no async runtime.
 
 pub mod codec;
+pub mod depth;
 pub mod frame;
 pub mod payload;
 pub mod signal_check;

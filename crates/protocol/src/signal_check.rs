@@ -25,8 +25,9 @@ pub struct SignalView<'a> {
     pub empty: bool,
 }
 
-/// Nesting deeper than this is left to the decoder (whose own limit is 128).
-const MAX_DEPTH: u32 = 64;
+/// Nesting deeper than the decoders' limit is left to the decoder, which refuses it. The
+/// top-level object is level 1; a value at `depth` opens level `depth + 1`.
+const MAX_DEPTH: u32 = crate::depth::MAX_DEPTH as u32;
 /// Longer number tokens are left to the decoder (which refuses those out of range).
 const MAX_NUMBER: usize = 24;
 

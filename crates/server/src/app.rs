@@ -1,14 +1,8 @@
 //! The HTTP surface on the main port: the binary WebSocket endpoint at `/` and `/health`.
-//! Connection limits (total and per IP) and the origin allow-list are enforced before the
-//! upgrade, so a refused client gets an HTTP status, not a dropped socket.
+//! The origin allow-list is enforced before the upgrade, so a refused client gets an HTTP
+//! status, not a dropped socket; the connection limits apply from accept (`accept`).
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-};
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     Json, Router,
@@ -17,12 +11,12 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{any, get},
 };
-use dashmap::DashMap;
 use serde_json::json;
 use signal_core::hub::Hub;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    accept::{ConnCounts, WsSlot},
     binary,
     config::Config,
     ws::{NotUpgrade, Socket, Upgrade},
@@ -45,38 +39,6 @@ pub struct AppState {
     pub(crate) metrics: Arc<crate::metrics::HotMetrics>,
 }
 
-/// Open WebSocket connections, in total and per client IP.
-#[derive(Debug, Default)]
-pub struct ConnCounts {
-    total: AtomicUsize,
-    per_ip: DashMap<IpAddr, usize>,
-}
-
-impl ConnCounts {
-    /// Open connections.
-    pub fn total(&self) -> usize {
-        self.total.load(Ordering::Relaxed)
-    }
-}
-
-/// Releases a connection slot when dropped.
-pub(crate) struct ConnSlot {
-    counts: Arc<ConnCounts>,
-    ip: IpAddr,
-    endpoint: &'static str,
-}
-
-impl Drop for ConnSlot {
-    fn drop(&mut self) {
-        self.counts.total.fetch_sub(1, Ordering::Relaxed);
-        self.counts.per_ip.remove_if_mut(&self.ip, |_, n| {
-            *n -= 1;
-            *n == 0
-        });
-        metrics::gauge!("signal_connections", "endpoint" => self.endpoint).decrement(1.0);
-    }
-}
-
 /// The main router.
 pub fn app(state: AppState) -> Router {
     Router::new()
@@ -93,13 +55,13 @@ pub(crate) fn refuse(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-/// Admits a connection or says why not.
+/// Admits an upgrade or says why not: the server is draining, or the origin is not
+/// allowed. (The connection limits were applied when the socket was accepted.)
 pub(crate) fn admit(
     state: &AppState,
-    peer: SocketAddr,
     headers: &HeaderMap,
     endpoint: &'static str,
-) -> Result<ConnSlot, (StatusCode, &'static str)> {
+) -> Result<WsSlot, (StatusCode, &'static str)> {
     if state.shutdown.is_cancelled() {
         return Err((StatusCode::SERVICE_UNAVAILABLE, "server is shutting down"));
     }
@@ -110,36 +72,7 @@ pub(crate) fn admit(
     {
         return Err((StatusCode::FORBIDDEN, "origin not allowed"));
     }
-    let counts = &state.conns;
-    let max = state.config.server.max_connections;
-    if counts.total.fetch_add(1, Ordering::Relaxed) >= max {
-        counts.total.fetch_sub(1, Ordering::Relaxed);
-        metrics::counter!("signal_connections_refused_total", "reason" => "max_connections")
-            .increment(1);
-        return Err((StatusCode::SERVICE_UNAVAILABLE, "connection limit reached"));
-    }
-    let ip = peer.ip();
-    let per_ip_max = sec.max_connections_per_ip as usize;
-    {
-        let mut n = counts.per_ip.entry(ip).or_insert(0);
-        if per_ip_max > 0 && *n >= per_ip_max {
-            drop(n);
-            counts.total.fetch_sub(1, Ordering::Relaxed);
-            metrics::counter!("signal_connections_refused_total", "reason" => "per_ip")
-                .increment(1);
-            return Err((
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many connections from this address",
-            ));
-        }
-        *n += 1;
-    }
-    metrics::gauge!("signal_connections", "endpoint" => endpoint).increment(1.0);
-    Ok(ConnSlot {
-        counts: counts.clone(),
-        ip,
-        endpoint,
-    })
+    Ok(state.conns.websocket(endpoint))
 }
 
 async fn binary_endpoint(
@@ -150,7 +83,6 @@ async fn binary_endpoint(
 ) -> Response {
     upgrade(
         state,
-        peer,
         &headers,
         ws,
         "binary",
@@ -159,11 +91,10 @@ async fn binary_endpoint(
     )
 }
 
-/// Admits the connection (limits, origin) and serves the upgraded WebSocket in the
+/// Admits the upgrade (drain, origin) and serves the upgraded WebSocket in the
 /// connection's one task.
 pub(crate) fn upgrade<F, Fut>(
     state: AppState,
-    peer: SocketAddr,
     headers: &HeaderMap,
     ws: Result<Upgrade, NotUpgrade>,
     endpoint: &'static str,
@@ -188,7 +119,7 @@ where
                 .into_response();
         }
     };
-    let slot = match admit(&state, peer, headers, endpoint) {
+    let slot = match admit(&state, headers, endpoint) {
         Ok(s) => s,
         Err((status, why)) => return refuse(status, why),
     };
@@ -208,7 +139,8 @@ pub async fn health(State(state): State<AppState>) -> Response {
         (Ok(()), Ok(registered)) => Json(json!({
             "status": "healthy",
             "timestamp": now,
-            "active_connections": state.conns.total(),
+            "active_connections": state.conns.websockets(),
+            "open_sockets": state.conns.sockets(),
             "registered_clients": registered,
             "webrtc_sessions": stats.members,
             "rooms": stats.rooms,
@@ -222,7 +154,8 @@ pub async fn health(State(state): State<AppState>) -> Response {
                 Json(json!({
                     "status": "unhealthy",
                     "timestamp": now,
-                    "active_connections": state.conns.total(),
+                    "active_connections": state.conns.websockets(),
+                    "open_sockets": state.conns.sockets(),
                     "error": "database unavailable",
                 })),
             )

@@ -24,7 +24,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use signal_core::{
     CoreError,
-    hub::{ConnectParams, Event, Outbound, Outbox, Session, Wire},
+    hub::{ConnectParams, Event, Outbound, Outbox, Overflow, PushError, Session, Wire},
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -140,7 +140,8 @@ pub(crate) struct Conn {
     pub(crate) received_at: std::time::Instant,
     /// Boxed: the limiter is larger than the pointer, and off in many deployments.
     limiter: Option<Box<DefaultDirectRateLimiter>>,
-    slow: bool,
+    /// Set when a reply overflowed the queue: the connection ends as a slow consumer.
+    slow: Option<Overflow>,
 }
 
 // === impl Conn ===
@@ -148,9 +149,9 @@ pub(crate) struct Conn {
 impl Conn {
     /// Queues a response; a full queue marks the connection as a slow consumer.
     pub(crate) fn reply(&mut self, frame: Bytes) {
-        if self.outbox.push(Outbound::Frame(frame)).is_err() {
+        if let Err(PushError::Full(over)) = self.outbox.push(Outbound::Frame(frame)) {
             metrics::counter!("signal_slow_consumer_disconnects_total").increment(1);
-            self.slow = true;
+            self.slow.get_or_insert(over);
         }
     }
 
@@ -184,7 +185,7 @@ impl Conn {
 /// What a connection holds until it ends: its slot in the connection counts and its
 /// place in the drain's task tracker.
 pub(crate) struct Guard {
-    pub(crate) _slot: crate::app::ConnSlot,
+    pub(crate) _slot: crate::accept::WsSlot,
     pub(crate) _token: tokio_util::task::task_tracker::TaskTrackerToken,
 }
 
@@ -211,6 +212,8 @@ impl End {
 /// What woke the driver.
 enum Wake {
     Message(Message),
+    /// A ping, answered (the latest of several pending) if within the rate limit.
+    Ping(Bytes),
     /// The client closed (close frame or end of stream).
     Closed,
     /// The client broke the WebSocket protocol.
@@ -234,8 +237,12 @@ struct Link {
     /// Encoded frames not yet written; empty (no allocation) when all is written.
     wbuf: BytesMut,
     read_size: usize,
-    /// Stop pulling from the queue once this much waits for the socket.
+    /// Stop pulling from the queue, and stop reading, once this much waits for the socket.
     write_size: usize,
+    /// The payload of the latest ping not yet answered: a pong is written only when the
+    /// write buffer has room, and a newer ping replaces an older one (RFC 6455 §5.5.3), so
+    /// a client that pings and never reads cannot grow the buffer.
+    pong: Option<Bytes>,
     opcode: Opcode,
     /// The queue had more than one batch the last time it was drained.
     more_queued: bool,
@@ -264,7 +271,7 @@ impl Link {
                 Ok(Some(msg)) => match msg {
                     Msg::Text(b) => return Some(Wake::Message(Message::Text(Text::new(b)))),
                     Msg::Binary(b) => return Some(Wake::Message(Message::Binary(b))),
-                    Msg::Ping(p) => frame::write_frame(&mut self.wbuf, Opcode::Pong, &p),
+                    Msg::Ping(p) => return Some(Wake::Ping(p)),
                     Msg::Pong(_) => {}
                     Msg::Close(_) => return Some(Wake::Closed),
                 },
@@ -322,6 +329,11 @@ impl Link {
             // Always registered with the queue: a close request wakes the task through it.
             if outbox.poll_ready(cx).is_ready() {
                 self.more_queued = true;
+            }
+            if self.wbuf.len() < self.write_size
+                && let Some(p) = self.pong.take()
+            {
+                frame::write_frame(&mut self.wbuf, Opcode::Pong, &p);
             }
             if self.more_queued && self.wbuf.len() < self.write_size {
                 let mut out = std::mem::take(&mut self.wbuf);
@@ -469,7 +481,7 @@ pub(crate) fn drive<D: Dialect>(
 ) -> impl Future<Output = ()> + Send {
     let cfg = state.config.clone();
     let s = &cfg.server;
-    let outbox = Outbox::new(s.outbound_queue.max(1));
+    let outbox = Outbox::with_limits(s.outbound_queue.max(1), s.outbound_queue_bytes);
     let limiter = if cfg.security.rate_limit_enabled {
         std::num::NonZeroU32::new(cfg.security.max_messages_per_minute)
             .map(|n| Box::new(RateLimiter::direct(Quota::per_minute(n))))
@@ -487,6 +499,7 @@ pub(crate) fn drive<D: Dialect>(
         wbuf: BytesMut::new(),
         read_size: s.read_buffer_size.max(256),
         write_size: s.write_buffer_size.max(256),
+        pong: None,
         opcode: if D::TEXT {
             Opcode::Text
         } else {
@@ -507,7 +520,7 @@ pub(crate) fn drive<D: Dialect>(
         stamp: None,
         received_at: started.into_std(),
         limiter,
-        slow: false,
+        slow: None,
     };
     let connect_timeout = Duration::from_secs(s.connection_timeout.max(1));
     let heartbeat_timeout = Duration::from_secs(cfg.heartbeat.timeout.max(1));
@@ -558,11 +571,15 @@ pub(crate) fn drive<D: Dialect>(
                         if conn.session.as_ref().is_some_and(|s| s.is_closing()) {
                             return Poll::Ready(Wake::HubClose);
                         }
-                        match link.poll_fill(cx) {
-                            Poll::Ready(Ok(true)) => continue,
-                            Poll::Ready(Ok(false)) => return Poll::Ready(Wake::Closed),
-                            Poll::Ready(Err(e)) => return Poll::Ready(Wake::Failed(e)),
-                            Poll::Pending => {}
+                        // Backpressure: while the socket does not take what waits for it,
+                        // nothing more is read (the socket's writability wakes the task).
+                        if link.wbuf.len() < link.write_size {
+                            match link.poll_fill(cx) {
+                                Poll::Ready(Ok(true)) => continue,
+                                Poll::Ready(Ok(false)) => return Poll::Ready(Wake::Closed),
+                                Poll::Ready(Err(e)) => return Poll::Ready(Wake::Failed(e)),
+                                Poll::Pending => {}
+                            }
                         }
                         if timer.as_mut().poll(cx).is_ready() {
                             let now = Instant::now();
@@ -593,6 +610,13 @@ pub(crate) fn drive<D: Dialect>(
                 })
                 .await;
                 match wake {
+                    Wake::Ping(p) => {
+                        // Control frames count toward the message rate; a ping over it
+                        // goes unanswered.
+                        if conn.within_rate() {
+                            link.pong = Some(p);
+                        }
+                    }
                     Wake::Message(msg) => {
                         link.hot.ws_in[endpoint].increment(1);
                         conn.received_at = link.last_in.into_std();
@@ -609,11 +633,10 @@ pub(crate) fn drive<D: Dialect>(
                         if let Flow::Close(code, reason) = flow {
                             break End::new(code, reason, "left");
                         }
-                        if conn.slow {
+                        if let Some(over) = conn.slow {
                             break End::new(
                                 1008,
-                                signal_core::hub::CloseReason::slow_consumer(outbox.capacity())
-                                    .reason,
+                                signal_core::hub::CloseReason::slow_consumer(over).reason,
                                 "disconnected",
                             );
                         }

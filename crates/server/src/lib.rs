@@ -1,6 +1,7 @@
 //! The signal-manager server: the HTTP/WebSocket listener, the binary dialect adapter,
 //! configuration, logging, start-up and drain. `main.rs` is a thin shell over [`run`].
 
+pub mod accept;
 pub mod app;
 pub mod binary;
 pub mod config;

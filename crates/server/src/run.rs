@@ -18,7 +18,8 @@ use tokio::task::JoinHandle;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    app::{AppState, ConnCounts, app},
+    accept::{Admit, ConnCounts},
+    app::{AppState, app},
     config::{Config, DatabaseBackend},
     metrics::MetricsListener,
 };
@@ -164,9 +165,8 @@ pub async fn start(
         let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
             .await
             .map_err(|e| StartError::Tls(e.to_string()))?;
-        // Signaling messages are small and latency-bound: no Nagle delay.
-        let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
-            .acceptor(axum_server::accept::NoDelayAcceptor::new());
+        let acceptor =
+            axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(admit(&state, false));
         let server = axum_server::from_tcp(listener)
             .map_err(|source| StartError::Bind {
                 addr: addr_text,
@@ -179,13 +179,12 @@ pub async fn start(
                 .serve(make),
         )
     } else {
-        // Signaling messages are small and latency-bound: no Nagle delay.
         let server = axum_server::from_tcp(listener)
             .map_err(|source| StartError::Bind {
                 addr: addr_text,
                 source,
             })?
-            .acceptor(axum_server::accept::NoDelayAcceptor::new());
+            .acceptor(admit(&state, true));
         tokio::spawn(
             with_header_timeout(server, header_timeout)
                 .handle(handle.clone())
@@ -200,6 +199,18 @@ pub async fn start(
         join,
         metrics,
     })
+}
+
+/// The main port's acceptor: the connection limits and the first-bytes clock, from accept.
+fn admit(state: &AppState, answer_refusals: bool) -> Admit {
+    let config = &state.config;
+    Admit {
+        counts: state.conns.clone(),
+        max_connections: config.server.max_connections,
+        max_per_ip: config.security.max_connections_per_ip as usize,
+        first_bytes_timeout: Duration::from_secs(config.server.header_read_timeout.max(1)),
+        answer_refusals,
+    }
 }
 
 /// Bounds how long a client may take to send its request headers (slowloris): axum's own

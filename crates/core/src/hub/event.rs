@@ -170,6 +170,40 @@ pub enum Event {
 }
 
 impl Event {
+    /// An estimate of the event's encoded size in bytes: its strings and values plus a
+    /// fixed allowance for the envelope.
+    pub fn size(&self) -> usize {
+        const ENVELOPE: usize = 128;
+        ENVELOPE
+            + match self {
+                Self::PeerJoined {
+                    room,
+                    client,
+                    metadata,
+                    ..
+                } => room.as_str().len() + client.as_str().len() + value_size(metadata),
+                Self::PeerLeft {
+                    room,
+                    client,
+                    reason,
+                } => room.as_str().len() + client.as_str().len() + reason.len(),
+                Self::RoomClosed { room, reason } => room.as_str().len() + reason.len(),
+                Self::Signal(s) => {
+                    let b = &s.body;
+                    s.from.as_str().len()
+                        + s.target.as_ref().map_or(0, |t| t.as_str().len())
+                        + s.room.as_ref().map_or(0, |r| r.as_str().len())
+                        + b.sdp.as_ref().map_or(0, String::len)
+                        + b.candidate.as_ref().map_or(0, value_size)
+                        + b.sdp_mid.as_ref().map_or(0, String::len)
+                        + b.extra
+                            .iter()
+                            .map(|(k, v)| k.len() + 4 + value_size(v))
+                            .sum::<usize>()
+                }
+            }
+    }
+
     /// Metric label.
     pub fn label(&self) -> &'static str {
         match self {
@@ -177,6 +211,23 @@ impl Event {
             Self::PeerLeft { .. } => "peer_left",
             Self::RoomClosed { .. } => "room_closed",
             Self::Signal(s) => s.kind.label(),
+        }
+    }
+}
+
+/// Roughly the bytes of `v` encoded as JSON. Payloads are bounded in nesting before they
+/// are decoded, so the recursion is too.
+fn value_size(v: &Value) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => 2 + a.iter().map(|x| value_size(x) + 1).sum::<usize>(),
+        Value::Object(o) => {
+            2 + o
+                .iter()
+                .map(|(k, x)| k.len() + 4 + value_size(x))
+                .sum::<usize>()
         }
     }
 }
@@ -192,6 +243,8 @@ pub struct Envelope {
     pub event: Event,
     /// When the hub accepted the event: writers measure relay latency from here.
     pub accepted_at: Instant,
+    /// An estimate of the event's encoded size, counted against queues' byte limits.
+    pub size: usize,
     cache: [OnceLock<Option<Bytes>>; WIRE_COUNT],
 }
 
@@ -205,6 +258,7 @@ impl Envelope {
     pub fn with_id(id: Uuid, event: Event) -> Arc<Self> {
         Arc::new(Self {
             id,
+            size: event.size(),
             event,
             accepted_at: Instant::now(),
             cache: Default::default(),
@@ -237,10 +291,10 @@ pub struct CloseReason {
 
 impl CloseReason {
     /// The client's outbound queue overflowed.
-    pub fn slow_consumer(capacity: usize) -> Self {
+    pub fn slow_consumer(over: super::outbox::Overflow) -> Self {
         Self {
             code: 1008,
-            reason: format!("slow consumer: {capacity} messages queued and unread"),
+            reason: format!("slow consumer: {over} queued and unread"),
             error: None,
         }
     }
@@ -271,6 +325,20 @@ impl CloseReason {
             code: 1001,
             reason: "server shutting down".into(),
             error: None,
+        }
+    }
+}
+
+impl Outbound {
+    /// The bytes this item holds, as counted against a queue's byte limit: the frame's
+    /// length for encoded items, an estimate of the encoding for events.
+    pub fn size(&self) -> usize {
+        match self {
+            Self::Frame(b) => b.len(),
+            Self::Forward {
+                stamp, body, head, ..
+            } => head.len() + stamp.len() + 1 + body.len(),
+            Self::Event(env) => env.size,
         }
     }
 }

@@ -13,7 +13,7 @@ pub use signal::SignalRequest;
 pub use event::{
     CloseReason, Envelope, Event, Outbound, Role, Signal, SignalBody, SignalKind, WIRE_COUNT, Wire,
 };
-pub use outbox::{Outbox, PushError};
+pub use outbox::{Outbox, Overflow, PushError};
 pub use room::{
     CreateRoomParams, JoinRoomParams, ParticipantInfo, RoomCreated, RoomInfo, RoomJoined,
 };

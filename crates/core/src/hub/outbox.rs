@@ -23,10 +23,28 @@ use super::event::{Outbound, Wire};
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
-    /// The queue holds `capacity` items: the consumer is not keeping up.
-    Full,
+    /// The queue is at one of its limits: the consumer is not keeping up.
+    Full(Overflow),
     /// The consumer is gone.
     Closed,
+}
+
+/// Which limit a full queue reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// It holds this many items.
+    Messages(usize),
+    /// The item would take it past this many bytes.
+    Bytes(usize),
+}
+
+impl std::fmt::Display for Overflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Messages(n) => write!(f, "{n} messages"),
+            Self::Bytes(n) => write!(f, "{n} bytes"),
+        }
+    }
 }
 
 /// A queue this long or longer is released once drained, so a burst does not pin memory.
@@ -37,6 +55,7 @@ const KEEP_CAPACITY: usize = 16;
 pub struct Outbox {
     items: Mutex<Queue>,
     capacity: usize,
+    max_bytes: usize,
     /// Set by a producer (or [`notify`](Self::notify)); taken by the consumer.
     ready: AtomicBool,
     waker: AtomicWaker,
@@ -47,6 +66,8 @@ pub struct Outbox {
 #[derive(Debug, Default)]
 struct Queue {
     items: VecDeque<Outbound>,
+    /// The sum of the items' [`Outbound::size`].
+    bytes: usize,
     closed: bool,
 }
 
@@ -55,9 +76,17 @@ struct Queue {
 impl Outbox {
     /// An empty queue refusing pushes beyond `capacity` items (at least 1).
     pub fn new(capacity: usize) -> Arc<Self> {
+        Self::with_limits(capacity, usize::MAX)
+    }
+
+    /// An empty queue refusing pushes beyond `capacity` items (at least 1) or beyond
+    /// `max_bytes` bytes of items. An item larger than `max_bytes` is still taken when the
+    /// queue is empty, so one message never exceeds the queue by itself.
+    pub fn with_limits(capacity: usize, max_bytes: usize) -> Arc<Self> {
         Arc::new(Self {
             items: Mutex::new(Queue::default()),
             capacity: capacity.max(1),
+            max_bytes,
             ready: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             wire: OnceLock::new(),
@@ -74,9 +103,19 @@ impl Outbox {
         let _ = self.wire.set(wire);
     }
 
-    /// The slow-consumer limit.
+    /// The slow-consumer limit in items.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// The slow-consumer limit in bytes.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// Bytes of the items waiting.
+    pub fn bytes(&self) -> usize {
+        self.items.lock().bytes
     }
 
     /// Appends an item; wakes the consumer if the queue was empty.
@@ -87,8 +126,13 @@ impl Outbox {
                 return Err(PushError::Closed);
             }
             if q.items.len() >= self.capacity {
-                return Err(PushError::Full);
+                return Err(PushError::Full(Overflow::Messages(self.capacity)));
             }
+            let size = item.size();
+            if !q.items.is_empty() && q.bytes.saturating_add(size) > self.max_bytes {
+                return Err(PushError::Full(Overflow::Bytes(self.max_bytes)));
+            }
+            q.bytes += size;
             q.items.push_back(item);
             q.items.len() == 1
         };
@@ -127,6 +171,7 @@ impl Outbox {
             let Some(item) = q.items.pop_front() else {
                 break;
             };
+            q.bytes -= item.size();
             if !f(item) {
                 break;
             }
@@ -139,7 +184,10 @@ impl Outbox {
 
     /// Takes the oldest item, if any.
     pub fn try_pop(&self) -> Option<Outbound> {
-        self.items.lock().items.pop_front()
+        let mut q = self.items.lock();
+        let item = q.items.pop_front()?;
+        q.bytes -= item.size();
+        Some(item)
     }
 
     /// Items waiting.
@@ -158,6 +206,7 @@ impl Outbox {
         let dropped = {
             let mut q = self.items.lock();
             q.closed = true;
+            q.bytes = 0;
             std::mem::take(&mut q.items)
         };
         drop(dropped);
@@ -190,7 +239,10 @@ mod tests {
         let q = Outbox::new(2);
         q.push(frame(1)).unwrap();
         q.push(frame(2)).unwrap();
-        assert_eq!(q.push(frame(3)), Err(PushError::Full));
+        assert_eq!(
+            q.push(frame(3)),
+            Err(PushError::Full(Overflow::Messages(2)))
+        );
         let mut got = vec![];
         assert!(!q.drain(8, |i| {
             got.push(byte(i));
@@ -262,7 +314,10 @@ mod tests {
         // Ready, and the consumer then waits on something else (the socket) in the
         // same poll: a close request must still reach it.
         assert!(q.poll_ready(&mut cx).is_ready());
-        assert_eq!(q.push(frame(2)), Err(PushError::Full));
+        assert_eq!(
+            q.push(frame(2)),
+            Err(PushError::Full(Overflow::Messages(1)))
+        );
         q.notify();
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
     }
@@ -275,5 +330,25 @@ mod tests {
         }
         q.drain(1000, |_| true);
         assert_eq!(q.items.lock().items.capacity(), 0);
+    }
+
+    #[test]
+    fn bounded_in_bytes_as_well() {
+        let q = Outbox::with_limits(100, 10);
+        let sized = |n: usize| Outbound::Frame(Bytes::from(vec![0u8; n]));
+        q.push(sized(6)).unwrap();
+        q.push(sized(4)).unwrap();
+        assert_eq!(q.bytes(), 10);
+        assert_eq!(q.push(sized(1)), Err(PushError::Full(Overflow::Bytes(10))));
+        assert!(q.try_pop().is_some());
+        assert_eq!(q.bytes(), 4);
+        q.push(sized(6)).unwrap();
+        q.drain(100, |_| true);
+        assert_eq!(q.bytes(), 0);
+        // An item over the limit is taken by an empty queue, and fills it.
+        q.push(sized(50)).unwrap();
+        assert_eq!(q.push(sized(1)), Err(PushError::Full(Overflow::Bytes(10))));
+        q.close();
+        assert_eq!(q.bytes(), 0);
     }
 }

@@ -102,10 +102,10 @@ impl Session {
     fn push(&self, item: Outbound) -> bool {
         match self.outbox.push(item) {
             Ok(()) => true,
-            Err(PushError::Full) => {
+            Err(PushError::Full(over)) => {
                 metrics::counter!("signal_slow_consumer_disconnects_total").increment(1);
-                tracing::info!(client_id = %self.client_id, session_id = %self.id, "slow consumer: closing");
-                self.close(CloseReason::slow_consumer(self.outbox.capacity()));
+                tracing::info!(client_id = %self.client_id, session_id = %self.id, limit = %over, "slow consumer: closing");
+                self.close(CloseReason::slow_consumer(over));
                 false
             }
             Err(PushError::Closed) => false,

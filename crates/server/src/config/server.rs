@@ -49,6 +49,9 @@ pub struct ServerConfig {
     /// Messages queued for one connection before it counts as a slow consumer and is
     /// disconnected.
     pub outbound_queue: usize,
+    /// Bytes of messages queued for one connection before it counts as a slow consumer
+    /// and is disconnected. A single message larger than this is still delivered.
+    pub outbound_queue_bytes: usize,
     /// Seconds a graceful shutdown waits for connections to drain; 0 closes them at once.
     pub shutdown_timeout: u64,
     /// Seconds a client has to send the HTTP request headers of the upgrade.
@@ -75,6 +78,7 @@ impl Default for ServerConfig {
             max_message_size: FRAME_HEADER_LEN + MAX_PAYLOAD_LEN,
             max_frame_size: None,
             outbound_queue: 256,
+            outbound_queue_bytes: 512 * 1024,
             shutdown_timeout: 10,
             header_read_timeout: 10,
             worker_threads: None,
@@ -131,6 +135,12 @@ impl ServerConfig {
             }
         }
         c.between("server.outbound_queue", self.outbound_queue, 1, 65_536);
+        c.between(
+            "server.outbound_queue_bytes",
+            self.outbound_queue_bytes,
+            MIN_SIZE_LIMIT,
+            MAX_SIZE_LIMIT,
+        );
         if self.tls_enabled {
             check_tls_file(c, "server.tls_cert_path", self.tls_cert_path.as_deref());
             check_tls_file(c, "server.tls_key_path", self.tls_key_path.as_deref());

@@ -49,6 +49,13 @@ pub(crate) struct Credential {
     client_id: Option<String>,
 }
 
+/// Parses a JSON dialect's message, refusing nesting past the decoders' limit before
+/// `serde_json` recurses. The error reads as the message's fault.
+pub(crate) fn parse(text: &str) -> Result<Value, String> {
+    signal_protocol::depth::check_json(text.as_bytes()).map_err(|e| e.to_string())?;
+    serde_json::from_str(text).map_err(|e| e.to_string())
+}
+
 fn credential(headers: &HeaderMap, query: &HashMap<String, String>) -> Credential {
     let nonempty = |s: &String| !s.trim().is_empty();
     let token = query
@@ -141,7 +148,6 @@ pub(crate) async fn ws_endpoint(
     let cred = credential(&headers, &query);
     upgrade(
         state,
-        peer,
         &headers,
         ws,
         "ws",
@@ -167,7 +173,6 @@ pub(crate) async fn room_path_endpoint(
     let cred = credential(&headers, &query);
     upgrade(
         state,
-        peer,
         &headers,
         ws,
         "room_path",
@@ -318,7 +323,7 @@ impl AsyncDialect for Ws {
                 return Flow::Continue;
             }
         };
-        let parsed: Result<Value, _> = serde_json::from_str(text.as_str());
+        let parsed = parse(text.as_str());
         let shape = match self.shape {
             Some(s) => s,
             None => {

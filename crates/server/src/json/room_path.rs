@@ -166,7 +166,7 @@ impl AsyncDialect for RoomPath {
                 return Flow::Continue;
             }
         };
-        let value: Value = match serde_json::from_str(text.as_str()) {
+        let value: Value = match super::parse(text.as_str()) {
             Ok(v) => v,
             Err(e) => {
                 send_error(
