@@ -239,9 +239,9 @@ struct Link {
     read_size: usize,
     /// Stop pulling from the queue, and stop reading, once this much waits for the socket.
     write_size: usize,
-    /// The payload of the latest ping not yet answered: a pong is written only when the
-    /// write buffer has room, and a newer ping replaces an older one (RFC 6455 §5.5.3), so
-    /// a client that pings and never reads cannot grow the buffer.
+    /// The payload of the latest ping not yet answered while the write buffer was full: it
+    /// is written once the buffer has room, and a newer ping replaces it (RFC 6455
+    /// §5.5.3), so a client that pings and never reads cannot grow the buffer.
     pong: Option<Bytes>,
     opcode: Opcode,
     /// The queue had more than one batch the last time it was drained.
@@ -612,9 +612,14 @@ pub(crate) fn drive<D: Dialect>(
                 match wake {
                     Wake::Ping(p) => {
                         // Control frames count toward the message rate; a ping over it
-                        // goes unanswered.
+                        // goes unanswered. A client that reads gets a pong for every ping;
+                        // while the write buffer is full, only the latest waits.
                         if conn.within_rate() {
-                            link.pong = Some(p);
+                            if link.pong.is_none() && link.wbuf.len() < link.write_size {
+                                frame::write_frame(&mut link.wbuf, Opcode::Pong, &p);
+                            } else {
+                                link.pong = Some(p);
+                            }
                         }
                     }
                     Wake::Message(msg) => {

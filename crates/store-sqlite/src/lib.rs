@@ -34,10 +34,11 @@
 //! database URL.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -85,12 +86,41 @@ impl Default for SqliteOptions {
 /// A [`Store`] on an embedded SQLite database.
 #[derive(Debug)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    inner: Arc<Inner>,
     /// The writer task's queue (see [`writer`]).
     writes: mpsc::UnboundedSender<WriteJob>,
     timeout: Duration,
-    closed: AtomicBool,
 }
+
+/// What the store, its writer task and its health monitor share.
+#[derive(Debug)]
+struct Inner {
+    /// Replaced (not mutated) when the database is reopened after a fault.
+    pool: RwLock<SqlitePool>,
+    /// The database file and the file it was when opened (`None` in memory).
+    file: Option<FileWatch>,
+    /// Why the store cannot take writes now; `None` while it is healthy.
+    fault: Mutex<Option<String>>,
+    /// A write failed as "unavailable": the monitor probes whether the store still
+    /// takes writes.
+    suspect: AtomicBool,
+    closed: AtomicBool,
+    connect: SqliteConnectOptions,
+    max_connections: u32,
+    timeout: Duration,
+}
+
+/// The database file, known by its device and inode: a file removed, or another file
+/// moved to its path, is noticed before a write is acknowledged into it.
+#[derive(Debug)]
+struct FileWatch {
+    path: PathBuf,
+    id: Mutex<Option<(u64, u64)>>,
+}
+
+/// How often the health monitor looks at the file and, while the store is faulty,
+/// tries to reopen it.
+const MONITOR_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a URL is not accepted (the URL itself is not echoed: it could hold a password).
 const BAD_URL: &str =
@@ -121,54 +151,52 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT)
             .synchronous(SqliteSynchronous::Normal);
-        let mut pool = SqlitePoolOptions::new().acquire_timeout(opts.operation_timeout);
-        if in_memory {
-            // One connection that never closes: the database dies with its last connection.
-            pool = pool
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None);
-        } else {
-            connect = connect
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal);
-            let file = connect.get_filename().to_owned();
-            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut file = None;
+        if !in_memory {
+            connect = connect.journal_mode(SqliteJournalMode::Wal);
+            let path = connect.get_filename().to_owned();
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 create_dir(dir)?;
             }
-            pool = pool.max_connections(opts.max_connections.max(1));
+            file = Some(FileWatch {
+                path,
+                id: Mutex::new(None),
+            });
         }
-
-        // The first connection (which switches the file to WAL) and the migrations run alone,
-        // before any other connection exists.
-        let pool = tokio::time::timeout(opts.operation_timeout, pool.connect_with(connect))
-            .await
-            .map_err(|_| {
-                StoreError::Unavailable(format!(
-                    "opening the database timed out after {:?}",
-                    opts.operation_timeout
-                ))
-            })?
-            .map_err(classify)?;
-        if let Err(e) = MIGRATOR.run(&pool).await {
-            pool.close().await;
-            return Err(StoreError::Internal(format!("migrating the database: {e}")));
+        let pool = connect_pool(
+            &connect.clone().create_if_missing(true),
+            in_memory,
+            opts.max_connections,
+            opts.operation_timeout,
+        )
+        .await?;
+        if let Some(f) = &file {
+            *lock(&f.id) = file_id(&f.path);
         }
         tracing::info!(in_memory, "sqlite store opened");
+        let inner = Arc::new(Inner {
+            pool: RwLock::new(pool),
+            file,
+            fault: Mutex::new(None),
+            suspect: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            connect,
+            max_connections: opts.max_connections,
+            timeout: opts.operation_timeout,
+        });
         let (writes, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(writer(pool.clone(), jobs));
+        tokio::spawn(writer(inner.clone(), jobs));
+        tokio::spawn(monitor(Arc::downgrade(&inner), writes.clone()));
         Ok(SqliteStore {
-            pool,
+            inner,
             writes,
             timeout: opts.operation_timeout,
-            closed: AtomicBool::new(false),
         })
     }
 
-    /// The connection pool (for tests and diagnostics).
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// The connection pool in use (for tests and diagnostics).
+    pub fn pool(&self) -> SqlitePool {
+        self.inner.pool()
     }
 
     /// Runs one store operation, bounded by the operation timeout.
@@ -177,7 +205,7 @@ impl SqliteStore {
         op: &'static str,
         fut: impl Future<Output = Result<T, StoreError>> + Send,
     ) -> Result<T, StoreError> {
-        if self.closed.load(Ordering::SeqCst) || self.pool.is_closed() {
+        if self.inner.closed.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("the store is closed".into()));
         }
         match tokio::time::timeout(self.timeout, fut).await {
@@ -196,16 +224,201 @@ impl SqliteStore {
     /// that includes it. Bounded by the operation timeout like every operation; a write
     /// whose caller gave up before its turn is not run.
     async fn write(&self, op: &'static str, f: WriteFn) -> Result<u64, StoreError> {
-        self.run(op, async {
-            let (reply, done) = oneshot::channel();
-            self.writes
-                .send(WriteJob { f, reply })
-                .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
-            done.await
-                .map_err(|_| StoreError::Unavailable("the store's writer stopped".into()))?
-        })
-        .await
+        self.run(op, submit(&self.writes, f, false)).await
     }
+}
+
+/// Hands a write to the writer task and waits for its answer.
+async fn submit(
+    writes: &mpsc::UnboundedSender<WriteJob>,
+    f: WriteFn,
+    probe: bool,
+) -> Result<u64, StoreError> {
+    let (reply, done) = oneshot::channel();
+    writes
+        .send(WriteJob { f, reply, probe })
+        .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+    done.await
+        .map_err(|_| StoreError::Unavailable("the store's writer stopped".into()))?
+}
+
+/// Opens a pool and brings the schema up to date; the first connection (which switches
+/// the file to WAL) and the migrations run alone, before any other connection exists.
+async fn connect_pool(
+    connect: &SqliteConnectOptions,
+    in_memory: bool,
+    max_connections: u32,
+    timeout: Duration,
+) -> Result<SqlitePool, StoreError> {
+    let mut pool = SqlitePoolOptions::new().acquire_timeout(timeout);
+    pool = if in_memory {
+        // One connection that never closes: the database dies with its last connection.
+        pool.max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+    } else {
+        pool.max_connections(max_connections.max(1))
+    };
+    let pool = tokio::time::timeout(timeout, pool.connect_with(connect.clone()))
+        .await
+        .map_err(|_| {
+            StoreError::Unavailable(format!("opening the database timed out after {timeout:?}"))
+        })?
+        .map_err(classify)?;
+    if let Err(e) = MIGRATOR.run(&pool).await {
+        pool.close().await;
+        return Err(StoreError::Internal(format!("migrating the database: {e}")));
+    }
+    Ok(pool)
+}
+
+/// Locks a mutex, taking over one a panicking holder poisoned (the data is plain state).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The file's device and inode, or `None` if there is no file at `path`.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+// === impl Inner ===
+
+impl Inner {
+    fn pool(&self) -> SqlitePool {
+        self.pool
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn fault(&self) -> Option<String> {
+        lock(&self.fault).clone()
+    }
+
+    /// Marks the store faulty (the first reason is kept until it recovers).
+    fn set_fault(&self, why: String) {
+        let mut f = lock(&self.fault);
+        if f.is_none() {
+            tracing::error!(reason = %why, "database unavailable: writes are refused until it recovers");
+            *f = Some(why);
+        }
+    }
+
+    /// Whether the database file is still the one the pool has open.
+    fn check_file(&self) -> Result<(), String> {
+        let Some(f) = &self.file else { return Ok(()) };
+        let opened = *lock(&f.id);
+        match file_id(&f.path) {
+            None => Err(format!(
+                "the database file {} is gone (removed, or its directory deleted)",
+                f.path.display()
+            )),
+            Some(now) if Some(now) != opened => Err(format!(
+                "the database file {} was replaced by another file",
+                f.path.display()
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Fails with the fault, if there is one or the file check finds one.
+    fn usable(&self) -> Result<(), StoreError> {
+        if let Some(why) = self.fault() {
+            return Err(StoreError::Unavailable(why));
+        }
+        self.check_file().map_err(|why| {
+            self.set_fault(why.clone());
+            StoreError::Unavailable(why)
+        })
+    }
+
+    /// Opens the database file afresh (it must exist: a removed database is not silently
+    /// replaced by an empty one) and swaps the pool.
+    async fn reopen(&self) -> Result<(), String> {
+        let Some(f) = &self.file else { return Ok(()) };
+        if file_id(&f.path).is_none() {
+            return Err(format!(
+                "the database file {} is gone (removed, or its directory deleted); restore it, or restart the server to create a new one",
+                f.path.display()
+            ));
+        }
+        // The old connections close first: the last one to close removes the WAL at the
+        // path, which must not be the new connections' WAL.
+        self.pool().close().await;
+        let pool = connect_pool(&self.connect, false, self.max_connections, self.timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        let id = file_id(&f.path);
+        *self
+            .pool
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = pool;
+        *lock(&f.id) = id;
+        Ok(())
+    }
+}
+
+/// Watches the store's health: notices a removed or replaced file, probes with a write
+/// after a write failed as unavailable, and, while the store is faulty, reopens it and
+/// clears the fault once a write goes through again. Ends with the store.
+async fn monitor(inner: Weak<Inner>, writes: mpsc::UnboundedSender<WriteJob>) {
+    let mut tick = tokio::time::interval(MONITOR_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        if inner.fault().is_none() {
+            if let Err(why) = inner.check_file() {
+                inner.set_fault(why);
+            } else if inner.suspect.swap(false, Ordering::SeqCst)
+                && let Err(e) = probe(&inner, &writes).await
+            {
+                inner.set_fault(e.to_string());
+            }
+            continue;
+        }
+        let recovered = match inner.reopen().await {
+            Ok(()) => probe(&inner, &writes).await.map_err(|e| e.to_string()),
+            Err(why) => Err(why),
+        };
+        match recovered {
+            Ok(()) => {
+                *lock(&inner.fault) = None;
+                inner.suspect.store(false, Ordering::SeqCst);
+                tracing::warn!("database available again: writes are accepted");
+            }
+            Err(why) => tracing::debug!(reason = %why, "database still unavailable"),
+        }
+    }
+}
+
+/// A real write through the writer (the header's user version, rewritten unchanged):
+/// proves the database takes and commits writes.
+async fn probe(inner: &Inner, writes: &mpsc::UnboundedSender<WriteJob>) -> Result<(), StoreError> {
+    let f = job(|tx| {
+        Box::pin(async move {
+            let v: i64 = sqlx::query_scalar("PRAGMA user_version")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(classify)?;
+            // `v` is an integer read from the database: nothing to inject.
+            sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {v}")))
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            Ok(0)
+        })
+    });
+    tokio::time::timeout(inner.timeout, submit(writes, f, true))
+        .await
+        .map_err(|_| StoreError::Unavailable("the health probe timed out".into()))?
+        .map(drop)
 }
 
 /// One write: the statements to run on the writer's connection, inside its transaction.
@@ -228,6 +441,8 @@ where
 struct WriteJob {
     f: WriteFn,
     reply: oneshot::Sender<Result<u64, StoreError>>,
+    /// The health monitor's probe: runs while the store is marked faulty.
+    probe: bool,
 }
 
 /// Most writes committed together.
@@ -240,8 +455,10 @@ const MAX_BATCH: usize = 128;
 /// join storm) meets in SQLite's busy handler, which sleeps and retries with growing
 /// pauses; and every write pays a commit (its pages appended to the WAL, checksummed,
 /// the WAL index updated). Here a burst costs one commit per batch, and nobody sleeps.
-/// A write is still answered only after the commit that holds it.
-async fn writer(pool: SqlitePool, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
+/// A write is still answered only after the commit that holds it, and only while the
+/// database file is the one opened: a write into a removed or replaced file would be
+/// lost, so it fails instead.
+async fn writer(inner: Arc<Inner>, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = jobs.recv().await {
         batch.push(first);
@@ -251,23 +468,48 @@ async fn writer(pool: SqlitePool, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
                 Err(_) => break,
             }
         }
-        commit_batch(&pool, &mut batch).await;
+        commit_batch(&inner, &mut batch).await;
+        if inner.closed.load(Ordering::SeqCst) {
+            // The store closed: its pool is closing; what still comes is refused.
+            for j in std::iter::from_fn(|| jobs.try_recv().ok()) {
+                let _ = j
+                    .reply
+                    .send(Err(StoreError::Unavailable("the store is closed".into())));
+            }
+        }
     }
 }
 
-async fn commit_batch(pool: &SqlitePool, batch: &mut Vec<WriteJob>) {
+async fn commit_batch(inner: &Inner, batch: &mut Vec<WriteJob>) {
     // A caller that timed out has already answered its client: do not write behind it.
     batch.retain(|j| !j.reply.is_closed());
     if batch.is_empty() {
         return;
     }
-    let mut tx = match pool.begin_with("BEGIN IMMEDIATE").await {
+    let refuse = |batch: &mut Vec<WriteJob>, e: &StoreError| {
+        for j in batch.drain(..) {
+            let _ = j.reply.send(Err(e.clone()));
+        }
+    };
+    // Probes run whatever the fault; other writes only while the store is usable.
+    if let Err(e) = inner.usable() {
+        let (probes, mut others): (Vec<_>, Vec<_>) = batch.drain(..).partition(|j| j.probe);
+        refuse(&mut others, &e);
+        *batch = probes;
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(why) = inner.check_file() {
+            refuse(batch, &StoreError::Unavailable(why));
+            return;
+        }
+    }
+    let mut tx = match inner.pool().begin_with("BEGIN IMMEDIATE").await {
         Ok(tx) => tx,
         Err(e) => {
             let e = classify(e);
-            for j in batch.drain(..) {
-                let _ = j.reply.send(Err(e.clone()));
-            }
+            note_unavailable(inner, &e);
+            refuse(batch, &e);
             return;
         }
     };
@@ -275,7 +517,7 @@ async fn commit_batch(pool: &SqlitePool, batch: &mut Vec<WriteJob>) {
     batch.retain(|j| !j.reply.is_closed());
     let alone = batch.len() == 1;
     let mut results = Vec::with_capacity(batch.len());
-    for WriteJob { f, reply } in batch.drain(..) {
+    for WriteJob { f, reply, .. } in batch.drain(..) {
         let r = if alone {
             f(&mut tx).await
         } else {
@@ -287,14 +529,32 @@ async fn commit_batch(pool: &SqlitePool, batch: &mut Vec<WriteJob>) {
         // Nothing to keep: undo the failed write's earlier statements.
         tx.rollback().await.map_err(classify)
     } else {
-        tx.commit().await.map_err(classify)
+        // The file is checked once more just before the commit acknowledges the batch.
+        match inner.check_file() {
+            Ok(()) => tx.commit().await.map_err(classify),
+            Err(why) => {
+                inner.set_fault(why.clone());
+                let _ = tx.rollback().await;
+                Err(StoreError::Unavailable(why))
+            }
+        }
     };
     for (reply, r) in results {
         let r = match &outcome {
             Ok(()) => r,
             Err(e) => r.and(Err(e.clone())),
         };
+        if let Err(e) = &r {
+            note_unavailable(inner, e);
+        }
         let _ = reply.send(r);
+    }
+}
+
+/// A write that failed as unavailable makes the monitor probe the store.
+fn note_unavailable(inner: &Inner, e: &StoreError) {
+    if matches!(e, StoreError::Unavailable(_)) {
+        inner.suspect.store(true, Ordering::SeqCst);
     }
 }
 
@@ -666,8 +926,9 @@ async fn delete_member(
 impl Store for SqliteStore {
     async fn health(&self) -> Result<(), StoreError> {
         self.run("health", async {
+            self.inner.usable()?;
             sqlx::query("SELECT 1")
-                .execute(&self.pool)
+                .execute(&self.inner.pool())
                 .await
                 .map_err(classify)?;
             Ok(())
@@ -719,7 +980,7 @@ impl Store for SqliteStore {
         self.run("get_client", async {
             let row = sqlx::query("SELECT * FROM registered_clients WHERE client_id = ?")
                 .bind(client_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.inner.pool())
                 .await
                 .map_err(classify)?;
             row.as_ref().map(client_from_row).transpose()
@@ -769,7 +1030,7 @@ impl Store for SqliteStore {
     async fn count_clients(&self) -> Result<u64, StoreError> {
         self.run("count_clients", async {
             let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM registered_clients")
-                .fetch_one(&self.pool)
+                .fetch_one(&self.inner.pool())
                 .await
                 .map_err(classify)?;
             u64::try_from(n).map_err(|e| corrupt("COUNT(*)", e))
@@ -952,7 +1213,7 @@ impl Store for SqliteStore {
     async fn active_rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {
         self.run("active_rooms", async {
             let found = sqlx::query("SELECT * FROM webrtc_rooms ORDER BY created_at, rowid")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.inner.pool())
                 .await
                 .map_err(classify)?;
             rows(found, room_from_row)
@@ -964,7 +1225,7 @@ impl Store for SqliteStore {
         self.run("get_room", async {
             let row = sqlx::query("SELECT * FROM webrtc_rooms WHERE room_id = ?")
                 .bind(room_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.inner.pool())
                 .await
                 .map_err(classify)?;
             row.as_ref().map(room_from_row).transpose()
@@ -978,7 +1239,7 @@ impl Store for SqliteStore {
                 "SELECT * FROM client_in_room WHERE room_id = ? ORDER BY joined_at, rowid",
             )
             .bind(room_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.inner.pool())
             .await
             .map_err(classify)?;
             rows(found, member_from_row)
@@ -995,7 +1256,7 @@ impl Store for SqliteStore {
                 "SELECT * FROM webrtc_clients WHERE room_id = ? ORDER BY joined_at, rowid",
             )
             .bind(room_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.inner.pool())
             .await
             .map_err(classify)?;
             rows(found, webrtc_client_from_row)
@@ -1009,7 +1270,7 @@ impl Store for SqliteStore {
                 "SELECT * FROM room_created WHERE room_id = ? ORDER BY created_at, rowid",
             )
             .bind(room_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.inner.pool())
             .await
             .map_err(classify)?;
             rows(found, created_from_row)
@@ -1026,7 +1287,7 @@ impl Store for SqliteStore {
                 "SELECT * FROM terminated_rooms WHERE room_id = ? ORDER BY terminated_at, rowid",
             )
             .bind(room_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.inner.pool())
             .await
             .map_err(classify)?;
             rows(found, terminated_from_row)
@@ -1044,7 +1305,7 @@ impl Store for SqliteStore {
                  ORDER BY left_at, rowid",
             )
             .bind(room_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.inner.pool())
             .await
             .map_err(classify)?;
             rows(found, history_from_row)
@@ -1053,9 +1314,9 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
+        self.inner.closed.store(true, Ordering::SeqCst);
         // Waits for checked-out connections to come back; closing the last one checkpoints
         // the WAL into the database file.
-        self.pool.close().await;
+        self.inner.pool().close().await;
     }
 }

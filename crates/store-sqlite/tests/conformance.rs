@@ -828,7 +828,7 @@ async fn sqlite_memory_databases_are_private() {
 async fn sqlite_pragmas_and_storage_format() {
     let dir = tempfile::tempdir().unwrap();
     let s = open_file(&dir.path().join("store.db")).await;
-    let pool = s.pool();
+    let pool = &s.pool();
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(pool)
         .await
