@@ -41,6 +41,9 @@ use crate::{
     },
 };
 
+/// Most reads made while waiting for the client's close after the server's.
+const LINGER_READS: usize = 16;
+
 /// Largest read that lands on the stack when nothing is buffered.
 const STACK_READ: usize = 16 * 1024;
 
@@ -611,15 +614,23 @@ pub(crate) fn drive<D: Dialect>(
                 .await;
                 match wake {
                     Wake::Ping(p) => {
-                        // Control frames count toward the message rate; a ping over it
-                        // goes unanswered. A client that reads gets a pong for every ping;
-                        // while the write buffer is full, only the latest waits.
-                        if conn.within_rate() {
-                            if link.pong.is_none() && link.wbuf.len() < link.write_size {
-                                frame::write_frame(&mut link.wbuf, Opcode::Pong, &p);
-                            } else {
-                                link.pong = Some(p);
-                            }
+                        // Control frames count toward the message rate: a ping over it
+                        // ends the connection. A client that reads gets a pong for every
+                        // ping; while the write buffer is full, only the latest waits.
+                        if !conn.within_rate() {
+                            let n = conn.state.config.security.max_messages_per_minute;
+                            break End::new(
+                                1008,
+                                format!(
+                                    "rate limit exceeded: pings count toward the {n} messages per minute"
+                                ),
+                                "disconnected",
+                            );
+                        }
+                        if link.pong.is_none() && link.wbuf.len() < link.write_size {
+                            frame::write_frame(&mut link.wbuf, Opcode::Pong, &p);
+                        } else {
+                            link.pong = Some(p);
                         }
                     }
                     Wake::Message(msg) => {
@@ -755,11 +766,16 @@ async fn finish(mut link: Link, outbox: &Outbox, end: End, drain: bool) {
         .await
         .is_ok_and(|r| r.is_ok())
     {
-        // Read (and drop) until the client's close or the end of the stream.
+        // Read (and drop) until the client's close or the end of the stream. Everything
+        // buffered is decoded before the next read, so what is read never piles up.
+        // A client that keeps sending instead of closing gets a few reads, not a second
+        // of them.
         let linger = async {
-            loop {
-                if let Some(Wake::Closed | Wake::Invalid(_)) = link.poll_decoded() {
-                    return;
+            for _ in 0..LINGER_READS {
+                while let Some(wake) = link.poll_decoded() {
+                    if let Wake::Closed | Wake::Invalid(_) = wake {
+                        return;
+                    }
                 }
                 match poll_fn(|cx| link.poll_fill(cx)).await {
                     Ok(true) => {}

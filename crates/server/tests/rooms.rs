@@ -514,11 +514,25 @@ async fn json_and_cbor_members_each_get_events_in_their_own_encoding() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_off_and_others_carry_on() {
+    cut_off_when_not_reading(|c| c.server.outbound_queue = 8).await;
+}
+
+#[tokio::test]
+async fn a_queue_is_bounded_in_bytes_as_well_as_messages() {
+    // 65,536 queued 60 KB offers would be 3.9 GB: the byte bound cuts Bob off first.
+    cut_off_when_not_reading(|c| {
+        c.server.outbound_queue = 65_536;
+        c.server.outbound_queue_bytes = 256 * 1024;
+    })
+    .await;
+}
+
+async fn cut_off_when_not_reading(f: impl FnOnce(&mut signal_server::config::Config)) {
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
 
     let s = TestServer::start_with(|c| {
-        c.server.outbound_queue = 8;
+        f(c);
         c.security.rate_limit_enabled = false;
     })
     .await;
