@@ -5,6 +5,8 @@
 pub mod codec;
 pub mod depth;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod payload;
 pub mod signal_check;
 pub mod types;

@@ -7,6 +7,8 @@ pub mod binary;
 pub mod config;
 pub(crate) mod conn;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod json;
 pub mod metrics;
@@ -14,5 +16,6 @@ pub mod run;
 pub mod telemetry;
 pub mod wire;
 pub(crate) mod ws;
+pub mod ws_echo;
 
 pub use run::{Running, StartError, start};

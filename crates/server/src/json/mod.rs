@@ -14,7 +14,7 @@
 pub mod altair;
 pub mod room_path;
 pub mod simple;
-mod translate;
+pub(crate) mod translate;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
@@ -203,6 +203,14 @@ enum Shape {
 /// Tells the dialect from a message: an upper-case `type` is altair, a lower-case one
 /// simple; without a telling `type`, `room_id`/`peer_id`/`target_id` mean altair and
 /// `room`/`sender`/`recipient` simple.
+/// Which dialect a message is in, by name (for the fuzz targets).
+pub(crate) fn shape_of(v: &Value) -> Option<&'static str> {
+    detect(v).map(|s| match s {
+        Shape::Altair => "altair",
+        Shape::Simple => "simple",
+    })
+}
+
 fn detect(v: &Value) -> Option<Shape> {
     let obj = v.as_object()?;
     if let Some(t) = obj.get("type").and_then(Value::as_str) {

@@ -226,6 +226,26 @@ struct Header {
 struct Partial {
     text: bool,
     data: BytesMut,
+    /// For text: how much of `data` is known to be valid UTF-8 (the rest is at most the
+    /// start of one character cut by a fragment boundary).
+    checked: usize,
+}
+
+impl Partial {
+    /// Checks the text received so far, so invalid UTF-8 is refused at the fragment where
+    /// it appears rather than at the message's end.
+    fn check_utf8(&mut self) -> Result<(), WsError> {
+        if !self.text {
+            return Ok(());
+        }
+        match std::str::from_utf8(&self.data[self.checked..]) {
+            Ok(_) => self.checked = self.data.len(),
+            // An error with no length is a character cut at the end: it may complete.
+            Err(e) if e.error_len().is_none() => self.checked += e.valid_up_to(),
+            Err(_) => return Err(WsError::InvalidUtf8),
+        }
+        Ok(())
+    }
 }
 
 /// Incremental decoder for one connection.
@@ -294,10 +314,13 @@ impl Decoder {
                     let mut data = BytesMut::with_capacity(h.payload_len);
                     data.extend_from_slice(payload);
                     buf.advance(total);
-                    self.partial = Some(Partial {
+                    let mut partial = Partial {
                         text: h.kind == Kind::Text,
                         data,
-                    });
+                        checked: 0,
+                    };
+                    partial.check_utf8()?;
+                    self.partial = Some(partial);
                 }
                 Kind::Continuation => {
                     let Some(partial) = self.partial.as_mut() else {
@@ -306,10 +329,23 @@ impl Decoder {
                     };
                     partial.data.extend_from_slice(payload);
                     buf.advance(total);
+                    partial.check_utf8()?;
                     if h.fin
-                        && let Some(Partial { text, data }) = self.partial.take()
+                        && let Some(Partial {
+                            text,
+                            data,
+                            checked,
+                        }) = self.partial.take()
                     {
-                        return data_message(text, data.freeze()).map(Some);
+                        // What was checked fragment by fragment is not checked again.
+                        if text && checked != data.len() {
+                            return Err(WsError::InvalidUtf8);
+                        }
+                        return Ok(Some(if text {
+                            Msg::Text(data.freeze())
+                        } else {
+                            Msg::Binary(data.freeze())
+                        }));
                     }
                 }
                 Kind::Close | Kind::Ping | Kind::Pong => {
@@ -1073,6 +1109,22 @@ mod tests {
             decode_one(BIG, &client(BINARY, true, &[0xFF])),
             Ok(Some(Msg::Binary(Bytes::from_static(&[0xFF]))))
         );
+    }
+
+    #[test]
+    fn invalid_utf8_refused_at_the_fragment_where_it_appears() {
+        let mut dec = Decoder::new(BIG);
+        // A valid first fragment ending in the first byte of a 4-byte character.
+        let mut buf = BytesMut::from(&client(TEXT, false, &[0xce, 0xba, 0xf4])[..]);
+        assert_eq!(dec.decode(&mut buf), Ok(None));
+        // The next fragment makes it invalid: refused now, before the message ends.
+        buf.extend_from_slice(&client(CONT, false, &[0x90]));
+        assert_eq!(dec.decode(&mut buf), Err(WsError::InvalidUtf8));
+        // A character cut at the last fragment's end is invalid too.
+        let mut dec = Decoder::new(BIG);
+        let mut buf = BytesMut::from(&client(TEXT, false, b"ok")[..]);
+        buf.extend_from_slice(&client(CONT, true, &[0xc3]));
+        assert_eq!(dec.decode(&mut buf), Err(WsError::InvalidUtf8));
     }
 
     #[test]
