@@ -6,6 +6,7 @@
 //!
 //! Loopback only: every scenario refuses a target outside 127.0.0.0/8.
 
+pub mod abuse;
 pub mod floor;
 pub mod group;
 pub mod payload;
@@ -14,6 +15,7 @@ pub mod scenario;
 pub mod stats;
 pub mod target;
 
+pub use abuse::{AbuseOpts, abuse};
 pub use scenario::{
     Common, FanoutOpts, IdleOpts, RelayOpts, StormOpts, fanout, idle, relay, run_local, storm,
 };

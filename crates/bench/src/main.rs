@@ -5,8 +5,8 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 use signal_bench::{
-    Common, Endpoint, FanoutOpts, IdleOpts, RelayOpts, StormOpts, Target, fanout, idle, relay,
-    run_id, run_local, source_net, storm,
+    AbuseOpts, Common, Endpoint, FanoutOpts, IdleOpts, RelayOpts, StormOpts, Target, abuse, fanout,
+    idle, relay, run_id, run_local, source_net, storm,
 };
 
 /// Load generator for signaling servers over loopback.
@@ -101,6 +101,39 @@ enum Command {
         /// instead of one per receiver.
         #[arg(long)]
         broadcast: bool,
+    },
+    /// Healthy pairs relaying at a fixed rate, alone and then while hostile clients attack
+    /// from another address: the pairs' p99 in both rounds and the server's peak RSS.
+    Abuse {
+        #[command(flatten)]
+        g: Global,
+        /// Healthy pairs.
+        #[arg(long, default_value_t = 50)]
+        pairs: u32,
+        /// Offered messages/s over all healthy pairs.
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        /// Measured seconds of each round.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Seconds of warm-up of each round.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// Ping flooders (pings without reading).
+        #[arg(long, default_value_t = 4)]
+        ping_flooders: u32,
+        /// Clients sending CBOR nesting bombs.
+        #[arg(long, default_value_t = 2)]
+        bombers: u32,
+        /// Slowloris clients (a request head a byte a second).
+        #[arg(long, default_value_t = 20)]
+        slowloris: u32,
+        /// Sockets that never send a byte.
+        #[arg(long, default_value_t = 100)]
+        silent: u32,
+        /// WebSockets upgraded and never sent CONNECT.
+        #[arg(long, default_value_t = 100)]
+        idle_upgrades: u32,
     },
     /// Runs the floor relay (see `signal_bench::floor`) until killed.
     FloorServer {
@@ -222,6 +255,39 @@ fn main() -> ExitCode {
             };
             let (ep, c) = (g.endpoint(), g.common());
             let r = run_local(async move { relay(&ep, &o, &c).await });
+            (g, r)
+        }
+        Command::Abuse {
+            g,
+            pairs,
+            rate,
+            duration,
+            warmup,
+            ping_flooders,
+            bombers,
+            slowloris,
+            silent,
+            idle_upgrades,
+        } => {
+            let o = AbuseOpts {
+                relay: RelayOpts {
+                    pairs,
+                    duration,
+                    warmup,
+                    rate,
+                    window: 64,
+                    sdp_every: 6,
+                    candidate_size: 200,
+                    sdp_size: 4096,
+                },
+                ping_flooders,
+                bombers,
+                slowloris,
+                silent,
+                idle_upgrades,
+            };
+            let (ep, c) = (g.endpoint(), g.common());
+            let r = run_local(async move { abuse(&ep, &o, &c).await });
             (g, r)
         }
         Command::Idle { g, conns, hold } => {
