@@ -214,7 +214,8 @@ fn admit(state: &AppState, answer_refusals: bool) -> Admit {
 }
 
 /// Bounds how long a client may take to send its request headers (slowloris): axum's own
-/// `serve` sets no timer, so the HTTP/1 builder gets one here.
+/// `serve` sets no timer, so the HTTP/1 builder gets one here, and HTTP/2 connections a
+/// ping deadline.
 fn with_header_timeout<A: axum_server::Address, Acc>(
     mut server: axum_server::Server<A, Acc>,
     timeout: Duration,
@@ -224,6 +225,15 @@ fn with_header_timeout<A: axum_server::Address, Acc>(
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(timeout);
+    // An HTTP/2 connection has no request-head clock: one that does not answer the
+    // server's pings within the same timeout is closed, so a silent socket that sent
+    // the HTTP/2 preface is not held forever either.
+    server
+        .http_builder()
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(timeout))
+        .keep_alive_timeout(timeout);
     server
 }
 

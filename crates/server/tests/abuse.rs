@@ -420,13 +420,19 @@ async fn silent(port: u16, n: usize) -> Vec<TcpStream> {
     v
 }
 
-/// Whether the server closes `s` within `d` (end of stream or reset).
+/// Whether the server closes `s` within `d` (end of stream or reset), whatever it sends
+/// before.
 async fn closed_by_server(s: &mut TcpStream, d: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + d;
     let mut b = [0u8; 256];
-    matches!(
-        tokio::time::timeout(d, s.read(&mut b)).await,
-        Ok(Ok(0)) | Ok(Err(_))
-    )
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 /// The answer to a request made while silent sockets hold every slot. Sockets are
@@ -483,8 +489,15 @@ async fn silent_sockets_count_toward_the_limits_and_are_closed() {
     half.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
+    // The whole HTTP/2 preface, then silence: closed when the server's ping goes
+    // unanswered.
+    let mut h2 = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
     assert!(closed_by_server(&mut one, Duration::from_secs(6)).await);
     assert!(closed_by_server(&mut half, Duration::from_secs(6)).await);
+    assert!(closed_by_server(&mut h2, Duration::from_secs(10)).await);
     p.assert_serves("alice").await;
 
     // The total limit counts them as well: 503 once max_connections sockets are open.
