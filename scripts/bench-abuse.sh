@@ -41,5 +41,5 @@ done
 mkdir -p "$OUT"
 taskset -c 1 "$ROOT/target/release/signal-bench" abuse --target signal-manager \
   --addr "127.0.0.1:$PORT" --jwt-secret "$SECRET" --server-pid "$SERVER_PID" \
-  --duration "$DUR" --json "$OUT/abuse.json"
+  --duration "$DUR" --json "$OUT/abuse.json" ${ABUSE_ARGS:-}
 kill -0 "$SERVER_PID" || { echo "bench-abuse.sh: the server died" >&2; exit 1; }

@@ -50,6 +50,8 @@ pub struct AbuseOpts {
     pub silent: u32,
     /// Idle upgraded WebSockets.
     pub idle_upgrades: u32,
+    /// Pairs of rounds (alone, attacked).
+    pub rounds: u32,
 }
 
 /// What the attackers did and met.
@@ -66,88 +68,150 @@ fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
-/// Runs the healthy relay alone, then under attack.
+/// One measured round: the relay's result and the server's peak RSS.
+struct Round {
+    relay: Value,
+    peak_rss_kib: u64,
+}
+
+fn p99(v: &Value) -> f64 {
+    v["latency"]["p99_us"].as_f64().unwrap_or(f64::NAN)
+}
+
+/// A copy of `ep` with its own client ids and source addresses, for round `n`.
+fn round_endpoint(ep: &Endpoint, n: u32) -> Endpoint {
+    let mut e = ep.clone();
+    e.run_id = format!("{}-r{n}", ep.run_id);
+    e.source_net = ep.source_net.wrapping_add(n as u8).max(1);
+    e
+}
+
+/// The healthy relay with the server's RSS sampled, while `attack` (if any) runs.
+async fn round(
+    ep: &Endpoint,
+    o: &AbuseOpts,
+    common: &Common,
+    attack_from: Option<IpAddr>,
+    tally: &Arc<Tally>,
+) -> Result<Round> {
+    let peak = Rc::new(Cell::new(0u64));
+    let sampler_stop = Rc::new(Cell::new(false));
+    let sampler = spawn_rss(common.server_pid, peak.clone(), sampler_stop.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let attackers = attack_from.map(|from| spawn_attackers(o, ep.addr, from, &stop, tally));
+    if attackers.is_some() {
+        // Let the attack build up before the healthy pairs connect.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let relay = relay(ep, &o.relay, common).await;
+    stop.store(true, Ordering::Relaxed);
+    sampler_stop.set(true);
+    let _ = sampler.await;
+    if let Some(t) = attackers {
+        match t.join() {
+            Ok(r) => r?,
+            Err(_) => return Err(err("abuse: the attackers' thread panicked")),
+        }
+    }
+    Ok(Round {
+        relay: relay?,
+        peak_rss_kib: peak.get(),
+    })
+}
+
+/// Starts the attackers on a thread of their own, so their loops never delay the healthy
+/// pairs' tasks (they share the generator's CPU through the OS scheduler).
+fn spawn_attackers(
+    o: &AbuseOpts,
+    server: SocketAddr,
+    from: IpAddr,
+    stop: &Arc<AtomicBool>,
+    tally: &Arc<Tally>,
+) -> std::thread::JoinHandle<Result<()>> {
+    let (stop, tally, o) = (stop.clone(), tally.clone(), o.clone());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(err)?;
+        tokio::task::LocalSet::new().block_on(&rt, async move {
+            let kinds: [(u32, Attack); 5] = [
+                (o.ping_flooders, Attack::PingFlood),
+                (o.bombers, Attack::Bomb),
+                (o.slowloris, Attack::Slowloris),
+                (o.silent, Attack::Silent),
+                (o.idle_upgrades, Attack::IdleUpgrade),
+            ];
+            let mut tasks = Vec::new();
+            for (n, kind) in kinds {
+                for _ in 0..n {
+                    let (stop, tally) = (stop.clone(), tally.clone());
+                    tasks.push(tokio::task::spawn_local(async move {
+                        attack(kind, server, from, &stop, &tally).await;
+                    }));
+                }
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        });
+        Ok(())
+    })
+}
+
+/// A warm-up round, then `rounds` pairs of rounds, each the healthy relay alone and then
+/// under attack; the ratio reported is the median of the pairs' p99 ratios (rounds next
+/// to each other share the machine's state, which on a shared machine drifts).
 pub async fn abuse(ep: &Endpoint, o: &AbuseOpts, common: &Common) -> Result<Value> {
     ep.check()?;
     if o.relay.rate <= 0.0 {
         return Err(err("abuse: give the healthy pairs a fixed --rate"));
     }
-    eprintln!("[abuse] round 1: the healthy pairs alone");
-    let peak = Rc::new(Cell::new(0u64));
-    let stop = Rc::new(Cell::new(false));
-    let sampler = spawn_rss(common.server_pid, peak.clone(), stop.clone());
-    let quiet = relay(ep, &o.relay, common).await?;
-    stop.set(true);
-    let _ = sampler.await;
-    let quiet_peak = peak.get();
-
-    eprintln!("[abuse] round 2: the same pairs while attacked");
-    let mut ep2 = ep.clone();
-    ep2.run_id = format!("{}-a", ep.run_id);
-    ep2.source_net = ep.source_net.wrapping_add(1).max(1);
     let attacker = IpAddr::V4(Ipv4Addr::new(
         127,
         ep.source_net.wrapping_add(100).max(1),
         0,
         9,
     ));
-    let peak = Rc::new(Cell::new(0u64));
-    let sampler_stop = Rc::new(Cell::new(false));
-    let sampler = spawn_rss(common.server_pid, peak.clone(), sampler_stop.clone());
-    // The attackers run on a thread of their own, so their loops never delay the healthy
-    // pairs' tasks on this one (they share the generator's CPU through the OS scheduler).
-    let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
-    let attackers = {
-        let (stop, tally, o, server) = (stop.clone(), tally.clone(), o.clone(), ep.addr);
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(err)?;
-            tokio::task::LocalSet::new().block_on(&rt, async move {
-                let kinds: [(u32, Attack); 5] = [
-                    (o.ping_flooders, Attack::PingFlood),
-                    (o.bombers, Attack::Bomb),
-                    (o.slowloris, Attack::Slowloris),
-                    (o.silent, Attack::Silent),
-                    (o.idle_upgrades, Attack::IdleUpgrade),
-                ];
-                let mut tasks = Vec::new();
-                for (n, kind) in kinds {
-                    for _ in 0..n {
-                        let (stop, tally) = (stop.clone(), tally.clone());
-                        tasks.push(tokio::task::spawn_local(async move {
-                            attack(kind, server, attacker, &stop, &tally).await;
-                        }));
-                    }
-                }
-                for t in tasks {
-                    let _ = t.await;
-                }
-            });
-            Ok::<(), crate::target::BenchError>(())
-        })
-    };
-    // Let the attack build up before the healthy pairs connect.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let loud = relay(&ep2, &o.relay, common).await;
-    stop.store(true, Ordering::Relaxed);
-    sampler_stop.set(true);
-    let _ = sampler.await;
-    match attackers.join() {
-        Ok(r) => r?,
-        Err(_) => return Err(err("abuse: the attackers' thread panicked")),
+    eprintln!("[abuse] warm-up round (not measured)");
+    let mut warm = o.clone();
+    warm.relay.duration = warm.relay.duration.min(3.0);
+    round(&round_endpoint(ep, 0), &warm, common, None, &tally).await?;
+    let mut pairs = Vec::new();
+    for r in 0..o.rounds.max(1) {
+        eprintln!("[abuse] round {}: the healthy pairs alone", r + 1);
+        let quiet = round(&round_endpoint(ep, 2 * r + 1), o, common, None, &tally).await?;
+        eprintln!("[abuse] round {}: the same pairs while attacked", r + 1);
+        let loud = round(
+            &round_endpoint(ep, 2 * r + 2),
+            o,
+            common,
+            Some(attacker),
+            &tally,
+        )
+        .await?;
+        eprintln!(
+            "[abuse] round {}: healthy p99 {:.0} us alone, {:.0} us attacked ({:.2}x); server peak RSS {} KiB alone, {} KiB attacked",
+            r + 1,
+            p99(&quiet.relay),
+            p99(&loud.relay),
+            p99(&loud.relay) / p99(&quiet.relay),
+            quiet.peak_rss_kib,
+            loud.peak_rss_kib
+        );
+        pairs.push((quiet, loud));
     }
-    let loud = loud?;
-    let p99 = |v: &Value| v["latency"]["p99_us"].as_f64().unwrap_or(f64::NAN);
-    let ratio = p99(&loud) / p99(&quiet);
+    let mut ratios: Vec<f64> = pairs
+        .iter()
+        .map(|(q, l)| p99(&l.relay) / p99(&q.relay))
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
+    let peak_alone = pairs.iter().map(|(q, _)| q.peak_rss_kib).max().unwrap_or(0);
+    let peak_attacked = pairs.iter().map(|(_, l)| l.peak_rss_kib).max().unwrap_or(0);
     eprintln!(
-        "[abuse] healthy p99 {:.0} us alone, {:.0} us attacked ({ratio:.2}x); server peak RSS {} KiB alone, {} KiB attacked",
-        p99(&quiet),
-        p99(&loud),
-        quiet_peak,
-        peak.get()
+        "[abuse] median p99 ratio {median:.2}x (rounds: {ratios:.2?}); server peak RSS {peak_alone} KiB alone, {peak_attacked} KiB attacked"
     );
     Ok(json!({
         "scenario": "abuse",
@@ -155,21 +219,22 @@ pub async fn abuse(ep: &Endpoint, o: &AbuseOpts, common: &Common) -> Result<Valu
         "label": common.label,
         "params": {
             "ping_flooders": o.ping_flooders, "bombers": o.bombers, "slowloris": o.slowloris,
-            "silent": o.silent, "idle_upgrades": o.idle_upgrades,
+            "silent": o.silent, "idle_upgrades": o.idle_upgrades, "rounds": o.rounds,
             "pairs": o.relay.pairs, "rate": o.relay.rate, "duration_s": o.relay.duration,
         },
-        "p99_ratio": ratio,
-        "alone": { "relay": quiet, "server_peak_rss_kib": quiet_peak },
-        "attacked": {
-            "relay": loud,
-            "server_peak_rss_kib": peak.get(),
-            "attackers": {
-                "connects": tally.connects.load(Ordering::Relaxed),
-                "refused": tally.refused.load(Ordering::Relaxed),
-                "closed_by_server": tally.closed_by_server.load(Ordering::Relaxed),
-                "ping_bytes_sent": tally.ping_bytes.load(Ordering::Relaxed),
-                "nesting_bombs_answered": tally.bombs_answered.load(Ordering::Relaxed),
-            },
+        "p99_ratio_median": median,
+        "p99_ratios": ratios,
+        "server_peak_rss_kib": { "alone": peak_alone, "attacked": peak_attacked },
+        "rounds": pairs.iter().map(|(q, l)| json!({
+            "alone": { "relay": q.relay, "server_peak_rss_kib": q.peak_rss_kib },
+            "attacked": { "relay": l.relay, "server_peak_rss_kib": l.peak_rss_kib },
+        })).collect::<Vec<_>>(),
+        "attackers": {
+            "connects": tally.connects.load(Ordering::Relaxed),
+            "refused": tally.refused.load(Ordering::Relaxed),
+            "closed_by_server": tally.closed_by_server.load(Ordering::Relaxed),
+            "ping_bytes_sent": tally.ping_bytes.load(Ordering::Relaxed),
+            "nesting_bombs_answered": tally.bombs_answered.load(Ordering::Relaxed),
         },
     }))
 }

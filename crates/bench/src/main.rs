@@ -134,6 +134,9 @@ enum Command {
         /// WebSockets upgraded and never sent CONNECT.
         #[arg(long, default_value_t = 100)]
         idle_upgrades: u32,
+        /// Pairs of rounds (alone, then attacked); the median ratio is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
     },
     /// Runs the floor relay (see `signal_bench::floor`) until killed.
     FloorServer {
@@ -268,6 +271,7 @@ fn main() -> ExitCode {
             slowloris,
             silent,
             idle_upgrades,
+            rounds,
         } => {
             let o = AbuseOpts {
                 relay: RelayOpts {
@@ -285,6 +289,7 @@ fn main() -> ExitCode {
                 slowloris,
                 silent,
                 idle_upgrades,
+                rounds,
             };
             let (ep, c) = (g.endpoint(), g.common());
             let r = run_local(async move { abuse(&ep, &o, &c).await });

@@ -41,6 +41,10 @@ use crate::{
     },
 };
 
+/// Pings a connection may send before its session opens: a client that has not said who
+/// it is gets a handful, not the authenticated rate.
+const PINGS_BEFORE_SESSION: u32 = 16;
+
 /// Most reads made while waiting for the client's close after the server's.
 const LINGER_READS: usize = 16;
 
@@ -553,6 +557,7 @@ pub(crate) fn drive<D: Dialect>(
             // The shutdown token is checked before the task sleeps and every so many
             // turns of a busy connection, not on every message (it takes a lock).
             let mut until_shutdown_check = 0u32;
+            let mut pings_before_session = 0u32;
             loop {
                 let wake = poll_fn(|cx| {
                     loop {
@@ -617,6 +622,18 @@ pub(crate) fn drive<D: Dialect>(
                         // Control frames count toward the message rate: a ping over it
                         // ends the connection. A client that reads gets a pong for every
                         // ping; while the write buffer is full, only the latest waits.
+                        if conn.session.is_none() {
+                            pings_before_session += 1;
+                            if pings_before_session > PINGS_BEFORE_SESSION {
+                                break End::new(
+                                    1008,
+                                    format!(
+                                        "more than {PINGS_BEFORE_SESSION} pings before CONNECT"
+                                    ),
+                                    "disconnected",
+                                );
+                            }
+                        }
                         if !conn.within_rate() {
                             let n = conn.state.config.security.max_messages_per_minute;
                             break End::new(
