@@ -1,7 +1,7 @@
 //! Every accepted socket is counted and on a clock from the moment it is accepted.
 //!
-//! The connection limits (`server.max_connections`, `security.max_connections_per_ip`)
-//! count sockets, not WebSockets: a socket that never sends a byte, or never finishes
+//! The connection limits (`server.max_connections`, `security.max_connections_per_ip`,
+//! `security.new_connections_per_ip_per_second`) count sockets, not WebSockets: a socket that never sends a byte, or never finishes
 //! its upgrade, holds a slot like any other, so silent sockets cannot exhaust the
 //! process's descriptors behind the limits' back. A socket over a limit is answered at
 //! once with an HTTP status (503 or 429; plain connections only, a TLS one is closed) and
@@ -93,6 +93,7 @@ impl ConnCounts {
 enum Refusal {
     Total,
     PerIp,
+    Rate,
 }
 
 impl Refusal {
@@ -104,6 +105,9 @@ impl Refusal {
             Self::PerIp => {
                 b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: 48\r\nconnection: close\r\n\r\n{\"error\":\"too many connections from this address\"}"
             }
+            Self::Rate => {
+                b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 1\r\ncontent-length: 52\r\nconnection: close\r\n\r\n{\"error\":\"too many new connections from this address\"}"
+            }
         }
     }
 
@@ -111,6 +115,7 @@ impl Refusal {
         match self {
             Self::Total => "max_connections",
             Self::PerIp => "per_ip",
+            Self::Rate => "per_ip_rate",
         }
     }
 }
@@ -155,6 +160,33 @@ pub(crate) struct Admit {
     pub(crate) first_bytes_timeout: Duration,
     /// Refusals are answered with an HTTP status (not on TLS sockets).
     pub(crate) answer_refusals: bool,
+    /// New sockets per second per IP (`security.new_connections_per_ip_per_second`).
+    pub(crate) rate: Option<Arc<NewConnectionRate>>,
+}
+
+/// The per-IP rate of new sockets: a token bucket per address, forgotten once full again.
+pub(crate) struct NewConnectionRate {
+    limiter: governor::DefaultKeyedRateLimiter<IpAddr>,
+    checks: AtomicUsize,
+}
+
+impl NewConnectionRate {
+    pub(crate) fn new(per_second: u32) -> Option<Arc<Self>> {
+        let n = std::num::NonZeroU32::new(per_second)?;
+        Some(Arc::new(Self {
+            limiter: governor::RateLimiter::keyed(governor::Quota::per_second(n)),
+            checks: AtomicUsize::new(0),
+        }))
+    }
+
+    fn allows(&self, ip: IpAddr) -> bool {
+        // Addresses whose buckets are full again are dropped now and then, so the map
+        // holds only the addresses seen lately.
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+            self.limiter.retain_recent();
+        }
+        self.limiter.check_key(&ip).is_ok()
+    }
 }
 
 impl<S: Send + 'static> Accept<TcpStream, S> for Admit {
@@ -166,10 +198,13 @@ impl<S: Send + 'static> Accept<TcpStream, S> for Admit {
         let this = self.clone();
         Box::pin(async move {
             let peer = stream.peer_addr()?;
-            match this
-                .counts
-                .admit(peer.ip(), this.max_connections, this.max_per_ip)
-            {
+            let admitted = match &this.rate {
+                Some(rate) if !rate.allows(peer.ip()) => Err(Refusal::Rate),
+                _ => this
+                    .counts
+                    .admit(peer.ip(), this.max_connections, this.max_per_ip),
+            };
+            match admitted {
                 Ok(slot) => {
                     // Signaling messages are small and latency-bound: no Nagle delay.
                     stream.set_nodelay(true)?;

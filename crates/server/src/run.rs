@@ -210,6 +210,9 @@ fn admit(state: &AppState, answer_refusals: bool) -> Admit {
         max_per_ip: config.security.max_connections_per_ip as usize,
         first_bytes_timeout: Duration::from_secs(config.server.header_read_timeout.max(1)),
         answer_refusals,
+        rate: crate::accept::NewConnectionRate::new(
+            config.security.new_connections_per_ip_per_second,
+        ),
     }
 }
 

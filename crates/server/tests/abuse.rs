@@ -538,6 +538,28 @@ async fn silent_sockets_count_toward_the_limits_and_are_closed() {
 }
 
 #[tokio::test]
+async fn a_client_reconnecting_as_fast_as_it_can_is_slowed_down() {
+    let mut p = Proc::start("", "[security]\nnew_connections_per_ip_per_second = 5\n").await;
+    // The start-up probe used part of the budget: wait for it to refill.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for _ in 0..5 {
+        drop(TcpStream::connect(("127.0.0.1", p.port)).await.unwrap());
+    }
+    // (Sockets are admitted in tasks of their own: the request may be admitted before
+    // the last of the five, so it is retried.)
+    let answer = refusal(p.port).await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+    assert!(
+        answer.contains("too many new connections from this address"),
+        "{answer}"
+    );
+    // A second later the address may connect again.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    p.assert_serves("alice").await;
+}
+
+#[tokio::test]
 async fn a_lost_database_fails_writes_and_health_with_503() {
     let mut p = Proc::start("", "").await;
     let mut a = Client::connect(&p.url()).await.unwrap();

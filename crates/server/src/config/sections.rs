@@ -61,6 +61,9 @@ pub struct SecurityConfig {
     pub max_messages_per_minute: u32,
     /// Concurrent connections from one IP address.
     pub max_connections_per_ip: u32,
+    /// New connections accepted per second from one IP address (as a burst of this many,
+    /// refilled evenly); 0 turns the limit off.
+    pub new_connections_per_ip_per_second: u32,
     /// `Origin` values accepted on the WebSocket upgrade; `"*"` accepts any.
     pub allowed_origins: Vec<String>,
 }
@@ -71,6 +74,7 @@ impl Default for SecurityConfig {
             rate_limit_enabled: true,
             max_messages_per_minute: 6000,
             max_connections_per_ip: 1000,
+            new_connections_per_ip_per_second: 100,
             allowed_origins: vec!["*".to_owned()],
         }
     }
