@@ -68,7 +68,7 @@ pub fn dialect_message(data: &[u8]) {
     let Ok(v) = crate::json::parse(text) else {
         return;
     };
-    let _ = crate::json::shape_of(&v);
+    let _ = crate::json::detect(&v);
     let payload = v.get("payload").or_else(|| v.get("data"));
     for kind in [
         SignalKind::Offer,

@@ -7,12 +7,9 @@
 
 mod common;
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{process::Child, time::Duration};
 
-use common::http_get;
+use common::{free_port, http_get, spawn_binary, wait_listening};
 use signal_client::{
     Client, ClientError, decode,
     protocol::{self, MessageType, PayloadType, payload::ErrorPayload},
@@ -43,22 +40,12 @@ impl Proc {
         );
         let path = dir.path().join("config.toml");
         std::fs::write(&path, config).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_signal-manager-service"))
-            .arg("--config")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("binary starts");
-        let p = Proc { child, port, dir };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let p = Proc {
+            child: spawn_binary(&path),
+            port,
+            dir,
+        };
+        wait_listening(port).await;
         assert_eq!(http_get(&p.http(), "/health").await.0, 200);
         p
     }
@@ -106,14 +93,6 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A raw TCP connection upgraded to a WebSocket by hand, so a test can send without
@@ -389,17 +368,10 @@ async fn a_ping_flood_that_never_reads_does_not_grow_memory() {
     p.assert_serves("bob").await;
     // Stalled, the flooder sends nothing the server reads: the heartbeat deadline ends
     // it (its close frame may not get through the unread pongs).
-    let mut b = vec![0u8; 1 << 20];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        match tokio::time::timeout(Duration::from_secs(1), s.read(&mut b)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            _ => assert!(
-                tokio::time::Instant::now() < deadline,
-                "the stalled flooder was never closed"
-            ),
-        }
-    }
+    assert!(
+        closed_by_server(&mut s, Duration::from_secs(20)).await,
+        "the stalled flooder was never closed"
+    );
     p.assert_alive();
 }
 
@@ -447,7 +419,7 @@ async fn silent(port: u16, n: usize) -> Vec<TcpStream> {
 /// before.
 async fn closed_by_server(s: &mut TcpStream, d: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + d;
-    let mut b = [0u8; 256];
+    let mut b = vec![0u8; 64 * 1024];
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match tokio::time::timeout(left, s.read(&mut b)).await {

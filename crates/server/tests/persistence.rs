@@ -7,11 +7,11 @@
 mod common;
 
 use std::{
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::Duration,
 };
 
-use common::{TestServer, WAIT, http_get};
+use common::{TestServer, WAIT, free_port, http_get, spawn_binary, wait_listening};
 use signal_client::{
     Client, decode,
     protocol::{MessageType, payload::RoomClosed},
@@ -179,31 +179,12 @@ impl Proc {
         );
         let path = dir.join("config.toml");
         std::fs::write(&path, config).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_signal-manager-service"))
-            .arg("--config")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("binary starts");
+        let child = spawn_binary(&path);
         Proc { child, port }
     }
 
     async fn ready(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "server did not start listening"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_listening(self.port).await;
     }
 
     fn url(&self) -> String {
@@ -238,14 +219,6 @@ fn unsafe_free_kill(pid: i32, sig: i32) -> i32 {
         .status()
         .expect("sh runs");
     if st.success() { 0 } else { 1 }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn pair_in_room(url: &str, room: &str) -> (Client, Client) {

@@ -186,7 +186,7 @@ impl SqliteStore {
         });
         let (writes, jobs) = mpsc::unbounded_channel();
         tokio::spawn(writer(inner.clone(), jobs));
-        tokio::spawn(monitor(Arc::downgrade(&inner), writes.clone()));
+        tokio::spawn(monitor(Arc::downgrade(&inner), writes.downgrade()));
         Ok(SqliteStore {
             inner,
             writes,
@@ -363,13 +363,16 @@ impl Inner {
 
 /// Watches the store's health: notices a removed or replaced file, probes with a write
 /// after a write failed as unavailable, and, while the store is faulty, reopens it and
-/// clears the fault once a write goes through again. Ends with the store.
-async fn monitor(inner: Weak<Inner>, writes: mpsc::UnboundedSender<WriteJob>) {
+/// clears the fault once a write goes through again. Ends with the store: it holds the
+/// writer's queue weakly, so a store dropped without `close` still ends its writer.
+async fn monitor(inner: Weak<Inner>, writes: mpsc::WeakUnboundedSender<WriteJob>) {
     let mut tick = tokio::time::interval(MONITOR_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
+        let (Some(inner), Some(writes)) = (inner.upgrade(), writes.upgrade()) else {
+            return;
+        };
         if inner.closed.load(Ordering::SeqCst) {
             return;
         }

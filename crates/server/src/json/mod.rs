@@ -195,7 +195,7 @@ pub(crate) fn close_code(err: &CoreError) -> u16 {
 
 /// Which dialect a `/ws` connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shape {
+pub(crate) enum Shape {
     Altair,
     Simple,
 }
@@ -203,15 +203,7 @@ enum Shape {
 /// Tells the dialect from a message: an upper-case `type` is altair, a lower-case one
 /// simple; without a telling `type`, `room_id`/`peer_id`/`target_id` mean altair and
 /// `room`/`sender`/`recipient` simple.
-/// Which dialect a message is in, by name (for the fuzz targets).
-pub(crate) fn shape_of(v: &Value) -> Option<&'static str> {
-    detect(v).map(|s| match s {
-        Shape::Altair => "altair",
-        Shape::Simple => "simple",
-    })
-}
-
-fn detect(v: &Value) -> Option<Shape> {
+pub(crate) fn detect(v: &Value) -> Option<Shape> {
     let obj = v.as_object()?;
     if let Some(t) = obj.get("type").and_then(Value::as_str) {
         let upper = t.bytes().any(|b| b.is_ascii_uppercase());

@@ -326,3 +326,40 @@ impl JsonClient {
         let _ = self.ws.close(None).await;
     }
 }
+
+// === the real binary ===
+
+/// A free port on 127.0.0.1 (free when asked; the binary binds it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// Starts the server binary with `--config config`, its output discarded.
+pub fn spawn_binary(config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_signal-manager-service"))
+        .arg("--config")
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("binary starts")
+}
+
+/// Waits until something listens on `port` (20 s at most).
+pub async fn wait_listening(port: u16) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server did not start listening"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
