@@ -128,7 +128,7 @@ impl Authenticator {
             Err(StoreError::Conflict(m) | StoreError::Internal(m)) => {
                 tracing::error!(error = %m, "authenticate: database error");
                 Err(CoreError::new(
-                    crate::error::ErrorCode::Internal,
+                    crate::error::ErrorKind::Internal,
                     "Internal server error",
                 ))
             }
@@ -243,7 +243,7 @@ pub fn issue_jwt(
     )
     .map_err(|e| {
         CoreError::new(
-            crate::error::ErrorCode::Internal,
+            crate::error::ErrorKind::Internal,
             format!("could not sign JWT: {e}"),
         )
     })
@@ -299,7 +299,7 @@ mod tests {
             a.authenticate("k1", "nope")
                 .await
                 .unwrap_err()
-                .code
+                .code()
                 .as_u16(),
             401
         );
@@ -332,18 +332,22 @@ mod tests {
             ("alice", Some("Alice"))
         );
         assert_eq!(
-            a.identify(&t, Some("bob")).await.unwrap_err().code.as_u16(),
+            a.identify(&t, Some("bob"))
+                .await
+                .unwrap_err()
+                .code()
+                .as_u16(),
             401
         );
         assert_eq!(
-            a.identify("nope", None).await.unwrap_err().code.as_u16(),
+            a.identify("nope", None).await.unwrap_err().code().as_u16(),
             401
         );
         assert_eq!(
             a.identify("secret-1", Some("k2"))
                 .await
                 .unwrap_err()
-                .code
+                .code()
                 .as_u16(),
             401
         );

@@ -1,11 +1,13 @@
-//! Errors a client can cause or be told about, with their stable wire codes. Dialects map
-//! a [`CoreError`] to their own error shape in one place each.
+//! Errors a client can cause or be told about. Each is an [`ErrorKind`], fine-grained and
+//! stable; every edge maps a kind, in one table of its own, to what its wire says (the
+//! binary protocol's numeric code, the JSON dialects' symbolic name, a close code). No
+//! edge looks at an error's message to decide anything.
 
 use serde_json::{Map, Value};
 
 use crate::store::StoreError;
 
-/// The closed set of error codes (HTTP-style, as the binary protocol sends them).
+/// The closed set of status classes (HTTP-style, as the binary protocol sends them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// 400: bad frame, payload or field.
@@ -60,12 +62,90 @@ impl ErrorCode {
     }
 }
 
+/// What went wrong, as precisely as an edge may need to tell it apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// A malformed frame, payload or field.
+    BadRequest,
+    /// A client protocol version newer than the server's.
+    UnsupportedVersion,
+    /// Too large to take or to relay.
+    TooLarge,
+    /// Missing, invalid or expired credentials.
+    Unauthenticated,
+    /// A request before the session opened.
+    NotConnected,
+    /// Not allowed (another client's id, a role the client may not take).
+    Forbidden,
+    /// The client is not a member of the room it names.
+    NotMember,
+    /// Sender and target share no room (`routing.require_shared_room`).
+    NoSharedRoom,
+    /// The room has reached its member cap.
+    RoomFull,
+    /// No such room.
+    RoomNotFound,
+    /// The target peer is not connected (or not in the room named).
+    PeerNotFound,
+    /// No such registered client.
+    ClientNotFound,
+    /// The client id is registered already.
+    AlreadyRegistered,
+    /// The client is in the room already.
+    AlreadyInRoom,
+    /// A room with that id exists.
+    RoomExists,
+    /// A newer session of the same client replaced this one.
+    SessionReplaced,
+    /// A conflict the store reported that no finer kind names.
+    Conflict,
+    /// Over the message rate limit.
+    RateLimited,
+    /// A server-side failure; details are logged, never sent.
+    Internal,
+    /// The store or media backend cannot serve now; retry later.
+    Unavailable,
+    /// The server is draining.
+    ShuttingDown,
+}
+
+impl ErrorKind {
+    /// The status class (and the binary protocol's numeric code).
+    pub fn code(self) -> ErrorCode {
+        match self {
+            Self::BadRequest | Self::UnsupportedVersion => ErrorCode::BadRequest,
+            Self::TooLarge => ErrorCode::TooLarge,
+            Self::Unauthenticated | Self::NotConnected => ErrorCode::Unauthorized,
+            Self::Forbidden | Self::NotMember | Self::NoSharedRoom | Self::RoomFull => {
+                ErrorCode::Forbidden
+            }
+            Self::RoomNotFound | Self::PeerNotFound | Self::ClientNotFound => ErrorCode::NotFound,
+            Self::AlreadyRegistered
+            | Self::AlreadyInRoom
+            | Self::RoomExists
+            | Self::SessionReplaced
+            | Self::Conflict => ErrorCode::Conflict,
+            Self::RateLimited => ErrorCode::RateLimited,
+            Self::Internal => ErrorCode::Internal,
+            Self::Unavailable | Self::ShuttingDown => ErrorCode::Unavailable,
+        }
+    }
+
+    /// Whether the server, not the client, is at fault (the client may retry as is).
+    pub fn is_server_side(self) -> bool {
+        matches!(
+            self,
+            Self::Internal | Self::Unavailable | Self::ShuttingDown
+        )
+    }
+}
+
 /// An error to report to a client: a code, a precise message and structured details.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{code:?}: {message}")]
+#[error("{kind:?}: {message}")]
 pub struct CoreError {
-    /// Stable code.
-    pub code: ErrorCode,
+    /// What went wrong.
+    pub kind: ErrorKind,
     /// What was wrong, for a person. Never contains secrets or internals.
     pub message: String,
     /// Extra keys for the client (`target_client_id`, `room_id`, ...).
@@ -73,13 +153,18 @@ pub struct CoreError {
 }
 
 impl CoreError {
-    /// An error with a code and message.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    /// An error of a kind, with its message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
-            code,
+            kind,
             message: message.into(),
             details: Map::new(),
         }
+    }
+
+    /// The status class.
+    pub fn code(&self) -> ErrorCode {
+        self.kind.code()
     }
 
     /// Adds a detail.
@@ -88,39 +173,35 @@ impl CoreError {
         self
     }
 
-    /// 400.
+    /// [`ErrorKind::BadRequest`].
     pub fn bad_request(m: impl Into<String>) -> Self {
-        Self::new(ErrorCode::BadRequest, m)
+        Self::new(ErrorKind::BadRequest, m)
     }
-    /// 401.
+    /// [`ErrorKind::Unauthenticated`].
     pub fn unauthorized(m: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Unauthorized, m)
+        Self::new(ErrorKind::Unauthenticated, m)
     }
-    /// 403.
+    /// [`ErrorKind::Forbidden`].
     pub fn forbidden(m: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Forbidden, m)
+        Self::new(ErrorKind::Forbidden, m)
     }
-    /// 404.
-    pub fn not_found(m: impl Into<String>) -> Self {
-        Self::new(ErrorCode::NotFound, m)
-    }
-    /// 409.
-    pub fn conflict(m: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Conflict, m)
+    /// [`ErrorKind::Internal`], with the generic message clients see.
+    pub fn internal() -> Self {
+        Self::new(ErrorKind::Internal, "Internal server error")
     }
 
     /// Maps a store failure: the client sees 503 or 500 and a generic message; the cause
     /// is logged here, with context, and never sent.
     pub fn from_store(context: &str, e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(m) => Self::conflict(m),
+            StoreError::Conflict(m) => Self::new(ErrorKind::Conflict, m),
             StoreError::Unavailable(m) => {
                 tracing::warn!(error = %m, "{context}: database unavailable");
-                Self::new(ErrorCode::Unavailable, "Database unavailable, retry later")
+                Self::new(ErrorKind::Unavailable, "Database unavailable, retry later")
             }
             StoreError::Internal(m) => {
                 tracing::error!(error = %m, "{context}: database error");
-                Self::new(ErrorCode::Internal, "Internal server error")
+                Self::internal()
             }
         }
     }

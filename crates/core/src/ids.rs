@@ -178,7 +178,7 @@ mod tests {
             ("a\u{3164}", "U+3164", 1),
         ] {
             let e = ClientId::parse("client_id", id).unwrap_err();
-            assert_eq!(e.code, crate::ErrorCode::BadRequest);
+            assert_eq!(e.code(), crate::ErrorCode::BadRequest);
             assert!(
                 e.message
                     .contains(&format!("{code} at byte {at} is an invisible format")),

@@ -10,5 +10,5 @@ pub mod hub;
 pub mod ids;
 pub mod store;
 
-pub use error::{CoreError, ErrorCode};
+pub use error::{CoreError, ErrorCode, ErrorKind};
 pub use ids::{ClientId, RoomId};

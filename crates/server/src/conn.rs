@@ -24,7 +24,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use signal_core::{
     CoreError,
-    hub::{ConnectParams, Event, Outbound, Outbox, Overflow, PushError, Session, Wire},
+    hub::{
+        CloseReason, ConnectParams, Event, Outbound, Outbox, Overflow, PushError, Session, Wire,
+    },
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -36,7 +38,7 @@ use crate::{
     metrics::HotMetrics,
     wire,
     ws::{
-        Message, Socket, Text,
+        Message, Socket, Text, close,
         frame::{self, Decoder, Limits, Msg, Opcode, WsError},
     },
 };
@@ -196,23 +198,110 @@ pub(crate) struct Guard {
     pub(crate) _token: tokio_util::task::task_tracker::TaskTrackerToken,
 }
 
-/// Why the connection ends: the close frame, an error to send first, and the reason the
-/// session's rooms are told.
-struct End {
-    code: u16,
-    reason: String,
-    error: Option<Bytes>,
-    leave: &'static str,
+/// Why a connection ends. The one place each cause gets its close code, its close
+/// reason, and the reason its session's rooms are told.
+enum Cause {
+    /// The client closed (close frame or end of stream).
+    ClientClosed,
+    /// The dialect ended the connection while it opened (a refused credential or room).
+    Refused(u16, String),
+    /// The dialect ended the connection on a message (DISCONNECT, a fatal error).
+    Dialect(u16, String),
+    /// More pings than a connection without a session may send.
+    PingsBeforeSession,
+    /// A ping over the message rate.
+    PingRate(u32),
+    /// A reply overflowed the connection's queue.
+    SlowConsumer(Overflow),
+    /// The client broke the WebSocket protocol.
+    Protocol(WsError),
+    /// Reading or writing failed: no close frame can be sent.
+    Failed,
+    /// No session within `server.connection_timeout`.
+    ConnectTimeout(Duration),
+    /// Nothing received within `heartbeat.timeout`.
+    HeartbeatTimeout(Duration),
+    /// The hub asked the session to close.
+    Hub(CloseReason),
+    /// The server is draining.
+    Shutdown,
 }
 
-impl End {
-    fn new(code: u16, reason: impl Into<String>, leave: &'static str) -> Self {
-        Self {
-            code,
-            reason: reason.into(),
-            error: None,
-            leave,
+impl Cause {
+    fn code(&self) -> u16 {
+        match self {
+            Self::ClientClosed => close::NORMAL,
+            Self::Refused(code, _) | Self::Dialect(code, _) => *code,
+            Self::PingsBeforeSession
+            | Self::PingRate(_)
+            | Self::SlowConsumer(_)
+            | Self::ConnectTimeout(_)
+            | Self::HeartbeatTimeout(_) => close::POLICY,
+            Self::Protocol(e) => e.close_code(),
+            Self::Failed => close::ABNORMAL,
+            Self::Hub(r) => match r {
+                CloseReason::SlowConsumer(_) | CloseReason::Replaced => close::POLICY,
+                CloseReason::RoomClosed => close::NORMAL,
+                CloseReason::ShuttingDown => close::GOING_AWAY,
+            },
+            Self::Shutdown => close::GOING_AWAY,
         }
+    }
+
+    fn reason(&self) -> String {
+        match self {
+            Self::ClientClosed | Self::Failed => String::new(),
+            Self::Refused(_, r) | Self::Dialect(_, r) => r.clone(),
+            Self::PingsBeforeSession => {
+                format!("more than {PINGS_BEFORE_SESSION} pings before CONNECT")
+            }
+            Self::PingRate(n) => {
+                format!("rate limit exceeded: pings count toward the {n} messages per minute")
+            }
+            Self::SlowConsumer(over) => CloseReason::SlowConsumer(*over).text(),
+            Self::Protocol(WsError::TooBig { limit }) => {
+                format!("message larger than {limit} bytes")
+            }
+            Self::Protocol(e) => e.reason(),
+            Self::ConnectTimeout(d) => format!("CONNECT not received within {}s", d.as_secs()),
+            Self::HeartbeatTimeout(d) => {
+                format!("heartbeat timeout: nothing received for {}s", d.as_secs())
+            }
+            Self::Hub(r) => r.text(),
+            Self::Shutdown => "server shutting down".into(),
+        }
+    }
+
+    /// What the session's rooms are told; "left" is a goodbye (the client's own close).
+    fn leave(&self) -> &'static str {
+        match self {
+            Self::Dialect(..) => "left",
+            Self::HeartbeatTimeout(_) => "heartbeat timeout",
+            Self::Hub(r) => r.leave_reason(),
+            Self::Shutdown => "server shutting down",
+            _ => "disconnected",
+        }
+    }
+
+    /// Whether what is queued is still sent before the close: not to a client that is
+    /// not reading it.
+    fn drains(&self) -> bool {
+        !matches!(
+            self,
+            Self::SlowConsumer(_) | Self::Hub(CloseReason::SlowConsumer(_))
+        )
+    }
+}
+
+/// How the connection ends: its cause and an error to send before the close frame.
+struct End {
+    cause: Cause,
+    error: Option<Bytes>,
+}
+
+impl From<Cause> for End {
+    fn from(cause: Cause) -> Self {
+        Self { cause, error: None }
     }
 }
 
@@ -552,7 +641,7 @@ pub(crate) fn drive<D: Dialect>(
             }
         }
         let end = if let Flow::Close(code, reason) = first {
-            End::new(code, reason, "disconnected")
+            End::from(Cause::Refused(code, reason))
         } else {
             // The shutdown token is checked before the task sleeps and every so many
             // turns of a busy connection, not on every message (it takes a lock).
@@ -625,24 +714,12 @@ pub(crate) fn drive<D: Dialect>(
                         if conn.session.is_none() {
                             pings_before_session += 1;
                             if pings_before_session > PINGS_BEFORE_SESSION {
-                                break End::new(
-                                    1008,
-                                    format!(
-                                        "more than {PINGS_BEFORE_SESSION} pings before CONNECT"
-                                    ),
-                                    "disconnected",
-                                );
+                                break End::from(Cause::PingsBeforeSession);
                             }
                         }
                         if !conn.within_rate() {
                             let n = conn.state.config.security.max_messages_per_minute;
-                            break End::new(
-                                1008,
-                                format!(
-                                    "rate limit exceeded: pings count toward the {n} messages per minute"
-                                ),
-                                "disconnected",
-                            );
+                            break End::from(Cause::PingRate(n));
                         }
                         if link.pong.is_none() && link.wbuf.len() < link.write_size {
                             frame::write_frame(&mut link.wbuf, Opcode::Pong, &p);
@@ -664,72 +741,39 @@ pub(crate) fn drive<D: Dialect>(
                             }
                         }
                         if let Flow::Close(code, reason) = flow {
-                            break End::new(code, reason, "left");
+                            break End::from(Cause::Dialect(code, reason));
                         }
                         if let Some(over) = conn.slow {
-                            break End::new(
-                                1008,
-                                signal_core::hub::CloseReason::slow_consumer(over).reason,
-                                "disconnected",
-                            );
+                            break End::from(Cause::SlowConsumer(over));
                         }
                     }
-                    Wake::Closed => break End::new(1000, "", "disconnected"),
+                    Wake::Closed => break End::from(Cause::ClientClosed),
                     Wake::Invalid(e) => {
                         tracing::debug!(error = %e, "WebSocket protocol error");
-                        let reason = match e {
-                            WsError::TooBig { limit } => {
-                                format!("message larger than {limit} bytes")
-                            }
-                            _ => e.reason(),
-                        };
-                        break End::new(e.close_code(), reason, "disconnected");
+                        break End::from(Cause::Protocol(e));
                     }
                     Wake::Failed(e) => {
                         tracing::debug!(error = %e, "socket failed");
-                        break End::new(1006, "", "disconnected");
+                        break End::from(Cause::Failed);
                     }
                     Wake::Timeout => {
-                        break if conn.session.is_none() {
-                            End::new(
-                                1008,
-                                format!(
-                                    "CONNECT not received within {}s",
-                                    connect_timeout.as_secs()
-                                ),
-                                "disconnected",
-                            )
+                        break End::from(if conn.session.is_none() {
+                            Cause::ConnectTimeout(connect_timeout)
                         } else {
-                            End::new(
-                                1008,
-                                format!(
-                                    "heartbeat timeout: nothing received for {}s",
-                                    heartbeat_timeout.as_secs()
-                                ),
-                                "heartbeat timeout",
-                            )
-                        };
+                            Cause::HeartbeatTimeout(heartbeat_timeout)
+                        });
                     }
                     Wake::HubClose => {
                         let Some(r) = conn.session.as_ref().and_then(|s| s.close_reason()) else {
                             continue;
                         };
-                        let error = r.error.as_ref().and_then(|e| dialect.close_error(&conn, e));
-                        let leave = if r.code == 1001 {
-                            "server shutting down"
-                        } else {
-                            "disconnected"
-                        };
+                        let error = r.error().and_then(|e| dialect.close_error(&conn, &e));
                         break End {
-                            code: r.code,
-                            reason: r.reason,
+                            cause: Cause::Hub(r),
                             error,
-                            leave,
                         };
                     }
-                    Wake::Shutdown => {
-                        break End::new(1001, "server shutting down", "server shutting down");
-                    }
+                    Wake::Shutdown => break End::from(Cause::Shutdown),
                 }
             }
         };
@@ -741,23 +785,24 @@ pub(crate) fn drive<D: Dialect>(
 
 /// Leaves the session's rooms, then closes the socket.
 async fn teardown(mut conn: Conn, link: Link, outbox: Arc<Outbox>, end: End) {
-    let slow = end.code == 1008 && end.reason.starts_with("slow consumer");
     if let Some(session) = conn.session.take() {
+        let leave = end.cause.leave();
         conn.state
             .hub
-            .disconnect(&session, end.leave, end.leave == "left")
+            .disconnect(&session, leave, matches!(end.cause, Cause::Dialect(..)))
             .await;
-        tracing::debug!(code = end.code, reason = %end.reason, "session closed");
+        tracing::debug!(code = end.cause.code(), reason = %end.cause.reason(), "session closed");
     }
     drop(conn);
-    finish(link, &outbox, end, !slow).await;
+    let drain = end.cause.drains();
+    finish(link, &outbox, end, drain).await;
     outbox.close();
 }
 
 /// Sends what is queued (unless `drain` is false), the error and the close frame, then
 /// waits briefly for the client's close so the socket ends cleanly.
 async fn finish(mut link: Link, outbox: &Outbox, end: End, drain: bool) {
-    if end.code == 1006 || link.write_failed {
+    if matches!(end.cause, Cause::Failed) || link.write_failed {
         return;
     }
     let write = async {
@@ -774,7 +819,7 @@ async fn finish(mut link: Link, outbox: &Outbox, end: End, drain: bool) {
         if let Some(e) = &end.error {
             frame::write_frame(&mut link.wbuf, link.opcode, e);
         }
-        let close = frame::close_payload(end.code, &end.reason);
+        let close = frame::close_payload(end.cause.code(), &end.cause.reason());
         frame::write_frame(&mut link.wbuf, Opcode::Close, &close);
         link.write_all().await?;
         poll_fn(|cx| Pin::new(&mut link.io).poll_shutdown(cx)).await

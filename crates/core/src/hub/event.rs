@@ -278,53 +278,47 @@ impl Envelope {
     }
 }
 
-/// Why the hub ends a connection.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CloseReason {
-    /// WebSocket close code.
-    pub code: u16,
-    /// Close reason text (≤ 123 bytes on the wire).
-    pub reason: String,
-    /// An error to send before closing, if any.
-    pub error: Option<CoreError>,
+/// Why the hub ends a session's connection. Each edge maps a reason to its close code in
+/// one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client's outbound queue overflowed.
+    SlowConsumer(super::outbox::Overflow),
+    /// A new session of the same client replaced this one.
+    Replaced,
+    /// The connection's room terminated (dialects bound to one room).
+    RoomClosed,
+    /// The server is shutting down.
+    ShuttingDown,
 }
 
 impl CloseReason {
-    /// The client's outbound queue overflowed.
-    pub fn slow_consumer(over: super::outbox::Overflow) -> Self {
-        Self {
-            code: 1008,
-            reason: format!("slow consumer: {over} queued and unread"),
-            error: None,
+    /// The reason for a person (a close frame's text: at most 123 bytes).
+    pub fn text(&self) -> String {
+        match self {
+            Self::SlowConsumer(over) => format!("slow consumer: {over} queued and unread"),
+            Self::Replaced => "session replaced by a newer connection".into(),
+            Self::RoomClosed => "room closed".into(),
+            Self::ShuttingDown => "server shutting down".into(),
         }
     }
 
-    /// A new session of the same client replaced this one.
-    pub fn replaced() -> Self {
-        Self {
-            code: 1008,
-            reason: "session replaced by a newer connection".into(),
-            error: Some(CoreError::conflict(
+    /// The error the client is sent before the close, if any.
+    pub fn error(&self) -> Option<CoreError> {
+        match self {
+            Self::Replaced => Some(CoreError::new(
+                crate::error::ErrorKind::SessionReplaced,
                 "Session replaced: the same client_id connected again",
             )),
+            _ => None,
         }
     }
 
-    /// The connection's room terminated (dialects bound to one room).
-    pub fn room_closed() -> Self {
-        Self {
-            code: 1000,
-            reason: "room closed".into(),
-            error: None,
-        }
-    }
-
-    /// The server is shutting down.
-    pub fn shutdown() -> Self {
-        Self {
-            code: 1001,
-            reason: "server shutting down".into(),
-            error: None,
+    /// The reason the session's rooms are told when it leaves them.
+    pub fn leave_reason(&self) -> &'static str {
+        match self {
+            Self::ShuttingDown => "server shutting down",
+            _ => "disconnected",
         }
     }
 }

@@ -31,7 +31,7 @@ use serde_json::Value;
 use crate::{
     auth::{Authenticator, hash_token, verify_token},
     bus::Bus,
-    error::CoreError,
+    error::{CoreError, ErrorKind},
     ids::{ClientId, RoomId},
     store::{RegisteredClient, Store},
 };
@@ -231,7 +231,7 @@ impl Hub {
     ) -> Result<Arc<Session>, CoreError> {
         if self.inner.shutting_down.load(Ordering::Acquire) {
             return Err(CoreError::new(
-                crate::ErrorCode::Unavailable,
+                ErrorKind::ShuttingDown,
                 "Server is shutting down",
             ));
         }
@@ -275,7 +275,7 @@ impl Hub {
             self.inner.session_count.fetch_sub(1, Ordering::Relaxed);
             tracing::info!(client_id = %old.client_id, old_session = %old.id, "session replaced");
             self.leave_all(&old, "replaced", false).await;
-            old.close(CloseReason::replaced());
+            old.close(CloseReason::Replaced);
         }
         metrics::gauge!("signal_sessions", "wire" => session.wire.label()).increment(1.0);
         Ok(session)
@@ -330,10 +330,11 @@ impl Hub {
         };
         match self.inner.store.register_client(&client).await {
             Ok(()) => Ok(()),
-            Err(crate::store::StoreError::Conflict(_)) => {
-                Err(CoreError::conflict("Client already registered")
-                    .with("client_id", p.creds.client_id))
-            }
+            Err(crate::store::StoreError::Conflict(_)) => Err(CoreError::new(
+                ErrorKind::AlreadyRegistered,
+                "Client already registered",
+            )
+            .with("client_id", p.creds.client_id)),
             Err(e) => Err(CoreError::from_store("register", e)),
         }
     }
@@ -352,7 +353,10 @@ impl Hub {
             .await
             .map_err(|e| CoreError::from_store("unregister", e))?
         else {
-            return Err(CoreError::not_found("Client not found").with("client_id", creds.client_id));
+            return Err(
+                CoreError::new(ErrorKind::ClientNotFound, "Client not found")
+                    .with("client_id", creds.client_id),
+            );
         };
         if !verify_token(&creds.auth_token, &client.auth_token) {
             return Err(CoreError::unauthorized("Invalid client_id or auth_token"));
@@ -362,7 +366,10 @@ impl Hub {
             .await
             .map_err(|e| CoreError::from_store("unregister", e))?
         {
-            return Err(CoreError::not_found("Client not found").with("client_id", creds.client_id));
+            return Err(
+                CoreError::new(ErrorKind::ClientNotFound, "Client not found")
+                    .with("client_id", creds.client_id),
+            );
         }
         let sessions: Vec<Arc<Session>> = self
             .inner
@@ -382,7 +389,7 @@ impl Hub {
         self.inner.shutting_down.store(true, Ordering::Release);
         for entry in self.inner.sessions.iter() {
             for s in entry.value() {
-                s.close(CloseReason::shutdown());
+                s.close(CloseReason::ShuttingDown);
             }
         }
     }
@@ -437,9 +444,12 @@ impl Hub {
         })?;
         let server = &self.inner.cfg.protocol_version;
         if parsed > *server {
-            return Err(CoreError::bad_request(format!(
-                "Unsupported protocol version {parsed}: this server speaks {server} or older"
-            ))
+            return Err(CoreError::new(
+                ErrorKind::UnsupportedVersion,
+                format!(
+                    "Unsupported protocol version {parsed}: this server speaks {server} or older"
+                ),
+            )
             .with("server_version", server.to_string()));
         }
         Ok(())

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     auth::verify_token,
-    error::{CoreError, ErrorCode},
+    error::{CoreError, ErrorCode, ErrorKind},
     ids::{ClientId, RoomId},
     store::{
         ClientInRoomRecord, ClientInTerminatedRoomRecord, MemberRecords, RoomCreatedRecord,
@@ -279,7 +279,7 @@ impl Hub {
             .await
             .map_err(|e| CoreError::from_store("room request", e))?
             .ok_or_else(|| {
-                CoreError::unauthorized("Client not registered")
+                CoreError::new(ErrorKind::Unauthenticated, "Client not registered")
                     .with("client_id", creds.client_id.clone())
             })?;
         if verify_token(&creds.auth_token, &client.auth_token) {
@@ -359,7 +359,7 @@ impl Hub {
     ) -> Result<RoomCreated, CoreError> {
         if self.inner.rooms.len() >= self.config().max_rooms {
             return Err(CoreError::new(
-                ErrorCode::Unavailable,
+                ErrorKind::Unavailable,
                 format!("Room limit reached ({} rooms)", self.config().max_rooms),
             ));
         }
@@ -375,14 +375,15 @@ impl Hub {
         });
         // Held until the room is committed: joiners that find it wait here.
         let Ok(_control) = room.control.try_lock() else {
-            return Err(CoreError::new(ErrorCode::Internal, "Internal server error"));
+            return Err(CoreError::internal());
         };
         match self.inner.rooms.entry(room_id.clone()) {
             dashmap::Entry::Occupied(_) => {
-                return Err(
-                    CoreError::conflict(format!("Room '{room_id}' already exists"))
-                        .with("room_id", room_id.to_string()),
-                );
+                return Err(CoreError::new(
+                    ErrorKind::RoomExists,
+                    format!("Room '{room_id}' already exists"),
+                )
+                .with("room_id", room_id.to_string()));
             }
             dashmap::Entry::Vacant(v) => {
                 v.insert(room.clone());
@@ -435,10 +436,11 @@ impl Hub {
                 .rooms
                 .remove_if(&room_id, |_, r| Arc::ptr_eq(r, &room));
             return Err(match e {
-                crate::store::StoreError::Conflict(_) => {
-                    CoreError::conflict(format!("Room '{room_id}' already exists"))
-                        .with("room_id", room_id.to_string())
-                }
+                crate::store::StoreError::Conflict(_) => CoreError::new(
+                    ErrorKind::RoomExists,
+                    format!("Room '{room_id}' already exists"),
+                )
+                .with("room_id", room_id.to_string()),
                 e => CoreError::from_store("create_room", e),
             });
         }
@@ -506,7 +508,7 @@ impl Hub {
                     )
                     .await
                 {
-                    Err(e) if e.code == ErrorCode::NotFound => continue,
+                    Err(e) if e.kind == ErrorKind::RoomNotFound => continue,
                     other => return other,
                 }
             }
@@ -534,16 +536,12 @@ impl Hub {
                         offer_sdp: None,
                     });
                 }
-                Err(e)
-                    if e.code == ErrorCode::Conflict && !e.message.contains("already in room") =>
-                {
-                    continue;
-                }
+                Err(e) if e.kind == ErrorKind::RoomExists => continue,
                 Err(e) => return Err(e),
             }
         }
         Err(CoreError::new(
-            ErrorCode::Internal,
+            ErrorKind::Internal,
             "Room changed too often while joining; retry",
         ))
     }
@@ -557,8 +555,11 @@ impl Hub {
         metadata: Option<Value>,
     ) -> Result<RoomJoined, CoreError> {
         let not_found = || {
-            CoreError::not_found(format!("Room '{room_id}' not found"))
-                .with("room_id", room_id.to_string())
+            CoreError::new(
+                ErrorKind::RoomNotFound,
+                format!("Room '{room_id}' not found"),
+            )
+            .with("room_id", room_id.to_string())
         };
         let room = self
             .inner
@@ -574,17 +575,23 @@ impl Hub {
                 return Err(not_found());
             }
             if st.members.iter().any(|m| m.client() == &session.client_id) {
-                return Err(CoreError::conflict(format!(
-                    "Client '{}' is already in room '{room_id}'",
-                    session.client_id
-                ))
+                return Err(CoreError::new(
+                    ErrorKind::AlreadyInRoom,
+                    format!(
+                        "Client '{}' is already in room '{room_id}'",
+                        session.client_id
+                    ),
+                )
                 .with("room_id", room_id.to_string()));
             }
             if st.members.len() >= room.max_participants {
-                return Err(CoreError::forbidden(format!(
-                    "Room '{room_id}' is full ({} participants)",
-                    room.max_participants
-                ))
+                return Err(CoreError::new(
+                    ErrorKind::RoomFull,
+                    format!(
+                        "Room '{room_id}' is full ({} participants)",
+                        room.max_participants
+                    ),
+                )
                 .with("room_id", room_id.to_string())
                 .with("max_participants", room.max_participants));
             }
@@ -647,7 +654,7 @@ impl Hub {
         self.auth()
             .authenticate(&creds.client_id, &creds.auth_token)
             .await
-            .map_err(|e| match e.code {
+            .map_err(|e| match e.code() {
                 ErrorCode::Unauthorized => {
                     CoreError::unauthorized("Invalid client_id or auth_token")
                 }
@@ -660,17 +667,20 @@ impl Hub {
             .get(&room_id)
             .map(|r| r.clone())
             .ok_or_else(|| {
-                CoreError::not_found(format!("Room '{room_id}' not found"))
-                    .with("room_id", room_id.to_string())
+                CoreError::new(
+                    ErrorKind::RoomNotFound,
+                    format!("Room '{room_id}' not found"),
+                )
+                .with("room_id", room_id.to_string())
             })?;
         let reason = reason
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| "left".into());
         if !self.leave(&room, session, &reason, true).await {
-            return Err(CoreError::forbidden(format!(
-                "Client '{}' is not in room '{room_id}'",
-                session.client_id
-            ))
+            return Err(CoreError::new(
+                ErrorKind::NotMember,
+                format!("Client '{}' is not in room '{room_id}'", session.client_id),
+            )
             .with("room_id", room_id.to_string()));
         }
         Ok(())
@@ -688,14 +698,17 @@ impl Hub {
     ) -> Result<(), CoreError> {
         let room_id = RoomId::parse(room_id)?;
         let room = self.room(room_id.as_str()).ok_or_else(|| {
-            CoreError::not_found(format!("Room '{room_id}' not found"))
-                .with("room_id", room_id.to_string())
+            CoreError::new(
+                ErrorKind::RoomNotFound,
+                format!("Room '{room_id}' not found"),
+            )
+            .with("room_id", room_id.to_string())
         })?;
         if !self.leave(&room, session, reason, true).await {
-            return Err(CoreError::forbidden(format!(
-                "Client '{}' is not in room '{room_id}'",
-                session.client_id
-            ))
+            return Err(CoreError::new(
+                ErrorKind::NotMember,
+                format!("Client '{}' is not in room '{room_id}'", session.client_id),
+            )
             .with("room_id", room_id.to_string()));
         }
         Ok(())

@@ -40,8 +40,8 @@ pub struct Session {
     rooms: Mutex<Vec<RoomId>>,
     closing: AtomicBool,
     close_with_room: AtomicBool,
-    /// Boxed: set once at most, and most sessions never carry one.
-    close_reason: Mutex<Option<Box<CloseReason>>>,
+    /// Set once at most.
+    close_reason: Mutex<Option<CloseReason>>,
     kill: Notify,
 }
 
@@ -105,7 +105,7 @@ impl Session {
             Err(PushError::Full(over)) => {
                 metrics::counter!("signal_slow_consumer_disconnects_total").increment(1);
                 tracing::info!(client_id = %self.client_id, session_id = %self.id, limit = %over, "slow consumer: closing");
-                self.close(CloseReason::slow_consumer(over));
+                self.close(CloseReason::SlowConsumer(over));
                 false
             }
             Err(PushError::Closed) => false,
@@ -117,7 +117,7 @@ impl Session {
         if self.closing.swap(true, Ordering::AcqRel) {
             return;
         }
-        *self.close_reason.lock() = Some(Box::new(reason));
+        *self.close_reason.lock() = Some(reason);
         self.kill.notify_one();
         self.outbox.notify();
     }
@@ -132,7 +132,7 @@ impl Session {
     /// Called by the hub when a room this session was in terminated under it.
     pub(crate) fn room_terminated(&self) {
         if self.close_with_room.load(Ordering::Acquire) {
-            self.close(CloseReason::room_closed());
+            self.close(CloseReason::RoomClosed);
         }
     }
 
@@ -143,13 +143,13 @@ impl Session {
 
     /// The reason [`close`](Self::close) was called with, once it was.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.close_reason.lock().as_deref().cloned()
+        *self.close_reason.lock()
     }
 
     /// Resolves when the hub asks this connection to close, with the reason.
     pub async fn closed(&self) -> CloseReason {
         loop {
-            if let Some(r) = self.close_reason.lock().as_deref().cloned() {
+            if let Some(r) = *self.close_reason.lock() {
                 return r;
             }
             self.kill.notified().await;

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     bus::Remote,
-    error::CoreError,
+    error::{CoreError, ErrorKind},
     ids::{ClientId, RoomId},
 };
 
@@ -84,8 +84,11 @@ impl Hub {
                 // Not on this node. Another node may hold it (only when rooms don't
                 // constrain routing, since room membership here is node-local).
                 let not_connected = || {
-                    CoreError::not_found(format!("Target client '{target}' not found"))
-                        .with("target_client_id", target.to_string())
+                    CoreError::new(
+                        ErrorKind::PeerNotFound,
+                        format!("Target client '{target}' not found"),
+                    )
+                    .with("target_client_id", target.to_string())
                 };
                 if self.config().require_shared_room {
                     return Err(not_connected());
@@ -129,9 +132,10 @@ impl Hub {
                 };
                 match r.member_among(&list) {
                     Some(s) => Ok(Some(s)),
-                    None => Err(CoreError::not_found(format!(
-                        "Target client '{target}' is not in room '{room_id}'"
-                    ))
+                    None => Err(CoreError::new(
+                        ErrorKind::PeerNotFound,
+                        format!("Target client '{target}' is not in room '{room_id}'"),
+                    )
                     .with("target_client_id", target.to_owned())
                     .with("room_id", room_id.to_owned())),
                 }
@@ -143,10 +147,10 @@ impl Hub {
                 }
                 match self.newest_session(target, |s| from.shares_room_with(s)) {
                     Some(s) => Ok(Some(s)),
-                    None => Err(CoreError::forbidden(format!(
-                        "Clients '{}' and '{target}' share no room",
-                        from.client_id
-                    ))
+                    None => Err(CoreError::new(
+                        ErrorKind::NoSharedRoom,
+                        format!("Clients '{}' and '{target}' share no room", from.client_id),
+                    )
                     .with("target_client_id", target.to_owned())),
                 }
             }
@@ -160,14 +164,17 @@ impl Hub {
         room_id: &str,
     ) -> Result<Arc<super::room::Room>, CoreError> {
         let r = self.room(room_id).ok_or_else(|| {
-            CoreError::not_found(format!("Room '{room_id}' not found"))
-                .with("room_id", room_id.to_string())
+            CoreError::new(
+                ErrorKind::RoomNotFound,
+                format!("Room '{room_id}' not found"),
+            )
+            .with("room_id", room_id.to_string())
         })?;
         if !from.in_room(room_id) {
-            return Err(CoreError::forbidden(format!(
-                "Client '{}' is not in room '{room_id}'",
-                from.client_id
-            ))
+            return Err(CoreError::new(
+                ErrorKind::NotMember,
+                format!("Client '{}' is not in room '{room_id}'", from.client_id),
+            )
             .with("room_id", room_id.to_string()));
         }
         Ok(r)

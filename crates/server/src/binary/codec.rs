@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use signal_core::{
-    CoreError, ErrorCode,
+    CoreError, ErrorKind,
     hub::{Envelope, Event, SignalKind},
 };
 use signal_protocol::{
@@ -33,11 +33,11 @@ pub fn encode<T: Serialize>(
 ) -> Result<Bytes, CoreError> {
     let payload = signal_protocol::encode_payload(pt, value).map_err(|e| {
         tracing::error!(error = %e, %msg_type, "payload encoding failed");
-        CoreError::new(ErrorCode::Internal, "Internal server error")
+        CoreError::internal()
     })?;
     encode_parts(msg_type, id, pt, &payload).map_err(|e: FrameError| {
         CoreError::new(
-            ErrorCode::TooLarge,
+            ErrorKind::TooLarge,
             format!("{msg_type} too large: {}", e.kind),
         )
     })
@@ -54,9 +54,17 @@ pub fn request_type_name(raw: Option<u8>) -> Value {
     }
 }
 
+/// The binary protocol's error table. An ERROR frame's `error_code` is the kind's status
+/// class ([`ErrorKind::code`]); the error closes the connection (1008) only when it
+/// refuses CONNECT's credentials. The one place either is decided.
+pub fn closes(request: MessageType, err: &CoreError) -> Option<(u16, &'static str)> {
+    (request == MessageType::Connect && err.kind == ErrorKind::Unauthenticated)
+        .then_some((crate::ws::close::POLICY, "authentication failed"))
+}
+
 /// An ERROR frame answering request `id`.
 pub fn error_frame(id: Uuid, pt: PayloadType, request_type: Value, err: &CoreError) -> Bytes {
-    metrics::counter!("signal_errors_total", "code" => err.code.label()).increment(1);
+    metrics::counter!("signal_errors_total", "code" => err.code().label()).increment(1);
     let mut details: Map<String, Value> = err.details.clone();
     details.insert("request_type".into(), request_type);
     details.insert(
@@ -64,7 +72,7 @@ pub fn error_frame(id: Uuid, pt: PayloadType, request_type: Value, err: &CoreErr
         Value::from(chrono::Utc::now().timestamp_millis()),
     );
     let payload = ErrorPayload {
-        error_code: err.code.as_u16(),
+        error_code: err.code().as_u16(),
         error_message: err.message.clone(),
         details,
     };

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use signal_core::{CoreError, ErrorCode, hub::Wire};
+use signal_core::{CoreError, ErrorKind, hub::Wire};
 use signal_protocol::{Frame, MessageType, PayloadType};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -19,7 +19,7 @@ use crate::{
     conn::{self, Conn, Dialect, Flow, Guard, Step},
     ws::{Message, Socket},
 };
-use codec::{error_frame, reply_type, request_type_name};
+use codec::{closes, error_frame, reply_type, request_type_name};
 
 /// Serves one upgraded WebSocket speaking the binary protocol until it closes.
 pub(crate) fn serve(
@@ -97,7 +97,7 @@ fn on_frame(conn: &mut Conn, bytes: Bytes) -> Step<'_> {
     if t != MessageType::Heartbeat && !conn.within_rate() {
         let n = conn.state.config.security.max_messages_per_minute;
         let err = CoreError::new(
-            ErrorCode::RateLimited,
+            ErrorKind::RateLimited,
             format!("Rate limit exceeded: at most {n} messages per minute"),
         );
         return Step::Done(finish(conn, &frame, Err(err)));
@@ -113,7 +113,10 @@ fn on_frame(conn: &mut Conn, bytes: Bytes) -> Step<'_> {
         return Step::Done(finish(conn, &frame, Err(err)));
     }
     match t {
-        MessageType::Disconnect => Step::Done(Flow::Close(1000, "client disconnect".into())),
+        MessageType::Disconnect => Step::Done(Flow::Close(
+            crate::ws::close::NORMAL,
+            "client disconnect".into(),
+        )),
         MessageType::Heartbeat => {
             let r = cmd::heartbeat::handle(conn, &frame);
             Step::Done(finish(conn, &frame, r))
@@ -157,12 +160,10 @@ fn finish(conn: &mut Conn, frame: &Frame, result: Result<Option<Bytes>, CoreErro
         }
         Ok(None) => Flow::Continue,
         Err(e) => {
-            let fatal = t == MessageType::Connect && e.code == ErrorCode::Unauthorized;
             conn.reply(error_frame(id, pt, t.name().into(), &e));
-            if fatal {
-                Flow::Close(1008, "authentication failed".into())
-            } else {
-                Flow::Continue
+            match closes(t, &e) {
+                Some((code, reason)) => Flow::Close(code, reason.into()),
+                None => Flow::Continue,
             }
         }
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use signal_core::{
-    CoreError, RoomId,
+    CoreError, ErrorKind, RoomId,
     hub::{Envelope, Event, ParticipantInfo, Session, SignalKind},
 };
 
@@ -83,7 +83,7 @@ pub(crate) async fn handle(conn: &mut Conn, msg: &Value) -> Flow {
             if let Some(b) = error_with_code(
                 Some(session.client_id.as_str()),
                 request_id.as_ref(),
-                f.code,
+                f.code(),
                 &f.err,
             ) {
                 conn.reply(b);
@@ -106,11 +106,11 @@ async fn dispatch(
         && p != session.client_id.as_str()
     {
         return Err(Fail::new(
-            "UNAUTHORIZED",
-            CoreError::forbidden(format!(
+            ErrorKind::Forbidden,
+            format!(
                 "peer_id '{p}' is not the peer authenticated on this connection ('{}')",
                 session.client_id
-            )),
+            ),
         ));
     }
     match t {
@@ -175,9 +175,12 @@ async fn join(
     let room = RoomId::parse(room)?;
     let before = session.rooms();
     if before.contains(&room) {
-        return Err(Fail::new(
-            "ALREADY_IN_ROOM",
-            CoreError::conflict(format!("Already in room '{room}'")).with("room_id", room.as_str()),
+        return Err(Fail::from(
+            CoreError::new(
+                ErrorKind::AlreadyInRoom,
+                format!("Already in room '{room}'"),
+            )
+            .with("room_id", room.as_str()),
         ));
     }
     let metadata = join_metadata(obj.get("payload"), session.name());
@@ -237,9 +240,9 @@ fn discover(
         })?,
     };
     let info = conn.state.hub.room_info(room.as_str()).ok_or_else(|| {
-        Fail::new(
-            "ROOM_NOT_FOUND",
-            CoreError::not_found(format!("Room '{room}' not found")).with("room_id", room.as_str()),
+        Fail::from(
+            CoreError::new(ErrorKind::RoomNotFound, format!("Room '{room}' not found"))
+                .with("room_id", room.as_str()),
         )
     })?;
     let peers: Vec<Value> = info
@@ -281,13 +284,12 @@ async fn signal(
     relay(conn, session, kind, Some(target), room.as_str(), body)
         .await
         .map_err(|e| {
-            if e.details.contains_key("target_client_id") {
-                let e = CoreError {
+            if e.kind == ErrorKind::PeerNotFound {
+                Fail::from(CoreError {
                     message: format!("target peer '{target}' not found"),
                     details: Map::from_iter([("peer_id".to_owned(), Value::from(target))]),
                     ..e
-                };
-                Fail::new("PEER_NOT_FOUND", e)
+                })
             } else {
                 Fail::from(e)
             }

@@ -29,7 +29,7 @@ use axum::{
 use bytes::Bytes;
 use serde_json::{Value, json};
 use signal_core::{
-    CoreError, ErrorCode,
+    CoreError, ErrorKind,
     hub::{ConnectParams, Session, Wire},
 };
 use tracing::Instrument;
@@ -37,8 +37,9 @@ use tracing::Instrument;
 use crate::{
     app::{AppState, upgrade},
     conn::{self, AsyncDialect, Conn, Flow},
-    ws::{Message, NotUpgrade, Upgrade},
+    ws::{Message, NotUpgrade, Upgrade, close},
 };
+use translate::refusal_close;
 
 /// The credential a JSON client presented.
 #[derive(Debug, Clone, Default)]
@@ -184,15 +185,6 @@ pub(crate) async fn room_path_endpoint(
     )
 }
 
-/// The close code for a refused session: 1011 for a server-side failure (database
-/// down, internal error), 1008 (policy) for anything the client got wrong.
-pub(crate) fn close_code(err: &CoreError) -> u16 {
-    match err.code {
-        ErrorCode::Internal | ErrorCode::Unavailable => 1011,
-        _ => 1008,
-    }
-}
-
 /// Which dialect a `/ws` connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Shape {
@@ -272,12 +264,12 @@ impl Ws {
             Some(Ok(a)) => a,
             Some(Err(e)) => {
                 self.send_error(conn, Some(shape), &e);
-                return Err(Flow::Close(close_code(&e), e.message));
+                return Err(Flow::Close(refusal_close(&e), e.message));
             }
             None => {
-                let e = CoreError::new(ErrorCode::Internal, "Internal server error");
+                let e = CoreError::internal();
                 self.send_error(conn, Some(shape), &e);
-                return Err(Flow::Close(1011, "internal error".into()));
+                return Err(Flow::Close(close::INTERNAL, "internal error".into()));
             }
         };
         let wire = match shape {
@@ -293,9 +285,9 @@ impl Ws {
             Err(e) => {
                 self.send_error(conn, Some(shape), &e);
                 let code = if conn.state.hub.is_shutting_down() {
-                    1001
+                    close::GOING_AWAY
                 } else {
-                    close_code(&e)
+                    refusal_close(&e)
                 };
                 Err(Flow::Close(code, e.message))
             }
@@ -331,7 +323,7 @@ impl AsyncDialect for Ws {
                 if let Some(Err(e)) = &self.admission {
                     let e = e.clone();
                     self.send_error(conn, detected, &e);
-                    return Flow::Close(close_code(&e), e.message);
+                    return Flow::Close(refusal_close(&e), e.message);
                 }
                 let Some(shape) = detected else {
                     let why = match &parsed {
@@ -351,7 +343,7 @@ impl AsyncDialect for Ws {
         if !keep_alive && !conn.within_rate() {
             let n = conn.state.config.security.max_messages_per_minute;
             let e = CoreError::new(
-                ErrorCode::RateLimited,
+                ErrorKind::RateLimited,
                 format!("Rate limit exceeded: at most {n} messages per minute"),
             );
             self.send_error(conn, Some(shape), &e);

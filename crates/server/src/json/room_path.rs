@@ -12,20 +12,20 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use signal_core::{
-    CoreError, ErrorCode,
+    CoreError, ErrorKind,
     hub::{Envelope, Event, Session, SignalKind, Wire},
 };
 
 use super::{
-    Credential, admission, close_code, open_session,
+    Credential, admission, open_session,
     translate::{
         body_from_payload, code_name, count_error, name_in, now_iso, participant_name, payload_of,
-        relay, to_bytes,
+        refusal_close, relay, to_bytes,
     },
 };
 use crate::{
     conn::{AsyncDialect, Conn, Flow},
-    ws::Message,
+    ws::{Message, close},
 };
 
 /// Whether `room` is a valid room-path room id: `[A-Za-z0-9-]{1,64}`.
@@ -89,21 +89,21 @@ impl AsyncDialect for RoomPath {
         let room = self.room_id().to_owned();
         if !valid_room_id(&room) {
             return Flow::Close(
-                1008,
+                close::POLICY,
                 "invalid room id: expected 1 to 64 characters of A-Z, a-z, 0-9 and '-'".into(),
             );
         }
         let adm = match admission(&conn.state, &self.credential).await {
             Ok(a) => a,
-            Err(e) => return Flow::Close(close_code(&e), e.message),
+            Err(e) => return Flow::Close(refusal_close(&e), e.message),
         };
         let session = match open_session(conn, &adm, Wire::RoomPath).await {
             Ok(s) => s,
             Err(e) => {
                 if conn.state.hub.is_shutting_down() {
-                    return Flow::Close(1001, "server shutting down".into());
+                    return Flow::Close(close::GOING_AWAY, "server shutting down".into());
                 }
-                return Flow::Close(close_code(&e), e.message);
+                return Flow::Close(refusal_close(&e), e.message);
             }
         };
         let name = session.name().to_owned();
@@ -113,11 +113,11 @@ impl AsyncDialect for RoomPath {
             Ok(j) => j,
             Err(e) => {
                 send_error(conn, &room, &e);
-                let why = match code_name(&e) {
-                    "ROOM_FULL" => "room full".to_owned(),
+                let why = match e.kind {
+                    ErrorKind::RoomFull => "room full".to_owned(),
                     _ => e.message.clone(),
                 };
-                return Flow::Close(close_code(&e), why);
+                return Flow::Close(refusal_close(&e), why);
             }
         };
         let mut participants: Vec<Value> = joined
@@ -145,12 +145,12 @@ impl AsyncDialect for RoomPath {
     async fn on_message(&mut self, conn: &mut Conn, msg: Message) -> Flow {
         let room = self.room_id().to_owned();
         let Some(session) = conn.session.clone() else {
-            return Flow::Close(1011, "no session".into());
+            return Flow::Close(close::INTERNAL, "no session".into());
         };
         if !conn.within_rate() {
             let n = conn.state.config.security.max_messages_per_minute;
             let e = CoreError::new(
-                ErrorCode::RateLimited,
+                ErrorKind::RateLimited,
                 format!("Rate limit exceeded: at most {n} messages per minute"),
             );
             send_error(conn, &room, &e);
@@ -236,13 +236,11 @@ async fn handle(
     let body = body_from_payload(payload, kind)?;
     relay(conn, session, kind, target.as_deref(), room, body)
         .await
-        .map_err(|e| match (&target, e.code) {
-            (Some(t), ErrorCode::NotFound) if e.details.contains_key("target_client_id") => {
-                CoreError {
-                    message: format!("target user '{t}' is not in room '{room}'"),
-                    ..e
-                }
-            }
+        .map_err(|e| match (&target, e.kind) {
+            (Some(t), ErrorKind::PeerNotFound) => CoreError {
+                message: format!("target user '{t}' is not in room '{room}'"),
+                ..e
+            },
             _ => e,
         })
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use signal_core::{
-    CoreError, RoomId,
+    CoreError, ErrorKind, RoomId,
     hub::{Envelope, Event, Session, SignalKind},
 };
 
@@ -59,7 +59,7 @@ pub(crate) async fn handle(conn: &mut Conn, msg: &Value, anonymous: bool) -> Flo
         }
         Ok(None) => {}
         Err(f) => {
-            if let Some(b) = error_with_code(room.as_deref(), f.code, &f.err) {
+            if let Some(b) = error_with_code(room.as_deref(), f.code(), &f.err) {
                 conn.reply(b);
             }
         }
@@ -83,10 +83,9 @@ fn room_of(session: &Session, obj: &Map<String, Value>, t: &str) -> Result<RoomI
     let rooms = session.rooms();
     match rooms.as_slice() {
         [only] => Ok(only.clone()),
-        [] => Err(Fail::new(
-            "NOT_IN_ROOM",
-            CoreError::forbidden(format!("{t}: not in a room (send a join first)")),
-        )),
+        [] => Err(Fail::not_in_room(format!(
+            "{t}: not in a room (send a join first)"
+        ))),
         _ => Err(Fail::invalid(format!(
             "{t} requires 'room': this connection is in several rooms"
         ))),
@@ -110,11 +109,11 @@ async fn dispatch(
         && s != session.client_id.as_str()
     {
         return Err(Fail::new(
-            "UNAUTHORIZED",
-            CoreError::forbidden(format!(
+            ErrorKind::Forbidden,
+            format!(
                 "sender '{s}' is not the client authenticated on this connection ('{}')",
                 session.client_id
-            )),
+            ),
         ));
     }
     match t {
@@ -138,9 +137,12 @@ async fn join(
     let room = str_field(obj, "room")?.ok_or_else(|| Fail::invalid("join requires 'room'"))?;
     let room = parse_room(room)?;
     if session.in_room(room.as_str()) {
-        return Err(Fail::new(
-            "ALREADY_IN_ROOM",
-            CoreError::conflict(format!("Already in room '{room}'")).with("room_id", room.as_str()),
+        return Err(Fail::from(
+            CoreError::new(
+                ErrorKind::AlreadyInRoom,
+                format!("Already in room '{room}'"),
+            )
+            .with("room_id", room.as_str()),
         ));
     }
     let metadata = join_metadata(obj.get("payload"), session.name());
@@ -169,9 +171,8 @@ async fn leave(
 ) -> Result<Value, Fail> {
     let room = room_of(session, obj, "leave")?;
     if !session.in_room(room.as_str()) {
-        return Err(Fail::new(
-            "NOT_IN_ROOM",
-            CoreError::forbidden(format!("leave: not in room '{room}'"))
+        return Err(Fail::from(
+            CoreError::new(ErrorKind::NotMember, format!("leave: not in room '{room}'"))
                 .with("room_id", room.as_str()),
         ));
     }
@@ -195,10 +196,12 @@ async fn signal(
 ) -> Result<Option<Value>, Fail> {
     let room = room_of(session, obj, t)?;
     if !session.in_room(room.as_str()) {
-        return Err(Fail::new(
-            "NOT_IN_ROOM",
-            CoreError::forbidden(format!("{t}: not in room '{room}' (send a join first)"))
-                .with("room_id", room.as_str()),
+        return Err(Fail::from(
+            CoreError::new(
+                ErrorKind::NotMember,
+                format!("{t}: not in room '{room}' (send a join first)"),
+            )
+            .with("room_id", room.as_str()),
         ));
     }
     let recipient = str_field(obj, "recipient")?;
@@ -210,13 +213,12 @@ async fn signal(
         .await
         .map_err(|e| {
             if let Some(r) = recipient
-                && e.details.contains_key("target_client_id")
+                && e.kind == ErrorKind::PeerNotFound
             {
-                let e = CoreError {
+                Fail::from(CoreError {
                     message: format!("recipient '{r}' not found in room '{room}'"),
                     ..e
-                };
-                Fail::new("PEER_NOT_FOUND", e)
+                })
             } else {
                 Fail::from(e)
             }

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use signal_core::{
-    CoreError, ErrorCode,
+    CoreError, ErrorKind,
     hub::{ParticipantInfo, Session, Signal, SignalBody, SignalKind, SignalRequest},
 };
 use uuid::Uuid;
 
-use crate::conn::Conn;
+use crate::{conn::Conn, ws::close};
 
 /// Payload keys that route a message rather than describe it: never passed through, so
 /// a peer cannot smuggle a routing field (or spoof a sender) into another dialect.
@@ -178,37 +178,38 @@ pub(crate) fn payload_of(s: &Signal) -> Map<String, Value> {
     m
 }
 
-/// The symbolic error code of the JSON dialects (seed 002's set, plus `RATE_LIMITED` and
-/// `SESSION_REPLACED`).
+/// The JSON dialects' error table: each error kind's symbolic code (seed 002's set, plus
+/// `RATE_LIMITED` and `SESSION_REPLACED`). The one place a JSON client's code is chosen.
 pub(crate) fn code_name(e: &CoreError) -> &'static str {
-    match e.code {
-        ErrorCode::BadRequest | ErrorCode::TooLarge => "INVALID_MESSAGE",
-        ErrorCode::Unauthorized => "UNAUTHORIZED",
-        ErrorCode::Forbidden => {
-            if e.details.contains_key("max_participants") || e.message.contains(" is full") {
-                "ROOM_FULL"
-            } else if e.message.contains("is not in room") || e.message.contains("share no room") {
-                "NOT_IN_ROOM"
-            } else {
-                "UNAUTHORIZED"
-            }
+    match e.kind {
+        ErrorKind::BadRequest | ErrorKind::UnsupportedVersion | ErrorKind::TooLarge => {
+            "INVALID_MESSAGE"
         }
-        ErrorCode::NotFound => {
-            if e.details.contains_key("target_client_id") {
-                "PEER_NOT_FOUND"
-            } else {
-                "ROOM_NOT_FOUND"
-            }
+        ErrorKind::Unauthenticated | ErrorKind::NotConnected | ErrorKind::Forbidden => {
+            "UNAUTHORIZED"
         }
-        ErrorCode::Conflict => {
-            if e.message.starts_with("Session replaced") {
-                "SESSION_REPLACED"
-            } else {
-                "ALREADY_IN_ROOM"
-            }
-        }
-        ErrorCode::RateLimited => "RATE_LIMITED",
-        ErrorCode::Internal | ErrorCode::Unavailable => "INTERNAL_ERROR",
+        ErrorKind::NotMember | ErrorKind::NoSharedRoom => "NOT_IN_ROOM",
+        ErrorKind::RoomFull => "ROOM_FULL",
+        ErrorKind::RoomNotFound | ErrorKind::ClientNotFound => "ROOM_NOT_FOUND",
+        ErrorKind::PeerNotFound => "PEER_NOT_FOUND",
+        ErrorKind::AlreadyInRoom
+        | ErrorKind::AlreadyRegistered
+        | ErrorKind::RoomExists
+        | ErrorKind::Conflict => "ALREADY_IN_ROOM",
+        ErrorKind::SessionReplaced => "SESSION_REPLACED",
+        ErrorKind::RateLimited => "RATE_LIMITED",
+        ErrorKind::Internal | ErrorKind::Unavailable | ErrorKind::ShuttingDown => "INTERNAL_ERROR",
+    }
+}
+
+/// The JSON dialects' close code for a session that could not be opened: 1011 when the
+/// server is at fault (the database is down, an internal error), 1001 while it drains,
+/// 1008 (policy) for anything the client got wrong.
+pub(crate) fn refusal_close(e: &CoreError) -> u16 {
+    match e.kind {
+        ErrorKind::ShuttingDown => close::GOING_AWAY,
+        k if k.is_server_side() => close::INTERNAL,
+        _ => close::POLICY,
     }
 }
 
@@ -226,7 +227,7 @@ pub(crate) fn details_text(e: &CoreError) -> String {
 
 /// Counts an error sent to a JSON client.
 pub(crate) fn count_error(e: &CoreError) {
-    metrics::counter!("signal_errors_total", "code" => e.code.label()).increment(1);
+    metrics::counter!("signal_errors_total", "code" => e.code().label()).increment(1);
 }
 
 /// Milliseconds since the Unix epoch (altair's `timestamp`).
@@ -290,34 +291,34 @@ pub(crate) fn join_metadata(given: Option<&Value>, name: &str) -> Value {
     Value::Object(m)
 }
 
-/// A failure with the dialect's error code (altair's and simple's share one set).
+/// A failure of a JSON dialect's request; its code comes from [`code_name`].
 pub(crate) struct Fail {
-    /// The dialect's code (`INVALID_MESSAGE`, `ROOM_FULL`, ...).
-    pub(crate) code: &'static str,
     /// The failure.
     pub(crate) err: CoreError,
 }
 
 impl From<CoreError> for Fail {
     fn from(err: CoreError) -> Self {
-        Self {
-            code: code_name(&err),
-            err,
-        }
+        Self { err }
     }
 }
 
 impl Fail {
-    pub(crate) fn new(code: &'static str, err: CoreError) -> Self {
-        Self { code, err }
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self::from(CoreError::new(kind, message))
     }
 
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
-        Self::new("INVALID_MESSAGE", CoreError::bad_request(message))
+        Self::new(ErrorKind::BadRequest, message)
     }
 
     pub(crate) fn not_in_room(message: impl Into<String>) -> Self {
-        Self::new("NOT_IN_ROOM", CoreError::forbidden(message))
+        Self::new(ErrorKind::NotMember, message)
+    }
+
+    /// The dialect's symbolic code (`INVALID_MESSAGE`, `ROOM_FULL`, ...).
+    pub(crate) fn code(&self) -> &'static str {
+        code_name(&self.err)
     }
 }
 

@@ -9,6 +9,7 @@
 //! socket. tungstenite stays the reference: the framing tests check against it, and the
 //! integration tests' clients are tokio-tungstenite (and Chromium in the browser test).
 
+pub(crate) mod close;
 pub(crate) mod frame;
 
 use axum::{

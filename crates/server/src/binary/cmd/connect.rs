@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use serde_json::Value;
 use signal_core::{
-    CoreError,
+    CoreError, ErrorKind,
     hub::{ConnectParams, Wire},
 };
 use signal_protocol::{
@@ -18,10 +18,10 @@ use crate::{
 
 pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Bytes>, CoreError> {
     if let Some(s) = &conn.session {
-        return Err(CoreError::conflict(format!(
-            "Already connected: this connection has session {}",
-            s.id
-        )));
+        return Err(CoreError::new(
+            ErrorKind::Conflict,
+            format!("Already connected: this connection has session {}", s.id),
+        ));
     }
     let req: ConnectRequest = payload(frame)?;
     let wire = if frame.payload_type == PayloadType::Cbor {

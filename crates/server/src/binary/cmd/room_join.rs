@@ -1,7 +1,7 @@
 //! ROOM_JOIN → ROOM_JOIN_ACK with the other participants and the stored offer.
 
 use bytes::Bytes;
-use signal_core::{CoreError, ErrorCode, hub::JoinRoomParams};
+use signal_core::{CoreError, ErrorKind, hub::JoinRoomParams};
 use signal_protocol::{
     Frame, MessageType,
     payload::{RoomJoinAck, RoomJoinRequest},
@@ -61,7 +61,7 @@ fn encode_fitting(frame: &Frame, mut ack: RoomJoinAck) -> Result<Bytes, CoreErro
     let pt = codec::reply_type(frame.payload_type);
     let attempt = |ack: &RoomJoinAck| codec::encode(MessageType::RoomJoinAck, frame.id, pt, ack);
     match attempt(&ack) {
-        Err(e) if e.code == ErrorCode::TooLarge => {}
+        Err(e) if e.kind == ErrorKind::TooLarge => {}
         other => return other,
     }
     ack.participants_truncated = true;
@@ -70,7 +70,7 @@ fn encode_fitting(frame: &Frame, mut ack: RoomJoinAck) -> Result<Bytes, CoreErro
     }
     loop {
         match attempt(&ack) {
-            Err(e) if e.code == ErrorCode::TooLarge && !ack.participants.is_empty() => {
+            Err(e) if e.kind == ErrorKind::TooLarge && !ack.participants.is_empty() => {
                 let keep = ack.participants.len() / 2;
                 ack.participants.truncate(keep);
             }

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use signal_core::{
-    CoreError, ErrorCode,
+    CoreError, ErrorKind,
     hub::{Outbound, SignalBody, SignalKind, SignalRequest, Wire},
 };
 use signal_protocol::{
@@ -25,7 +25,7 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
     let session = conn.session()?.clone();
     if frame.payload.len() + session.client_id.as_str().len() + STAMP_OVERHEAD > MAX_PAYLOAD_LEN {
         return Err(CoreError::new(
-            ErrorCode::TooLarge,
+            ErrorKind::TooLarge,
             format!(
                 "Signal too large to relay: {} payload bytes plus the stamped from_client_id exceed {MAX_PAYLOAD_LEN}",
                 frame.payload.len()
