@@ -25,7 +25,8 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use signal_core::{
     CoreError,
     hub::{
-        CloseReason, ConnectParams, Event, Outbound, Outbox, Overflow, PushError, Session, Wire,
+        CloseReason, ConnectParams, Envelope, Event, Format, Outbound, Outbox, Overflow, PushError,
+        Session,
     },
 };
 use tokio::{
@@ -36,7 +37,6 @@ use tokio::{
 use crate::{
     app::AppState,
     metrics::HotMetrics,
-    wire,
     ws::{
         Message, Socket, Text, close,
         frame::{self, Decoder, Limits, Msg, Opcode, WsError},
@@ -97,6 +97,11 @@ pub(crate) trait Dialect: Send + 'static {
 
     /// Encodes an error the hub attaches to a close (e.g. "session replaced").
     fn close_error(&self, conn: &Conn, err: &CoreError) -> Option<Bytes>;
+
+    /// Encodes a hub event for a connection of `format` (one of the dialect's); `None`
+    /// if the dialect has no way to express it. Called at most once per event and
+    /// format, however many receivers share it.
+    fn encode_event(format: Format, env: &Envelope) -> Option<Bytes>;
 }
 
 /// A dialect whose messages may all wait (the JSON dialects): written as async methods,
@@ -117,6 +122,9 @@ pub(crate) trait AsyncDialect: Send + 'static {
 
     /// Encodes an error the hub attaches to a close.
     fn close_error(&self, conn: &Conn, err: &CoreError) -> Option<Bytes>;
+
+    /// Encodes a hub event for a connection of `format`.
+    fn encode_event(format: Format, env: &Envelope) -> Option<Bytes>;
 }
 
 impl<T: AsyncDialect> Dialect for T {
@@ -134,6 +142,10 @@ impl<T: AsyncDialect> Dialect for T {
     fn close_error(&self, conn: &Conn, err: &CoreError) -> Option<Bytes> {
         AsyncDialect::close_error(self, conn, err)
     }
+
+    fn encode_event(format: Format, env: &Envelope) -> Option<Bytes> {
+        <T as AsyncDialect>::encode_event(format, env)
+    }
 }
 
 /// Per-connection state the dialect's handlers work on.
@@ -142,7 +154,7 @@ pub(crate) struct Conn {
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) session: Option<Arc<Session>>,
     /// The session's wire format, once connected.
-    pub(crate) wire: Option<Wire>,
+    pub(crate) format: Option<Format>,
     /// `{"from_client_id":"…"` for frames this session relays, built on first use.
     pub(crate) stamp: Option<Bytes>,
     /// When the read that brought the message being handled returned.
@@ -176,11 +188,11 @@ impl Conn {
         &mut self,
         params: ConnectParams,
     ) -> Result<Arc<Session>, CoreError> {
-        let wire = params.wire;
+        let format = params.format;
         let session = self.state.hub.connect(params, self.outbox.clone()).await?;
-        self.wire = Some(wire);
+        self.format = Some(format);
         tracing::Span::current().record("client_id", tracing::field::display(&session.client_id));
-        tracing::debug!(session_id = %session.id, wire = wire.label(), "connected");
+        tracing::debug!(session_id = %session.id, wire = format.label(), "connected");
         self.session = Some(session.clone());
         Ok(session)
     }
@@ -347,6 +359,8 @@ struct Link {
     last_in: Instant,
     hot: Arc<HotMetrics>,
     endpoint: usize,
+    /// The dialect's event encoder.
+    encode_event: fn(Format, &Envelope) -> Option<Bytes>,
 }
 
 // === impl Link ===
@@ -438,12 +452,12 @@ impl Link {
                     out.reserve(self.write_size);
                 }
                 let mut n = 0u64;
-                let wire = outbox.wire();
+                let format = outbox.format();
                 let limit = self.write_size;
                 // One clock read per batch, for the relay latency of what it holds.
                 let now = std::time::Instant::now();
                 self.more_queued = outbox.drain(usize::MAX, |item| {
-                    if self.encode(item, &mut out, wire, now) {
+                    if self.encode(item, &mut out, format, now) {
                         n += 1;
                     }
                     out.len() < limit
@@ -486,45 +500,36 @@ impl Link {
         &self,
         item: Outbound,
         out: &mut BytesMut,
-        wire: Option<Wire>,
+        format: Option<Format>,
         now: std::time::Instant,
     ) -> bool {
         let bytes = match item {
             Outbound::Frame(b) => b,
-            Outbound::Forward {
-                head,
-                stamp,
-                comma,
-                body,
-                kind,
-                accepted_at,
-            } => {
-                let k = HotMetrics::kind_index(kind);
+            Outbound::Encoded(e) => {
+                let k = HotMetrics::kind_index(e.kind);
                 self.hot.events_out[3 + k].increment(1);
                 self.hot.relay_latency[k]
-                    .record(now.saturating_duration_since(accepted_at).as_secs_f64());
-                let len = head.len() + stamp.len() + usize::from(comma) + body.len();
+                    .record(now.saturating_duration_since(e.accepted_at).as_secs_f64());
+                let len = e.len();
                 let mut ws = [0u8; 10];
                 let n = frame::encode_header(self.opcode, len, &mut ws);
                 out.reserve(n + len);
                 out.extend_from_slice(&ws[..n]);
-                out.extend_from_slice(&head);
-                out.extend_from_slice(&stamp);
-                if comma {
-                    out.extend_from_slice(b",");
+                out.extend_from_slice(e.head());
+                for part in &e.parts {
+                    out.extend_from_slice(part);
                 }
-                out.extend_from_slice(&body);
                 return true;
             }
             Outbound::Event(env) => {
-                // Events reach a queue only once its session opened and fixed the wire.
-                let Some(w) = wire else { return false };
+                // Events reach a queue only once its session opened and fixed the format.
+                let Some(f) = format else { return false };
                 self.hot.events_out[HotMetrics::event_index(&env.event)].increment(1);
                 if let Event::Signal(s) = &env.event {
                     self.hot.relay_latency[HotMetrics::kind_index(s.kind)]
                         .record(now.saturating_duration_since(env.accepted_at).as_secs_f64());
                 }
-                match env.encoded(w, |e| wire::encode_event(w, e)) {
+                match env.encoded(f, |e| (self.encode_event)(f, e)) {
                     Some(b) => b,
                     None => return false,
                 }
@@ -606,13 +611,14 @@ pub(crate) fn drive<D: Dialect>(
         last_in: Instant::now(),
         hot: state.metrics.clone(),
         endpoint,
+        encode_event: D::encode_event,
     };
     let started = Instant::now();
     let mut conn = Conn {
         state: state.clone(),
         outbox: outbox.clone(),
         session: None,
-        wire: None,
+        format: None,
         stamp: None,
         received_at: started.into_std(),
         limiter,
@@ -808,10 +814,10 @@ async fn finish(mut link: Link, outbox: &Outbox, end: End, drain: bool) {
     let write = async {
         if drain {
             let mut out = std::mem::take(&mut link.wbuf);
-            let wire = outbox.wire();
+            let format = outbox.format();
             let now = std::time::Instant::now();
             outbox.drain(usize::MAX, |item| {
-                link.encode(item, &mut out, wire, now);
+                link.encode(item, &mut out, format, now);
                 true
             });
             link.wbuf = out;

@@ -7,10 +7,15 @@ use bytes::BytesMut;
 use serde_json::Value;
 use signal_core::{
     ClientId,
-    hub::{Envelope, Event, Signal, SignalKind, Wire},
+    hub::{Envelope, Event, Signal, SignalKind},
 };
 
+use signal_protocol::PayloadType;
+
 use crate::ws::frame::{Decoder, Limits, Msg};
+
+/// A dialect's event encoder.
+type Encoder = fn(&Envelope) -> Option<bytes::Bytes>;
 
 const LIMITS: Limits = Limits {
     max_frame: 4096,
@@ -88,19 +93,28 @@ pub fn dialect_message(data: &[u8]) {
             room: None,
             body,
         }));
-        for wire in [
-            Wire::BinaryJson,
-            Wire::BinaryCbor,
-            Wire::Altair,
-            Wire::Simple,
-            Wire::RoomPath,
-        ] {
-            if let Some(bytes) = crate::wire::encode_event(wire, &env)
-                && matches!(wire, Wire::Altair | Wire::Simple | Wire::RoomPath)
+        let encoders: [(&str, Encoder, bool); 5] = [
+            (
+                "binary_json",
+                |e| crate::binary::codec::encode_event(e, PayloadType::Json),
+                false,
+            ),
+            (
+                "binary_cbor",
+                |e| crate::binary::codec::encode_event(e, PayloadType::Cbor),
+                false,
+            ),
+            ("altair", crate::json::altair::encode_event, true),
+            ("simple", crate::json::simple::encode_event, true),
+            ("room_path", crate::json::room_path::encode_event, true),
+        ];
+        for (name, encode, json) in encoders {
+            if let Some(bytes) = encode(&env)
+                && json
             {
                 assert!(
                     serde_json::from_slice::<Value>(&bytes).is_ok(),
-                    "{wire:?} encoded a signal that is not JSON"
+                    "{name} encoded a signal that is not JSON"
                 );
             }
         }

@@ -14,7 +14,6 @@ pub mod json;
 pub mod metrics;
 pub mod run;
 pub mod telemetry;
-pub mod wire;
 pub(crate) mod ws;
 pub mod ws_echo;
 

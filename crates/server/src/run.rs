@@ -9,8 +9,8 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use signal_core::{
     auth::Authenticator,
-    bus::LocalBus,
     hub::{Hub, HubConfig},
+    router::LocalRouter,
     store::{Store, StoreError},
 };
 use signal_store_sqlite::{SqliteOptions, SqliteStore};
@@ -112,7 +112,7 @@ pub async fn start(
         hub_config(&config),
         store,
         auth,
-        Arc::new(LocalBus::default()),
+        Arc::new(LocalRouter::default()),
     );
     match hub.recover_rooms().await {
         Ok(0) => {}

@@ -7,6 +7,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -15,44 +16,57 @@ use crate::{
     ids::{ClientId, RoomId},
 };
 
-/// The wire formats a connection can speak. A closed set: it indexes the per-event encode
-/// cache and labels metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Wire {
-    /// Binary frames with JSON payloads.
-    BinaryJson,
-    /// Binary frames with CBOR payloads.
-    BinaryCbor,
-    /// Seed 002's JSON envelope on `/ws`.
-    Altair,
-    /// Seed 003's JSON messages on `/ws`.
-    Simple,
-    /// Seed 004's JSON messages on `/webrtc/ws/{room}`.
-    RoomPath,
+/// A wire format, as the edges define it: an opaque small id that keys the per-event
+/// encode cache, and a label for metrics. Core never looks inside; the edges give each
+/// of their encodings one (the binary protocol's JSON and CBOR payloads, each JSON
+/// dialect).
+#[derive(Debug, Clone, Copy)]
+pub struct Format {
+    id: u8,
+    label: &'static str,
 }
 
-/// Number of [`Wire`] variants.
-pub const WIRE_COUNT: usize = 5;
+impl Format {
+    /// How many formats there may be: ids run from 0 to `MAX - 1`.
+    pub const MAX: usize = 8;
 
-impl Wire {
-    /// Metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::BinaryJson => "binary_json",
-            Self::BinaryCbor => "binary_cbor",
-            Self::Altair => "altair",
-            Self::Simple => "simple",
-            Self::RoomPath => "room_path",
-        }
+    /// Format `id` (below [`MAX`](Self::MAX)), labelled `label` in metrics.
+    pub const fn new(id: u8, label: &'static str) -> Self {
+        assert!(
+            (id as usize) < Self::MAX,
+            "format ids run below Format::MAX"
+        );
+        Self { id, label }
     }
 
-    fn index(self) -> usize {
-        self as usize
+    /// The id.
+    pub fn id(self) -> u8 {
+        self.id
+    }
+
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        self.label
+    }
+}
+
+impl PartialEq for Format {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for Format {}
+
+impl std::hash::Hash for Format {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.id.hash(h);
     }
 }
 
 /// A member's role in a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     /// The room's one media sender (the creator by default).
     Sender,
@@ -84,7 +98,8 @@ impl Role {
 }
 
 /// Which kind of signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SignalKind {
     /// SDP offer.
     Offer,
@@ -106,7 +121,7 @@ impl SignalKind {
 }
 
 /// The opaque body of a signal: SDP and candidates are carried, never interpreted.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct SignalBody {
     /// SDP of an offer or answer.
     pub sdp: Option<String>,
@@ -121,7 +136,7 @@ pub struct SignalBody {
 }
 
 /// A signal on its way to a peer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Signal {
     /// Offer, answer or candidate.
     pub kind: SignalKind,
@@ -135,8 +150,10 @@ pub struct Signal {
     pub body: SignalBody,
 }
 
-/// Something that happened, told to one or more connections.
-#[derive(Debug, Clone, PartialEq)]
+/// Something that happened, told to one or more connections. Serialisable: it crosses
+/// nodes (see [`crate::router`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// Another member joined a room.
     PeerJoined {
@@ -245,7 +262,7 @@ pub struct Envelope {
     pub accepted_at: Instant,
     /// An estimate of the event's encoded size, counted against queues' byte limits.
     pub size: usize,
-    cache: [OnceLock<Option<Bytes>>; WIRE_COUNT],
+    cache: [OnceLock<Option<Bytes>>; Format::MAX],
 }
 
 impl Envelope {
@@ -265,14 +282,14 @@ impl Envelope {
         })
     }
 
-    /// The event encoded for `wire`, computed by `encode` the first time any receiver of
-    /// that format asks. `None` if the format cannot express the event.
+    /// The event encoded for `format`, computed by `encode` the first time any receiver
+    /// of that format asks. `None` if the format cannot express the event.
     pub fn encoded(
         &self,
-        wire: Wire,
+        format: Format,
         encode: impl FnOnce(&Envelope) -> Option<Bytes>,
     ) -> Option<Bytes> {
-        self.cache[wire.index()]
+        self.cache[usize::from(format.id)]
             .get_or_init(|| encode(self))
             .clone()
     }
@@ -329,9 +346,7 @@ impl Outbound {
     pub fn size(&self) -> usize {
         match self {
             Self::Frame(b) => b.len(),
-            Self::Forward {
-                stamp, body, head, ..
-            } => head.len() + stamp.len() + 1 + body.len(),
+            Self::Encoded(e) => e.len(),
             Self::Event(env) => env.size,
         }
     }
@@ -344,21 +359,46 @@ pub enum Outbound {
     Event(Arc<Envelope>),
     /// Bytes already encoded for this connection (a response).
     Frame(Bytes),
-    /// A relayed signal forwarded without decoding (the binary relay path): the frame is
-    /// `head`, then `stamp`, a comma if `comma`, then `body`. Nothing is allocated for
-    /// it: the stamp is the sender's, shared, and the body is a slice of the bytes read.
-    Forward {
-        /// The frame header.
-        head: [u8; 21],
-        /// The start of the payload: `{"from_client_id":"…"`.
-        stamp: Bytes,
-        /// Whether a comma separates the stamp from the body.
-        comma: bool,
-        /// The rest of the sender's payload, after its opening brace.
-        body: Bytes,
-        /// Offer, answer or candidate (for metrics).
-        kind: SignalKind,
-        /// When the hub accepted it (for the relay latency).
-        accepted_at: Instant,
-    },
+    /// A relayed signal an edge encoded for receivers of one format, without decoding it.
+    Encoded(Encoded),
+}
+
+/// A relayed signal pre-encoded by an edge for connections of its [`Format`]: a short
+/// head copied by value, then shared pieces (the sender's stamp, a slice of the bytes
+/// read), written in order. Nothing is allocated for the pieces; the hub hands it only to
+/// receivers of `format`.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// Which receivers can take it.
+    pub format: Format,
+    /// The head (a frame header): at most [`Encoded::HEAD`] bytes, `head_len` used.
+    pub head: [u8; Encoded::HEAD],
+    /// Bytes of `head` in use.
+    pub head_len: u8,
+    /// The pieces after the head.
+    pub parts: [Bytes; 2],
+    /// Offer, answer or candidate (for metrics).
+    pub kind: SignalKind,
+    /// When the hub accepted it (for the relay latency).
+    pub accepted_at: Instant,
+}
+
+impl Encoded {
+    /// The largest head.
+    pub const HEAD: usize = 24;
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        usize::from(self.head_len) + self.parts.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The head in use.
+    pub fn head(&self) -> &[u8] {
+        &self.head[..usize::from(self.head_len)]
+    }
 }

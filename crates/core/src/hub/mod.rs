@@ -8,10 +8,10 @@ mod outbox;
 mod room;
 mod session;
 mod signal;
-pub use signal::SignalRequest;
+pub use signal::{Elsewhere, Routed, SignalRequest};
 
 pub use event::{
-    CloseReason, Envelope, Event, Outbound, Role, Signal, SignalBody, SignalKind, WIRE_COUNT, Wire,
+    CloseReason, Encoded, Envelope, Event, Format, Outbound, Role, Signal, SignalBody, SignalKind,
 };
 pub use outbox::{Outbox, Overflow, PushError};
 pub use room::{
@@ -30,9 +30,9 @@ use serde_json::Value;
 
 use crate::{
     auth::{Authenticator, hash_token, verify_token},
-    bus::Bus,
     error::{CoreError, ErrorKind},
     ids::{ClientId, RoomId},
+    router::{Inbox, NodeMessage, Recipient, Router},
     store::{RegisteredClient, Store},
 };
 use room::Room;
@@ -100,7 +100,7 @@ pub struct ConnectParams {
     /// Client protocol version, if sent.
     pub version: Option<String>,
     /// Wire format of the connection.
-    pub wire: Wire,
+    pub format: Format,
     /// Announced capabilities.
     pub capabilities: Vec<String>,
     /// Announced metadata.
@@ -146,7 +146,7 @@ struct Inner {
     cfg: HubConfig,
     store: Arc<dyn Store>,
     auth: Arc<Authenticator>,
-    bus: Arc<dyn Bus>,
+    router: Arc<dyn Router>,
     sessions: DashMap<ClientId, Vec<Arc<Session>>>,
     rooms: DashMap<RoomId, Arc<Room>>,
     session_count: AtomicUsize,
@@ -165,19 +165,20 @@ impl std::fmt::Debug for Hub {
 // === impl Hub ===
 
 impl Hub {
-    /// A hub over the given ports.
+    /// A hub over the given ports. The hub attaches itself to the router as the inbox of
+    /// messages other nodes send here.
     pub fn new(
         cfg: HubConfig,
         store: Arc<dyn Store>,
         auth: Arc<Authenticator>,
-        bus: Arc<dyn Bus>,
+        router: Arc<dyn Router>,
     ) -> Self {
-        Self {
+        let hub = Self {
             inner: Arc::new(Inner {
                 cfg,
                 store,
                 auth,
-                bus,
+                router,
                 sessions: DashMap::new(),
                 rooms: DashMap::new(),
                 session_count: AtomicUsize::new(0),
@@ -189,7 +190,15 @@ impl Hub {
                 ]
                 .map(|k| metrics::counter!("signal_relayed_total", "kind" => k.label())),
             }),
-        }
+        };
+        let inbox: std::sync::Weak<dyn Inbox> = Arc::downgrade(&hub.inner) as _;
+        hub.inner.router.attach(inbox);
+        hub
+    }
+
+    /// The router port.
+    pub fn router(&self) -> &Arc<dyn Router> {
+        &self.inner.router
     }
 
     /// The configuration.
@@ -256,7 +265,7 @@ impl Hub {
         };
         let session = Session::new(
             client_id.clone(),
-            p.wire,
+            p.format,
             outbox,
             p.capabilities,
             p.metadata,
@@ -271,13 +280,17 @@ impl Hub {
             list.drain(..excess).collect()
         };
         self.inner.session_count.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.inner.router.session_opened(&session.client_id).await {
+            tracing::warn!(error = %e, "router: could not record the session's presence");
+        }
         for old in evicted {
             self.inner.session_count.fetch_sub(1, Ordering::Relaxed);
+            self.inner.router.session_closed(&old.client_id).await;
             tracing::info!(client_id = %old.client_id, old_session = %old.id, "session replaced");
             self.leave_all(&old, "replaced", false).await;
             old.close(CloseReason::Replaced);
         }
-        metrics::gauge!("signal_sessions", "wire" => session.wire.label()).increment(1.0);
+        metrics::gauge!("signal_sessions", "wire" => session.format.label()).increment(1.0);
         Ok(session)
     }
 
@@ -299,7 +312,8 @@ impl Hub {
         };
         if removed {
             self.inner.session_count.fetch_sub(1, Ordering::Relaxed);
-            metrics::gauge!("signal_sessions", "wire" => session.wire.label()).decrement(1.0);
+            self.inner.router.session_closed(&session.client_id).await;
+            metrics::gauge!("signal_sessions", "wire" => session.format.label()).decrement(1.0);
         }
         self.leave_all(session, reason, voluntary).await;
         if let Err(e) = self
@@ -471,6 +485,35 @@ impl Hub {
             )));
         }
         Ok(())
+    }
+}
+
+/// Messages other nodes send here: delivered to this node's sessions like the hub's own.
+impl Inbox for Inner {
+    fn receive(&self, msg: NodeMessage) -> usize {
+        let env = Envelope::with_id(msg.id, msg.event);
+        match msg.to {
+            Recipient::Client { client } => {
+                let newest = self
+                    .sessions
+                    .get(client.as_str())
+                    .and_then(|l| l.last().cloned());
+                match newest {
+                    Some(s) => usize::from(s.deliver(env)),
+                    None => 0,
+                }
+            }
+            Recipient::Room { room, except } => {
+                let Some(r) = self.rooms.get(room.as_str()).map(|r| r.value().clone()) else {
+                    return 0;
+                };
+                r.sessions()
+                    .into_iter()
+                    .filter(|s| except.as_ref() != Some(&s.client_id))
+                    .map(|s| usize::from(s.deliver(env.clone())))
+                    .sum()
+            }
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use std::{
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 
-use super::event::{Outbound, Wire};
+use super::event::{Format, Outbound};
 
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +59,8 @@ pub struct Outbox {
     /// Set by a producer (or [`notify`](Self::notify)); taken by the consumer.
     ready: AtomicBool,
     waker: AtomicWaker,
-    /// The wire format the consumer encodes events for, fixed when its session opens.
-    wire: OnceLock<Wire>,
+    /// The format the consumer encodes events for, fixed when its session opens.
+    format: OnceLock<Format>,
 }
 
 #[derive(Debug, Default)]
@@ -89,18 +89,18 @@ impl Outbox {
             max_bytes,
             ready: AtomicBool::new(false),
             waker: AtomicWaker::new(),
-            wire: OnceLock::new(),
+            format: OnceLock::new(),
         })
     }
 
-    /// The wire format of the session this queue belongs to, once one opened.
-    pub fn wire(&self) -> Option<Wire> {
-        self.wire.get().copied()
+    /// The format of the session this queue belongs to, once one opened.
+    pub fn format(&self) -> Option<Format> {
+        self.format.get().copied()
     }
 
-    /// Fixes the wire format (the first call wins; a connection has one session).
-    pub(crate) fn set_wire(&self, wire: Wire) {
-        let _ = self.wire.set(wire);
+    /// Fixes the format (the first call wins; a connection has one session).
+    pub(crate) fn set_format(&self, format: Format) {
+        let _ = self.format.set(format);
     }
 
     /// The slow-consumer limit in items.

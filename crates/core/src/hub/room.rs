@@ -167,6 +167,16 @@ impl Room {
             .map(|m| m.session.clone())
     }
 
+    /// Sessions of every member.
+    pub(super) fn sessions(&self) -> Vec<Arc<Session>> {
+        self.state
+            .read()
+            .members
+            .iter()
+            .map(|m| m.session.clone())
+            .collect()
+    }
+
     /// Sessions of every member but `me`.
     pub(super) fn other_sessions(&self, me: &Session) -> Vec<Arc<Session>> {
         self.state
@@ -389,6 +399,28 @@ impl Hub {
                 v.insert(room.clone());
             }
         }
+        // The id must be free on every node the router knows, not only here.
+        let claimed = self.inner.router.claim_room(&room_id).await;
+        if !matches!(claimed, Ok(true)) {
+            room.state.write().closed = true;
+            self.inner
+                .rooms
+                .remove_if(&room_id, |_, r| Arc::ptr_eq(r, &room));
+            return Err(match claimed {
+                Err(e) => {
+                    tracing::warn!(error = %e, "create_room: router unavailable");
+                    CoreError::new(
+                        ErrorKind::Unavailable,
+                        "Room registry unavailable, retry later",
+                    )
+                }
+                _ => CoreError::new(
+                    ErrorKind::RoomExists,
+                    format!("Room '{room_id}' already exists"),
+                )
+                .with("room_id", room_id.to_string()),
+            });
+        }
         let member = Member {
             session: session.clone(),
             role,
@@ -435,6 +467,7 @@ impl Hub {
             self.inner
                 .rooms
                 .remove_if(&room_id, |_, r| Arc::ptr_eq(r, &room));
+            self.inner.router.release_room(&room_id).await;
             return Err(match e {
                 crate::store::StoreError::Conflict(_) => CoreError::new(
                     ErrorKind::RoomExists,
@@ -761,6 +794,7 @@ impl Hub {
             self.inner
                 .rooms
                 .remove_if(&room.id, |_, r| Arc::ptr_eq(r, room));
+            self.inner.router.release_room(&room.id).await;
             for m in &remaining {
                 m.session.remove_room(room.id.as_str());
             }

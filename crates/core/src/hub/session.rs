@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    event::{CloseReason, Envelope, Outbound, Wire},
+    event::{CloseReason, Envelope, Format, Outbound},
     outbox::{Outbox, PushError},
 };
 use crate::ids::{ClientId, RoomId};
@@ -27,7 +27,7 @@ pub struct Session {
     /// The authenticated client.
     pub client_id: ClientId,
     /// The connection's wire format.
-    pub wire: Wire,
+    pub format: Format,
     /// When the session started.
     pub connected_at: DateTime<Utc>,
     /// Capabilities the client announced.
@@ -55,17 +55,17 @@ impl Session {
     /// A new session writing to `outbox` (bounded; its capacity is the slow-consumer limit).
     pub fn new(
         client_id: ClientId,
-        wire: Wire,
+        format: Format,
         outbox: Arc<Outbox>,
         capabilities: Vec<String>,
         metadata: Value,
         display_name: Option<String>,
     ) -> Arc<Self> {
-        outbox.set_wire(wire);
+        outbox.set_format(format);
         Arc::new(Self {
             id: Uuid::new_v4(),
             client_id,
-            wire,
+            format,
             connected_at: Utc::now(),
             capabilities,
             metadata,

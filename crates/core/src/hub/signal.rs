@@ -2,6 +2,10 @@
 //! of a room. No store round trip, no global lock: one shard read for the target, short
 //! per-session locks for the shared-room rule, one bounded queue push per receiver, and
 //! one shared envelope for all of them.
+//!
+//! Every signal goes through here, the edges' zero-copy relay included: [`Hub::relay`]
+//! routes, delivers on this node, and hands what is not on this node to the router, so a
+//! rule about where a signal may go is written once.
 
 use std::sync::Arc;
 
@@ -9,13 +13,13 @@ use uuid::Uuid;
 
 use super::{
     Hub,
-    event::{Envelope, Event, Signal, SignalBody, SignalKind},
+    event::{Encoded, Envelope, Event, Outbound, Signal, SignalBody, SignalKind},
     session::Session,
 };
 use crate::{
-    bus::Remote,
     error::{CoreError, ErrorKind},
     ids::{ClientId, RoomId},
+    router::{NodeMessage, Recipient, Remote},
 };
 
 /// A signal as a dialect hands it to the hub.
@@ -33,9 +37,27 @@ pub struct SignalRequest {
     pub body: SignalBody,
 }
 
+/// Where [`Hub::relay`] put a signal.
+#[derive(Debug)]
+#[must_use = "a signal for another node is sent only by `Hub::send_elsewhere`"]
+pub enum Routed {
+    /// Queued for the target's session on this node.
+    Delivered,
+    /// The target has no session on this node: [`Hub::send_elsewhere`] sends it on.
+    Elsewhere(Elsewhere),
+}
+
+/// A signal whose target is not on this node, ready for the router.
+#[derive(Debug)]
+pub struct Elsewhere {
+    target: ClientId,
+    env: Arc<Envelope>,
+    kind: SignalKind,
+}
+
 impl Hub {
     /// Routes a signal to its target (or to the rest of its room), stamped with the
-    /// sender's id.
+    /// sender's id, wherever the target is.
     pub async fn signal(&self, from: &Arc<Session>, req: SignalRequest) -> Result<(), CoreError> {
         let target = req.target.as_deref().filter(|t| !t.is_empty());
         let room = req.room.as_deref().filter(|r| !r.is_empty());
@@ -48,66 +70,114 @@ impl Hub {
             };
             let room_id = RoomId::parse(room)?;
             let r = self.member_room(from, room)?;
-            let env = Envelope::with_id(
-                req.id,
-                Event::Signal(Signal {
-                    kind,
-                    from: from.client_id.clone(),
-                    target: None,
-                    room: Some(room_id),
-                    body: req.body,
-                }),
-            );
+            let event = Event::Signal(Signal {
+                kind,
+                from: from.client_id.clone(),
+                target: None,
+                room: Some(room_id.clone()),
+                body: req.body,
+            });
+            let env = Envelope::with_id(req.id, event.clone());
             for s in r.other_sessions(from) {
                 s.deliver(env.clone());
             }
+            // Members on other nodes, if any node holds some.
+            let _ = self
+                .inner
+                .router
+                .send(NodeMessage {
+                    id: req.id,
+                    from_node: self.inner.router.node_id().to_owned(),
+                    to: Recipient::Room {
+                        room: room_id,
+                        except: Some(from.client_id.clone()),
+                    },
+                    event,
+                })
+                .await;
             self.count_relayed(kind);
             return Ok(());
         };
+        let body = req.body;
+        match self.relay(from, req.id, kind, target, room, None, || Ok(body))? {
+            Routed::Delivered => Ok(()),
+            Routed::Elsewhere(e) => self.send_elsewhere(e).await,
+        }
+    }
+
+    /// Routes a signal to `target` (within `room`, if named) and queues it for the
+    /// target's session on this node, or says it is elsewhere. The edge may hand the
+    /// signal pre-encoded (`encoded`): a receiver of that format gets those bytes, with
+    /// nothing decoded or allocated; any other receiver, or another node, gets the event
+    /// built from `body`, which is called only then.
+    #[allow(clippy::too_many_arguments)]
+    pub fn relay(
+        &self,
+        from: &Session,
+        id: Uuid,
+        kind: SignalKind,
+        target: &str,
+        room: Option<&str>,
+        encoded: Option<Encoded>,
+        body: impl FnOnce() -> Result<SignalBody, CoreError>,
+    ) -> Result<Routed, CoreError> {
         let to = self.route(from, target, room)?;
+        if let (Some(s), Some(e)) = (&to, encoded)
+            && s.format == e.format
+        {
+            s.send(Outbound::Encoded(e));
+            self.count_relayed(kind);
+            return Ok(Routed::Delivered);
+        }
         let target = ClientId::parse("target_client_id", target)?;
         let env = Envelope::with_id(
-            req.id,
+            id,
             Event::Signal(Signal {
                 kind,
                 from: from.client_id.clone(),
                 target: Some(target.clone()),
                 room: room.map(RoomId::parse).transpose()?,
-                body: req.body,
+                body: body()?,
             }),
         );
         match to {
             Some(s) => {
                 s.deliver(env);
+                self.count_relayed(kind);
+                Ok(Routed::Delivered)
             }
-            None => {
-                // Not on this node. Another node may hold it (only when rooms don't
-                // constrain routing, since room membership here is node-local).
-                let not_connected = || {
-                    CoreError::new(
-                        ErrorKind::PeerNotFound,
-                        format!("Target client '{target}' not found"),
-                    )
-                    .with("target_client_id", target.to_string())
-                };
-                if self.config().require_shared_room {
-                    return Err(not_connected());
-                }
-                if self.inner.bus.deliver_remote(&target, env).await == Remote::NotFound {
-                    return Err(not_connected());
-                }
-            }
+            None => Ok(Routed::Elsewhere(Elsewhere { target, env, kind })),
         }
-        self.count_relayed(kind);
-        Ok(())
+    }
+
+    /// Sends a signal [`relay`](Self::relay) found no session for here to the node
+    /// holding its target; 404 when no node does.
+    pub async fn send_elsewhere(&self, e: Elsewhere) -> Result<(), CoreError> {
+        let msg = NodeMessage {
+            id: e.env.id,
+            from_node: self.inner.router.node_id().to_owned(),
+            to: Recipient::Client {
+                client: e.target.clone(),
+            },
+            event: e.env.event.clone(),
+        };
+        match self.inner.router.send(msg).await {
+            Remote::Delivered => {
+                self.count_relayed(e.kind);
+                Ok(())
+            }
+            Remote::NotFound => Err(CoreError::new(
+                ErrorKind::PeerNotFound,
+                format!("Target client '{}' not found", e.target),
+            )
+            .with("target_client_id", e.target.to_string())),
+        }
     }
 
     /// Where a signal from `from` to `target` (within `room`, if named) goes: the
     /// target's session on this node, or `None` when it has none here (another node may
-    /// hold it). Checks every routing rule, with the errors [`signal`](Self::signal)
-    /// gives, and allocates nothing: the relay path of the binary dialect uses it to
-    /// forward a frame without decoding it.
-    pub fn route(
+    /// hold it). Checks every routing rule and allocates nothing.
+    fn route(
         &self,
         from: &Session,
         target: &str,

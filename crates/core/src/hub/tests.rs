@@ -5,12 +5,15 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::*;
-use crate::{ErrorCode, auth::Authenticator, bus::LocalBus, store::MemoryStore};
+use crate::{ErrorCode, auth::Authenticator, router::LocalRouter, store::MemoryStore};
+
+const JSON: Format = Format::new(0, "json");
+const CBOR: Format = Format::new(1, "cbor");
 
 fn hub_with(store: Arc<MemoryStore>, cfg: HubConfig) -> Hub {
     let keys = ["alice", "bob", "carol"].map(|k| (k.to_owned(), format!("{k}-token")));
     let auth = Arc::new(Authenticator::new(keys, None, store.clone()));
-    Hub::new(cfg, store, auth, Arc::new(LocalBus::default()))
+    Hub::new(cfg, store, auth, Arc::new(LocalRouter::default()))
 }
 
 fn creds(id: &str) -> Credentials {
@@ -30,7 +33,7 @@ async fn connect(hub: &Hub, id: &str, cap: usize) -> (Arc<Session>, Arc<Outbox>)
                 client_id: id.into(),
                 auth_token: format!("{id}-token"),
                 version: Some("1.0.0".into()),
-                wire: Wire::BinaryJson,
+                format: JSON,
                 capabilities: vec![],
                 metadata: json!({}),
                 display_name: None,
@@ -133,19 +136,17 @@ async fn a_broadcast_is_one_shared_envelope_encoded_once_per_wire() {
     assert!(matches!(x.event, Event::RoomClosed { .. }));
     assert!(Arc::ptr_eq(&x, &y), "one envelope for every receiver");
     let mut calls = 0;
-    let one = x.encoded(Wire::BinaryJson, |_| {
+    let one = x.encoded(JSON, |_| {
         calls += 1;
         Some(bytes::Bytes::from_static(b"encoded"))
     });
-    let two = y.encoded(Wire::BinaryJson, |_| {
+    let two = y.encoded(JSON, |_| {
         calls += 1;
         Some(bytes::Bytes::from_static(b"again"))
     });
     assert_eq!(calls, 1, "encoded once for the wire format");
     assert_eq!(one, two);
-    let cbor = y.encoded(Wire::BinaryCbor, |_| {
-        Some(bytes::Bytes::from_static(b"cbor"))
-    });
+    let cbor = y.encoded(CBOR, |_| Some(bytes::Bytes::from_static(b"cbor")));
     assert_eq!(
         cbor.as_deref(),
         Some(&b"cbor"[..]),
@@ -196,7 +197,7 @@ async fn a_replaced_session_leaves_its_rooms_before_the_new_one_is_acknowledged(
                 client_id: "bob".into(),
                 auth_token: "bob-token".into(),
                 version: None,
-                wire: Wire::BinaryCbor,
+                format: CBOR,
                 capabilities: vec![],
                 metadata: json!({}),
                 display_name: None,

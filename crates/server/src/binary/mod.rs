@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use signal_core::{CoreError, ErrorKind, hub::Wire};
+use signal_core::{
+    CoreError, ErrorKind,
+    hub::{Envelope, Format},
+};
 use signal_protocol::{Frame, MessageType, PayloadType};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -32,6 +35,11 @@ pub(crate) fn serve(
         tracing::debug_span!("conn", dialect = "binary", %peer, client_id = tracing::field::Empty);
     conn::drive(socket, state, Binary, guard).instrument(span)
 }
+
+/// Binary frames with JSON payloads.
+pub const JSON: Format = Format::new(0, "binary_json");
+/// Binary frames with CBOR payloads.
+pub const CBOR: Format = Format::new(1, "binary_cbor");
 
 struct Binary;
 
@@ -65,13 +73,23 @@ impl Dialect for Binary {
             err,
         ))
     }
+
+    fn encode_event(format: Format, env: &Envelope) -> Option<Bytes> {
+        let pt = if format == CBOR {
+            PayloadType::Cbor
+        } else {
+            PayloadType::Json
+        };
+        codec::encode_event(env, pt)
+    }
 }
 
 /// The payload type for unsolicited frames: the session's choice, JSON before CONNECT.
 fn reply_pt(conn: &Conn) -> PayloadType {
-    match conn.wire {
-        Some(Wire::BinaryCbor) => PayloadType::Cbor,
-        _ => PayloadType::Json,
+    if conn.format == Some(CBOR) {
+        PayloadType::Cbor
+    } else {
+        PayloadType::Json
     }
 }
 
@@ -123,7 +141,13 @@ fn on_frame(conn: &mut Conn, bytes: Bytes) -> Step<'_> {
         }
         MessageType::SignalOffer | MessageType::SignalAnswer | MessageType::SignalIceCandidate => {
             match cmd::signal::forward(conn, &frame) {
-                Some(r) => Step::Done(finish(conn, &frame, r.map(|()| None))),
+                Some(Ok(None)) => Step::Done(finish(conn, &frame, Ok(None))),
+                Some(Err(e)) => Step::Done(finish(conn, &frame, Err(e))),
+                Some(Ok(Some(elsewhere))) => Step::wait(async move {
+                    let hub = conn.state.hub.clone();
+                    let r = hub.send_elsewhere(elsewhere).await;
+                    finish(conn, &frame, r.map(|()| None))
+                }),
                 None => Step::wait(async move {
                     let r = cmd::signal::handle(conn, &frame).await;
                     finish(conn, &frame, r)

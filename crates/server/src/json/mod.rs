@@ -30,7 +30,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use signal_core::{
     CoreError, ErrorKind,
-    hub::{ConnectParams, Session, Wire},
+    hub::{ConnectParams, Envelope, Format, Session},
 };
 use tracing::Instrument;
 
@@ -40,6 +40,13 @@ use crate::{
     ws::{Message, NotUpgrade, Upgrade, close},
 };
 use translate::refusal_close;
+
+/// Seed 002's JSON envelope on `/ws`.
+pub const ALTAIR: Format = Format::new(2, "altair");
+/// Seed 003's JSON messages on `/ws`.
+pub const SIMPLE: Format = Format::new(3, "simple");
+/// Seed 004's JSON messages on `/webrtc/ws/{room}`.
+pub const ROOM_PATH: Format = Format::new(4, "room_path");
 
 /// The credential a JSON client presented.
 #[derive(Debug, Clone, Default)]
@@ -114,7 +121,7 @@ pub(crate) async fn admission(state: &AppState, c: &Credential) -> Result<Admiss
 pub(crate) async fn open_session(
     conn: &mut Conn,
     adm: &Admission,
-    wire: Wire,
+    format: Format,
 ) -> Result<Arc<Session>, CoreError> {
     let (client_id, auth_token, display_name, anonymous) = match adm {
         Admission::Client {
@@ -128,9 +135,9 @@ pub(crate) async fn open_session(
         client_id,
         auth_token,
         version: None,
-        wire,
+        format,
         capabilities: Vec::new(),
-        metadata: json!({ "dialect": wire.label() }),
+        metadata: json!({ "dialect": format.label() }),
         display_name,
         anonymous,
     })
@@ -272,11 +279,11 @@ impl Ws {
                 return Err(Flow::Close(close::INTERNAL, "internal error".into()));
             }
         };
-        let wire = match shape {
-            Shape::Altair => Wire::Altair,
-            Shape::Simple => Wire::Simple,
+        let format = match shape {
+            Shape::Altair => ALTAIR,
+            Shape::Simple => SIMPLE,
         };
-        match open_session(conn, &adm, wire).await {
+        match open_session(conn, &adm, format).await {
             Ok(_) => {
                 self.shape = Some(shape);
                 self.anonymous = matches!(adm, Admission::Anonymous);
@@ -368,6 +375,14 @@ impl AsyncDialect for Ws {
 
     fn close_error(&self, conn: &Conn, err: &CoreError) -> Option<Bytes> {
         self.error(conn, None, err)
+    }
+
+    fn encode_event(format: Format, env: &Envelope) -> Option<Bytes> {
+        if format == SIMPLE {
+            simple::encode_event(env)
+        } else {
+            altair::encode_event(env)
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use signal_core::{
     CoreError, ErrorKind,
-    hub::{Envelope, Event, Session, SignalKind, Wire},
+    hub::{Envelope, Event, Format, Session, SignalKind},
 };
 
 use super::{
@@ -97,7 +97,7 @@ impl AsyncDialect for RoomPath {
             Ok(a) => a,
             Err(e) => return Flow::Close(refusal_close(&e), e.message),
         };
-        let session = match open_session(conn, &adm, Wire::RoomPath).await {
+        let session = match open_session(conn, &adm, super::ROOM_PATH).await {
             Ok(s) => s,
             Err(e) => {
                 if conn.state.hub.is_shutting_down() {
@@ -185,6 +185,10 @@ impl AsyncDialect for RoomPath {
 
     fn close_error(&self, _conn: &Conn, err: &CoreError) -> Option<Bytes> {
         error_with_code(Some(self.room_id()), code_name(err), err)
+    }
+
+    fn encode_event(_format: Format, env: &Envelope) -> Option<Bytes> {
+        encode_event(env)
     }
 }
 

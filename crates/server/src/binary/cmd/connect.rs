@@ -2,10 +2,7 @@
 
 use bytes::Bytes;
 use serde_json::Value;
-use signal_core::{
-    CoreError, ErrorKind,
-    hub::{ConnectParams, Wire},
-};
+use signal_core::{CoreError, ErrorKind, hub::ConnectParams};
 use signal_protocol::{
     Frame, MessageType, PayloadType,
     payload::{ConnectAck, ConnectRequest},
@@ -24,17 +21,17 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
         ));
     }
     let req: ConnectRequest = payload(frame)?;
-    let wire = if frame.payload_type == PayloadType::Cbor {
-        Wire::BinaryCbor
+    let format = if frame.payload_type == PayloadType::Cbor {
+        crate::binary::CBOR
     } else {
-        Wire::BinaryJson
+        crate::binary::JSON
     };
     let session = conn
         .connect(ConnectParams {
             client_id: req.client_id,
             auth_token: req.auth_token,
             version: req.version,
-            wire,
+            format,
             capabilities: req.capabilities.unwrap_or_default(),
             metadata: req.metadata.unwrap_or(Value::Null),
             display_name: None,

@@ -4,14 +4,17 @@
 use bytes::Bytes;
 use signal_core::{
     CoreError, ErrorKind,
-    hub::{Outbound, SignalBody, SignalKind, SignalRequest, Wire},
+    hub::{Elsewhere, Encoded, Routed, SignalBody, SignalKind, SignalRequest},
 };
 use signal_protocol::{
     Frame, MAX_PAYLOAD_LEN, MessageType, PayloadType, frame::header_bytes, payload::SignalPayload,
     signal_check::check_signal,
 };
 
-use crate::{binary::payload, conn::Conn};
+use crate::{
+    binary::{JSON, payload},
+    conn::Conn,
+};
 
 /// Bytes the stamped `"from_client_id":"…"` adds to a payload, beyond the id itself.
 const STAMP_OVERHEAD: usize = 24;
@@ -32,7 +35,7 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
             ),
         ));
     }
-    let p: SignalPayload = payload(frame)?;
+    let mut p: SignalPayload = payload(frame)?;
     // Peer-to-peer signals name their target; a room-wide signal is for the media
     // backend's session (SFU mode), which P2P mode does not have.
     if p.target_client_id.as_deref().is_none_or(str::is_empty) {
@@ -47,35 +50,43 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
             SignalRequest {
                 id: frame.id,
                 kind,
-                target: p.target_client_id,
-                room: p.room_id,
-                body: SignalBody {
-                    sdp: p.sdp,
-                    candidate: p.candidate,
-                    sdp_mid: p.sdp_mid,
-                    sdp_m_line_index: p.sdp_m_line_index,
-                    extra: p.extra,
-                },
+                target: p.target_client_id.take(),
+                room: p.room_id.take(),
+                body: signal_body(p),
             },
         )
         .await?;
     Ok(None)
 }
 
-/// The relay path for the common case, a JSON signal between two binary-JSON sessions
-/// on this node: the frame is forwarded without decoding its payload into values. The
-/// payload is checked against [`SignalPayload`]'s schema without allocating, routed with
-/// the hub's rules ([`Hub::route`](signal_core::hub::Hub::route)), and sent on as the
-/// sender's own JSON with `"from_client_id"` stamped first. Nothing is allocated or
-/// copied here: the receiver's connection writes the header, the sender's stamp and a
-/// slice of the bytes read straight into its socket buffer.
+fn signal_body(p: SignalPayload) -> SignalBody {
+    SignalBody {
+        sdp: p.sdp,
+        candidate: p.candidate,
+        sdp_mid: p.sdp_mid,
+        sdp_m_line_index: p.sdp_m_line_index,
+        extra: p.extra,
+    }
+}
+
+/// The relay path for the common case, a JSON signal between binary-JSON sessions: the
+/// frame is relayed without decoding its payload into values. The payload is checked
+/// against [`SignalPayload`]'s schema without allocating, and handed to the hub
+/// ([`Hub::relay`](signal_core::hub::Hub::relay)) pre-encoded as the sender's own JSON
+/// with `"from_client_id"` stamped first: a binary-JSON receiver's connection writes the
+/// header, the sender's stamp and a slice of the bytes read straight into its socket
+/// buffer. Any other receiver (another format, another node) gets the decoded event,
+/// which the hub builds only then.
 ///
-/// `None` when the slow path must decide: another payload type or wire format on either
-/// end, a payload the check does not accept (the slow path names the fault), a
-/// `from_client_id` the sender put in (the slow path replaces it), or a target that is
-/// not on this node.
-pub(crate) fn forward(conn: &mut Conn, frame: &Frame) -> Option<Result<(), CoreError>> {
-    if frame.payload_type != PayloadType::Json || conn.wire != Some(Wire::BinaryJson) {
+/// `None` when the slow path must decide: another payload type or wire format on the
+/// sender's end, a payload the check does not accept (the slow path names the fault), or
+/// a `from_client_id` the sender put in (the slow path replaces it). `Some(Ok(None))` when
+/// relayed here, `Some(Ok(Some(_)))` when the target is on another node.
+pub(crate) fn forward(
+    conn: &mut Conn,
+    frame: &Frame,
+) -> Option<Result<Option<Elsewhere>, CoreError>> {
+    if frame.payload_type != PayloadType::Json || conn.format != Some(JSON) {
         return None;
     }
     let session = conn.session.as_ref()?;
@@ -87,35 +98,44 @@ pub(crate) fn forward(conn: &mut Conn, frame: &Frame) -> Option<Result<(), CoreE
     let view = check_signal(&frame.payload)?;
     let target = view.target_client_id.filter(|t| !t.is_empty())?;
     let room = view.room_id.filter(|r| !r.is_empty());
-    let to = match conn.state.hub.route(session, target, room) {
-        Err(e) => return Some(Err(e)),
-        Ok(None) => return None,
-        Ok(Some(s)) if s.wire != Wire::BinaryJson => return None,
-        Ok(Some(s)) => s,
-    };
     let kind = match frame.msg_type {
         MessageType::SignalOffer => SignalKind::Offer,
         MessageType::SignalAnswer => SignalKind::Answer,
         _ => SignalKind::IceCandidate,
     };
-    let rest = &frame.payload[view.body..];
-    let empty = view.empty;
+    // `{"from_client_id":"…",`: without its comma when the sender's object is empty.
     let stamp = conn.stamp.get_or_insert_with(|| {
         let mut s = b"{\"from_client_id\":".to_vec();
         // A client id is a string; serialising a string cannot fail.
         let _ = serde_json::to_writer(&mut s, session.client_id.as_str());
+        s.push(b',');
         Bytes::from(s)
     });
-    let len = stamp.len() + usize::from(!empty) + rest.len();
+    let stamp = if view.empty {
+        stamp.slice(..stamp.len() - 1)
+    } else {
+        stamp.clone()
+    };
+    let rest = frame.payload.slice(view.body..);
+    let len = stamp.len() + rest.len();
     let head = header_bytes(frame.msg_type, frame.id, PayloadType::Json, len).ok()?;
-    to.send(Outbound::Forward {
-        head,
-        stamp: stamp.clone(),
-        comma: !empty,
-        body: frame.payload.slice(view.body..),
+    let mut encoded = Encoded {
+        format: JSON,
+        head: [0; Encoded::HEAD],
+        head_len: head.len() as u8,
+        parts: [stamp, rest],
         kind,
         accepted_at: conn.received_at,
-    });
-    conn.state.hub.count_relayed(kind);
-    Some(Ok(()))
+    };
+    encoded.head[..head.len()].copy_from_slice(&head);
+    let routed = conn
+        .state
+        .hub
+        .relay(session, frame.id, kind, target, room, Some(encoded), || {
+            Ok(signal_body(payload(frame)?))
+        });
+    Some(routed.map(|r| match r {
+        Routed::Delivered => None,
+        Routed::Elsewhere(e) => Some(e),
+    }))
 }
