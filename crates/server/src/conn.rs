@@ -20,6 +20,10 @@ use std::{
     time::Duration,
 };
 
+use axum::{
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
 use bytes::{Buf, Bytes, BytesMut};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use signal_core::{
@@ -35,10 +39,10 @@ use tokio::{
 };
 
 use crate::{
-    app::AppState,
     metrics::HotMetrics,
+    state::{AppState, admit, refuse},
     ws::{
-        Message, Socket, Text, close,
+        Message, NotUpgrade, Socket, Text, Upgrade, close,
         frame::{self, Decoder, Limits, Msg, Opcode, WsError},
     },
 };
@@ -853,4 +857,43 @@ async fn finish(mut link: Link, outbox: &Outbox, end: End, drain: bool) {
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
     }
+}
+
+/// Admits the upgrade (drain, origin) and serves the upgraded WebSocket in the
+/// connection's one task.
+pub(crate) fn upgrade<F, Fut>(
+    state: AppState,
+    headers: &HeaderMap,
+    ws: Result<Upgrade, NotUpgrade>,
+    endpoint: &'static str,
+    usage: &'static str,
+    serve: F,
+) -> Response
+where
+    F: FnOnce(Socket, AppState, Guard) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(NotUpgrade(why)) => {
+            return (
+                StatusCode::UPGRADE_REQUIRED,
+                [
+                    (header::UPGRADE, "websocket"),
+                    (header::SEC_WEBSOCKET_VERSION, "13"),
+                ],
+                format!("{usage}not a WebSocket upgrade: {why}\n"),
+            )
+                .into_response();
+        }
+    };
+    let slot = match admit(&state, headers, endpoint) {
+        Ok(s) => s,
+        Err((status, why)) => return refuse(status, why),
+    };
+    let guard = Guard {
+        _slot: slot,
+        _token: state.tracker.token(),
+    };
+    ws.on_upgrade(move |socket| serve(socket, state, guard))
 }

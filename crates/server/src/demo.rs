@@ -13,7 +13,7 @@ use axum::{
     routing::get,
 };
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// One embedded file of the demo page.
 struct Asset {

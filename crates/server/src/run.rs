@@ -19,9 +19,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     accept::{Admit, ConnCounts},
-    app::{AppState, app},
+    app::app,
     config::{Config, DatabaseBackend},
-    metrics::MetricsListener,
+    ops::MetricsListener,
+    state::AppState,
 };
 
 /// Why the server could not start.
@@ -254,7 +255,7 @@ fn start_metrics(
         source,
     };
     let listener = std::net::TcpListener::bind(&addr).map_err(bind_error)?;
-    crate::metrics::serve(state.clone(), recorder, listener, header_timeout).map_err(bind_error)
+    crate::ops::serve(state.clone(), recorder, listener, header_timeout).map_err(bind_error)
 }
 
 // === impl Running ===

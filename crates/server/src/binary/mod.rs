@@ -18,8 +18,8 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
-    app::AppState,
     conn::{self, Conn, Dialect, Flow, Guard, Step},
+    state::AppState,
     ws::{Message, Socket},
 };
 use codec::{closes, error_frame, reply_type, request_type_name};

@@ -16,7 +16,7 @@ use signal_core::hub::{Hub, ParticipantInfo, RoomInfo};
 use utoipa::ToSchema;
 
 use super::{ApiError, Caller, ErrorBody};
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Peer counts of `/api/stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]

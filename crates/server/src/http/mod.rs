@@ -26,7 +26,7 @@ use signal_core::{CoreError, ErrorCode};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::ToSchema;
 
-use crate::{app::AppState, config::SecurityConfig};
+use crate::{config::SecurityConfig, state::AppState};
 
 /// Routes of the REST API, with their OpenAPI document at `/openapi.json`.
 pub fn router(security: &SecurityConfig) -> Router<AppState> {

@@ -16,7 +16,7 @@ use utoipa::{
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{api, webrtc};
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Path of the document.
 pub const OPENAPI_PATH: &str = "/openapi.json";
@@ -74,7 +74,7 @@ impl Modify for BearerScheme {
     }
 }
 
-/// `GET /health` (served by [`crate::app::health`]; documented here).
+/// `GET /health` (served by [`crate::ops::health`]; documented here).
 #[utoipa::path(
     get,
     path = "/health",

@@ -13,7 +13,7 @@ use signal_core::ids::RoomId;
 use utoipa::ToSchema;
 
 use super::{ApiError, Caller, ErrorBody, turn};
-use crate::{app::AppState, config::WebrtcConfig};
+use crate::{config::WebrtcConfig, state::AppState};
 
 /// One `RTCIceServer`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]

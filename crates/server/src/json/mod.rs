@@ -35,8 +35,8 @@ use signal_core::{
 use tracing::Instrument;
 
 use crate::{
-    app::{AppState, upgrade},
-    conn::{self, AsyncDialect, Conn, Flow},
+    conn::{self, AsyncDialect, Conn, Flow, upgrade},
+    state::AppState,
     ws::{Message, NotUpgrade, Upgrade, close},
 };
 use translate::refusal_close;
