@@ -382,6 +382,15 @@ impl Store for MemoryStore {
 }
 
 #[cfg(test)]
+crate::store_contract!(
+    contract,
+    (
+        std::sync::Arc::new(MemoryStore::new()) as std::sync::Arc<dyn crate::store::Store>,
+        (),
+    )
+);
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;

@@ -7,6 +7,8 @@
 //! state and lose their rows when that state ends; history tables (`room_created`,
 //! `terminated_rooms`, `client_in_terminated_room`) are append-only.
 
+#[cfg(any(test, feature = "contract"))]
+pub mod contract;
 mod memory;
 mod records;
 

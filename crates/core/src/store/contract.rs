@@ -1,0 +1,720 @@
+//! The store contract: what every [`Store`] implementation must do, as checks each
+//! implementation runs against itself with [`store_contract!`](crate::store_contract):
+//! every operation, its conflicts, the races two nodes would run (two registrations of
+//! one client id, two creators of one room id: one wins, the other gets a conflict), and
+//! a closed store answering unavailable. Each check starts from an empty store.
+
+// The checks are named for what they assert; the fixtures for what they build.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{
+    ClientInRoomRecord, ClientInTerminatedRoomRecord, MemberRecords, RegisteredClient,
+    RoomCreatedRecord, RoomRecord, Store, StoreError, TerminatedRoomRecord, WebrtcClientRecord,
+};
+
+/// Runs every check of the contract against a backend, one `#[tokio::test]` each, in a
+/// module named `$module`. `$make` is an expression (it may `.await`) giving a pair: a
+/// fresh, empty `Arc<dyn Store>`, and anything that must live as long as the test (a
+/// temporary directory, a database server).
+///
+/// ```ignore
+/// signal_core::store_contract!(memory_store, (Arc::new(MemoryStore::new()) as Arc<dyn Store>, ()));
+/// ```
+#[macro_export]
+macro_rules! store_contract {
+    ($module:ident, $make:expr) => {
+        $crate::store_contract!(@module $module, $make;
+            health_answers,
+            clients_register_get_touch_delete,
+            duplicate_client_is_conflict,
+            create_room_round_trips,
+            create_room_conflicts,
+            failed_create_room_writes_nothing,
+            add_member_fills_empty_role_slots,
+            add_member_errors,
+            remove_member_moves_member_to_history,
+            terminate_room_empties_active_tables,
+            room_id_reusable_after_termination,
+            active_rooms_oldest_first,
+            close_makes_store_unavailable,
+            concurrent_registrations_all_succeed,
+            concurrent_duplicate_registration_one_wins,
+            concurrent_rooms_and_members,
+            concurrent_creators_of_one_room_one_wins
+        );
+    };
+    (@module $module:ident, $make:expr; $($name:ident),* $(,)?) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let (store, _keep) = $make;
+                    $crate::store::contract::$name(&store).await;
+                }
+            )*
+        }
+    };
+}
+
+// ----- fixtures -----
+
+/// A fixed instant plus `secs`, with sub-microsecond digits to check precision.
+pub fn at(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_717_243_200 + secs, 123_456_789)
+        .single()
+        .unwrap()
+}
+
+pub fn client(client_id: &str) -> RegisteredClient {
+    RegisteredClient {
+        id: Uuid::new_v4(),
+        client_id: client_id.into(),
+        auth_token: "c2FsdA$aGFzaA".into(),
+        room_id: Some("lobby".into()),
+        capabilities: vec!["websocket".into(), "heartbeat".into(), "webrtc".into()],
+        registered_at: at(0),
+        last_seen: None,
+        status: "Active".into(),
+        metadata: json!({"platform": "web", "version": "1.0.0", "nested": {"n": [1, 2.5, null]}}),
+        record_created_at: at(1),
+    }
+}
+
+pub fn room(room_id: &str, secs: i64, sender: Option<&str>) -> RoomRecord {
+    RoomRecord {
+        id: Uuid::new_v4(),
+        room_id: room_id.into(),
+        app_id: "app-1".into(),
+        created_at: at(secs),
+        status: "Active".into(),
+        sender_client_id: sender.map(Into::into),
+        receiver_client_id: None,
+        session_id: Some(format!("session-{room_id}")),
+        metadata: json!({"platform": "web", "created_at": at(secs).to_rfc3339()}),
+        record_created_at: at(secs + 1),
+    }
+}
+
+pub fn created(room: &RoomRecord, by: &str) -> RoomCreatedRecord {
+    RoomCreatedRecord {
+        id: Uuid::new_v4(),
+        room_uuid: room.id,
+        room_id: room.room_id.clone(),
+        created_at: room.created_at,
+        room_data: json!({"room_id": room.room_id, "app_id": room.app_id, "initial_participants": 1}),
+        created_by: Some(by.into()),
+        metadata: json!({"version": "1.0.0"}),
+        record_created_at: room.record_created_at,
+    }
+}
+
+pub fn member(client_id: &str, room_id: &str, role: &str, secs: i64) -> MemberRecords {
+    MemberRecords {
+        client_in_room: ClientInRoomRecord {
+            id: Uuid::new_v4(),
+            client_id: client_id.into(),
+            room_id: room_id.into(),
+            joined_at: at(secs),
+            last_activity: at(secs + 2),
+            status: "Active".into(),
+            capabilities: vec!["webrtc".into()],
+            metadata: json!({"user_agent": "test/1.0"}),
+            record_created_at: at(secs),
+        },
+        webrtc_client: WebrtcClientRecord {
+            id: Uuid::new_v4(),
+            client_id: client_id.into(),
+            room_id: room_id.into(),
+            role: role.into(),
+            session_id: Some(format!("s-{client_id}")),
+            joined_at: at(secs),
+            status: "Active".into(),
+            metadata: json!({"role": role}),
+            record_created_at: at(secs),
+        },
+    }
+}
+
+pub fn history(
+    m: &MemberRecords,
+    left: i64,
+    by: &str,
+    status: &str,
+) -> ClientInTerminatedRoomRecord {
+    let c = &m.client_in_room;
+    ClientInTerminatedRoomRecord {
+        id: Uuid::new_v4(),
+        client_id: c.client_id.clone(),
+        room_id: c.room_id.clone(),
+        joined_at: c.joined_at,
+        left_at: at(left),
+        termination_reason: "Room terminated".into(),
+        terminated_by: by.into(),
+        final_status: status.into(),
+        capabilities: c.capabilities.clone(),
+        metadata: c.metadata.clone(),
+        record_created_at: at(left),
+    }
+}
+
+pub fn terminated(room: &RoomRecord, secs: i64, by: &str) -> TerminatedRoomRecord {
+    TerminatedRoomRecord {
+        id: Uuid::new_v4(),
+        room_id: room.room_id.clone(),
+        terminated_at: at(secs),
+        termination_recorded_at: at(secs + 1),
+        room_data: json!({
+            "session_duration": secs - room.created_at.timestamp() + 1_717_243_200,
+            "participant_count": 2,
+            "final_status": "completed",
+            "room_uuid": room.id,
+        }),
+        termination_reason: Some("User initiated".into()),
+        terminated_by: Some(by.into()),
+        metadata: room.metadata.clone(),
+        record_created_at: at(secs + 1),
+    }
+}
+
+pub fn ids<T>(rows: &[T], f: impl Fn(&T) -> &str) -> Vec<String> {
+    rows.iter().map(|r| f(r).to_owned()).collect()
+}
+
+// ----- backends -----
+
+// ----- the checks -----
+
+pub async fn health_answers(s: &Arc<dyn Store>) {
+    s.health().await.unwrap();
+}
+
+pub async fn clients_register_get_touch_delete(s: &Arc<dyn Store>) {
+    assert_eq!(s.count_clients().await.unwrap(), 0);
+    assert_eq!(s.get_client("abc").await.unwrap(), None);
+
+    let a = client("abc");
+    let mut b = client("def");
+    b.room_id = None;
+    b.capabilities = vec![];
+    b.last_seen = Some(at(5));
+    b.metadata = json!({});
+    s.register_client(&a).await.unwrap();
+    s.register_client(&b).await.unwrap();
+    assert_eq!(s.count_clients().await.unwrap(), 2);
+    assert_eq!(s.get_client("abc").await.unwrap(), Some(a.clone()));
+    assert_eq!(s.get_client("def").await.unwrap(), Some(b.clone()));
+
+    s.touch_client("abc", at(60)).await.unwrap();
+    let touched = s.get_client("abc").await.unwrap().unwrap();
+    assert_eq!(touched.last_seen, Some(at(60)));
+    assert_eq!(
+        RegisteredClient {
+            last_seen: None,
+            ..touched
+        },
+        a
+    );
+    // Touching an unknown client is not an error and creates nothing.
+    s.touch_client("nobody", at(60)).await.unwrap();
+    assert_eq!(s.count_clients().await.unwrap(), 2);
+
+    assert!(s.delete_client("abc").await.unwrap());
+    assert!(!s.delete_client("abc").await.unwrap());
+    assert_eq!(s.get_client("abc").await.unwrap(), None);
+    assert_eq!(s.count_clients().await.unwrap(), 1);
+    // A deleted id can register again.
+    s.register_client(&client("abc")).await.unwrap();
+    assert_eq!(s.count_clients().await.unwrap(), 2);
+}
+
+pub async fn duplicate_client_is_conflict(s: &Arc<dyn Store>) {
+    let first = client("abc");
+    s.register_client(&first).await.unwrap();
+    let mut second = client("abc");
+    second.auth_token = "c2VjcmV0LXRva2Vu".into();
+    match s.register_client(&second).await {
+        Err(StoreError::Conflict(msg)) => {
+            assert_eq!(msg, "client 'abc' is already registered");
+            assert!(!msg.contains(&second.auth_token));
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    // The first registration is untouched.
+    assert_eq!(s.get_client("abc").await.unwrap(), Some(first));
+    assert_eq!(s.count_clients().await.unwrap(), 1);
+}
+
+pub async fn create_room_round_trips(s: &Arc<dyn Store>) {
+    let r = room("r1", 0, Some("alice"));
+    let c = created(&r, "alice");
+    let alice = member("alice", "r1", "sender", 0);
+    s.create_room(&r, &c, &alice).await.unwrap();
+
+    assert_eq!(s.get_room("r1").await.unwrap(), Some(r.clone()));
+    assert_eq!(s.get_room("r2").await.unwrap(), None);
+    assert_eq!(s.active_rooms().await.unwrap(), vec![r.clone()]);
+    assert_eq!(s.room_created("r1").await.unwrap(), vec![c]);
+    assert_eq!(
+        s.room_members("r1").await.unwrap(),
+        vec![alice.client_in_room.clone()]
+    );
+    assert_eq!(
+        s.room_webrtc_clients("r1").await.unwrap(),
+        vec![alice.webrtc_client.clone()]
+    );
+    assert!(s.terminated_rooms("r1").await.unwrap().is_empty());
+    assert!(s.member_history("r1").await.unwrap().is_empty());
+
+    // Options that are None and empty JSON round-trip too.
+    let mut bare = room("r2", 1, None);
+    bare.app_id = String::new();
+    bare.session_id = None;
+    bare.metadata = json!({});
+    let mut bare_created = created(&bare, "bob");
+    bare_created.created_by = None;
+    let mut bob = member("bob", "r2", "receiver", 1);
+    bob.webrtc_client.session_id = None;
+    bob.client_in_room.capabilities = vec![];
+    s.create_room(&bare, &bare_created, &bob).await.unwrap();
+    // The room is stored as given: create_room does not fill role slots.
+    assert_eq!(s.get_room("r2").await.unwrap(), Some(bare));
+    assert_eq!(s.room_created("r2").await.unwrap(), vec![bare_created]);
+    assert_eq!(
+        s.room_members("r2").await.unwrap(),
+        vec![bob.client_in_room]
+    );
+    assert_eq!(
+        s.room_webrtc_clients("r2").await.unwrap(),
+        vec![bob.webrtc_client]
+    );
+}
+
+pub async fn create_room_conflicts(s: &Arc<dyn Store>) {
+    let r = room("r1", 0, Some("alice"));
+    s.create_room(
+        &r,
+        &created(&r, "alice"),
+        &member("alice", "r1", "sender", 0),
+    )
+    .await
+    .unwrap();
+    let again = room("r1", 5, Some("bob"));
+    match s
+        .create_room(
+            &again,
+            &created(&again, "bob"),
+            &member("bob", "r1", "sender", 5),
+        )
+        .await
+    {
+        Err(StoreError::Conflict(msg)) => assert_eq!(msg, "room 'r1' already exists"),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    // Nothing of the failed creation was written.
+    assert_eq!(s.get_room("r1").await.unwrap(), Some(r));
+    assert_eq!(s.room_created("r1").await.unwrap().len(), 1);
+    assert_eq!(
+        ids(&s.room_members("r1").await.unwrap(), |m| &m.client_id),
+        ["alice"]
+    );
+}
+
+pub async fn failed_create_room_writes_nothing(s: &Arc<dyn Store>) {
+    let r = room("r1", 0, Some("alice"));
+    // The creator's rows point at a room that does not exist: the whole unit fails.
+    let err = s
+        .create_room(
+            &r,
+            &created(&r, "alice"),
+            &member("alice", "elsewhere", "sender", 0),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Internal(m) if m.contains("'elsewhere'")),
+        "{err:?}"
+    );
+    assert_eq!(s.get_room("r1").await.unwrap(), None);
+    assert!(s.active_rooms().await.unwrap().is_empty());
+    assert!(s.room_created("r1").await.unwrap().is_empty());
+    assert!(s.room_members("elsewhere").await.unwrap().is_empty());
+    // And the room can then be created for real.
+    s.create_room(
+        &r,
+        &created(&r, "alice"),
+        &member("alice", "r1", "sender", 0),
+    )
+    .await
+    .unwrap();
+}
+
+pub async fn add_member_fills_empty_role_slots(s: &Arc<dyn Store>) {
+    let r = room("r1", 0, Some("alice"));
+    s.create_room(
+        &r,
+        &created(&r, "alice"),
+        &member("alice", "r1", "sender", 0),
+    )
+    .await
+    .unwrap();
+
+    let bob = member("bob", "r1", "receiver", 1);
+    s.add_member(&bob).await.unwrap();
+    let got = s.get_room("r1").await.unwrap().unwrap();
+    assert_eq!(got.receiver_client_id.as_deref(), Some("bob"));
+    assert_eq!(got.sender_client_id.as_deref(), Some("alice"));
+
+    // Occupied slots are kept.
+    s.add_member(&member("carol", "r1", "receiver", 2))
+        .await
+        .unwrap();
+    s.add_member(&member("dave", "r1", "sender", 3))
+        .await
+        .unwrap();
+    let got = s.get_room("r1").await.unwrap().unwrap();
+    assert_eq!(got.receiver_client_id.as_deref(), Some("bob"));
+    assert_eq!(got.sender_client_id.as_deref(), Some("alice"));
+    assert_eq!(
+        RoomRecord {
+            receiver_client_id: None,
+            ..got
+        },
+        r
+    );
+
+    // Members in join order, in both active tables.
+    assert_eq!(
+        ids(&s.room_members("r1").await.unwrap(), |m| &m.client_id),
+        ["alice", "bob", "carol", "dave"]
+    );
+    let webrtc = s.room_webrtc_clients("r1").await.unwrap();
+    assert_eq!(
+        ids(&webrtc, |m| &m.client_id),
+        ["alice", "bob", "carol", "dave"]
+    );
+    assert_eq!(webrtc[1], bob.webrtc_client);
+
+    // An empty sender slot is filled by a sender; the role match ignores case.
+    let r2 = room("r2", 10, None);
+    s.create_room(
+        &r2,
+        &created(&r2, "erin"),
+        &member("erin", "r2", "receiver", 10),
+    )
+    .await
+    .unwrap();
+    s.add_member(&member("frank", "r2", "Sender", 11))
+        .await
+        .unwrap();
+    let got = s.get_room("r2").await.unwrap().unwrap();
+    assert_eq!(got.sender_client_id.as_deref(), Some("frank"));
+    assert_eq!(got.receiver_client_id, None);
+}
+
+pub async fn add_member_errors(s: &Arc<dyn Store>) {
+    let r = room("r1", 0, Some("alice"));
+    s.create_room(
+        &r,
+        &created(&r, "alice"),
+        &member("alice", "r1", "sender", 0),
+    )
+    .await
+    .unwrap();
+    let bob = member("bob", "r1", "receiver", 1);
+    s.add_member(&bob).await.unwrap();
+
+    match s.add_member(&member("bob", "r1", "receiver", 2)).await {
+        Err(StoreError::Conflict(msg)) => {
+            assert_eq!(msg, "client 'bob' is already in room 'r1'");
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    match s.add_member(&member("carol", "nope", "receiver", 2)).await {
+        Err(StoreError::Internal(msg)) => assert_eq!(msg, "room 'nope' is not active"),
+        other => panic!("expected Internal, got {other:?}"),
+    }
+    // Neither failure left a row behind.
+    let members = s.room_members("r1").await.unwrap();
+    assert_eq!(ids(&members, |m| &m.client_id), ["alice", "bob"]);
+    assert_eq!(members[1], bob.client_in_room);
+    assert_eq!(s.room_webrtc_clients("r1").await.unwrap().len(), 2);
+    assert!(s.room_members("nope").await.unwrap().is_empty());
+    assert!(s.room_webrtc_clients("nope").await.unwrap().is_empty());
+    assert_eq!(
+        s.get_room("r1")
+            .await
+            .unwrap()
+            .unwrap()
+            .receiver_client_id
+            .as_deref(),
+        Some("bob")
+    );
+}
+
+pub async fn remove_member_moves_member_to_history(s: &Arc<dyn Store>) {
+    let r = room("r1", 0, Some("alice"));
+    s.create_room(
+        &r,
+        &created(&r, "alice"),
+        &member("alice", "r1", "sender", 0),
+    )
+    .await
+    .unwrap();
+    let bob = member("bob", "r1", "receiver", 1);
+    s.add_member(&bob).await.unwrap();
+
+    let left = history(&bob, 30, "bob", "VoluntaryDisconnect");
+    s.remove_member(&left).await.unwrap();
+
+    assert_eq!(
+        ids(&s.room_members("r1").await.unwrap(), |m| &m.client_id),
+        ["alice"]
+    );
+    assert_eq!(
+        ids(&s.room_webrtc_clients("r1").await.unwrap(), |m| &m
+            .client_id),
+        ["alice"]
+    );
+    assert_eq!(s.member_history("r1").await.unwrap(), vec![left]);
+    // The room goes on.
+    assert!(s.get_room("r1").await.unwrap().is_some());
+    assert!(s.terminated_rooms("r1").await.unwrap().is_empty());
+    // The member may come back.
+    s.add_member(&member("bob", "r1", "receiver", 40))
+        .await
+        .unwrap();
+    assert_eq!(s.room_members("r1").await.unwrap().len(), 2);
+}
+
+pub async fn terminate_room_empties_active_tables(s: &Arc<dyn Store>) {
+    let r1 = room("r1", 0, Some("alice"));
+    let alice = member("alice", "r1", "sender", 0);
+    s.create_room(&r1, &created(&r1, "alice"), &alice)
+        .await
+        .unwrap();
+    let bob = member("bob", "r1", "receiver", 1);
+    s.add_member(&bob).await.unwrap();
+    let carol = member("carol", "r1", "receiver", 2);
+    s.add_member(&carol).await.unwrap();
+    let carol_left = history(&carol, 10, "carol", "Disconnected");
+    s.remove_member(&carol_left).await.unwrap();
+
+    // Another room must not be touched.
+    let r2 = room("r2", 3, Some("zed"));
+    let zed = member("zed", "r2", "sender", 3);
+    s.create_room(&r2, &created(&r2, "zed"), &zed)
+        .await
+        .unwrap();
+
+    let record = terminated(&r1, 20, "alice");
+    let finals = [
+        history(&alice, 20, "alice", "Disconnected"),
+        history(&bob, 20, "alice", "Kicked"),
+    ];
+    s.terminate_room(&record, &finals).await.unwrap();
+
+    assert_eq!(s.get_room("r1").await.unwrap(), None);
+    assert!(s.room_members("r1").await.unwrap().is_empty());
+    assert!(s.room_webrtc_clients("r1").await.unwrap().is_empty());
+    assert_eq!(s.terminated_rooms("r1").await.unwrap(), vec![record]);
+    let mut expected = vec![carol_left];
+    expected.extend(finals);
+    assert_eq!(s.member_history("r1").await.unwrap(), expected);
+    // History of the creation stays.
+    assert_eq!(s.room_created("r1").await.unwrap().len(), 1);
+
+    assert_eq!(s.active_rooms().await.unwrap(), vec![r2.clone()]);
+    assert_eq!(
+        s.room_members("r2").await.unwrap(),
+        vec![zed.client_in_room]
+    );
+    assert_eq!(s.room_webrtc_clients("r2").await.unwrap().len(), 1);
+    assert!(s.member_history("r2").await.unwrap().is_empty());
+}
+
+pub async fn room_id_reusable_after_termination(s: &Arc<dyn Store>) {
+    let first = room("r1", 0, Some("alice"));
+    let first_created = created(&first, "alice");
+    let alice = member("alice", "r1", "sender", 0);
+    s.create_room(&first, &first_created, &alice).await.unwrap();
+    let first_end = terminated(&first, 10, "alice");
+    s.terminate_room(&first_end, &[history(&alice, 10, "alice", "Disconnected")])
+        .await
+        .unwrap();
+
+    let second = room("r1", 20, Some("bob"));
+    let second_created = created(&second, "bob");
+    let bob = member("bob", "r1", "sender", 20);
+    s.create_room(&second, &second_created, &bob).await.unwrap();
+
+    assert_eq!(s.get_room("r1").await.unwrap(), Some(second.clone()));
+    assert_eq!(
+        s.room_created("r1").await.unwrap(),
+        vec![first_created, second_created]
+    );
+    assert_ne!(first.id, second.id);
+    assert_eq!(
+        s.room_members("r1").await.unwrap(),
+        vec![bob.client_in_room.clone()]
+    );
+
+    // And terminated again.
+    let second_end = terminated(&second, 30, "bob");
+    s.terminate_room(&second_end, &[history(&bob, 30, "bob", "Disconnected")])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.terminated_rooms("r1").await.unwrap(),
+        vec![first_end, second_end]
+    );
+    assert_eq!(
+        ids(&s.member_history("r1").await.unwrap(), |m| &m.client_id),
+        ["alice", "bob"]
+    );
+    assert!(s.active_rooms().await.unwrap().is_empty());
+}
+
+pub async fn active_rooms_oldest_first(s: &Arc<dyn Store>) {
+    for (name, secs) in [("young", 30), ("old", 10), ("middle", 20)] {
+        let r = room(name, secs, Some("x"));
+        s.create_room(&r, &created(&r, "x"), &member("x", name, "sender", secs))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        ids(&s.active_rooms().await.unwrap(), |r| &r.room_id),
+        ["old", "middle", "young"]
+    );
+}
+
+pub async fn close_makes_store_unavailable(s: &Arc<dyn Store>) {
+    s.register_client(&client("abc")).await.unwrap();
+    s.close().await;
+    assert!(matches!(s.health().await, Err(StoreError::Unavailable(_))));
+    assert!(matches!(
+        s.get_client("abc").await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        s.register_client(&client("def")).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        s.active_rooms().await,
+        Err(StoreError::Unavailable(_))
+    ));
+}
+
+/// Fifty registrations at once all commit.
+pub async fn concurrent_registrations_all_succeed(s: &Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.register_client(&client(&format!("client-{i}"))).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(s.count_clients().await.unwrap(), 50);
+}
+
+/// Twenty registrations of one client id at once: exactly one wins, the others get a
+/// conflict.
+pub async fn concurrent_duplicate_registration_one_wins(s: &Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.register_client(&client("same")).await })
+        })
+        .collect();
+    let (mut ok, mut conflicts) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::Conflict(msg)) => {
+                assert_eq!(msg, "client 'same' is already registered");
+                conflicts += 1;
+            }
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert_eq!((ok, conflicts), (1, 19));
+    assert_eq!(s.count_clients().await.unwrap(), 1);
+}
+
+/// Ten rooms filled at once, each by its own task.
+pub async fn concurrent_rooms_and_members(s: &Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let name = format!("room-{i}");
+                let r = room(&name, i, Some("host"));
+                s.create_room(
+                    &r,
+                    &created(&r, "host"),
+                    &member("host", &name, "sender", i),
+                )
+                .await?;
+                for j in 0..5 {
+                    s.add_member(&member(&format!("guest-{j}"), &name, "receiver", i + j + 1))
+                        .await?;
+                }
+                Ok::<_, StoreError>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(s.active_rooms().await.unwrap().len(), 10);
+    assert_eq!(s.room_members("room-3").await.unwrap().len(), 6);
+}
+
+/// Two creators of one room id at once: exactly one wins, the other gets a conflict,
+/// and the room holds the winner alone.
+pub async fn concurrent_creators_of_one_room_one_wins(s: &Arc<dyn Store>) {
+    let tasks: Vec<_> = ["alice", "bob"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, who)| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let r = room("contested", i as i64, Some(who));
+                s.create_room(
+                    &r,
+                    &created(&r, who),
+                    &member(who, "contested", "sender", 0),
+                )
+                .await
+                .map(|()| who)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut conflicts = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(who) => winners.push(who),
+            Err(StoreError::Conflict(_)) => conflicts += 1,
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert_eq!((winners.len(), conflicts), (1, 1), "one creator wins");
+    let members = s.room_members("contested").await.unwrap();
+    assert_eq!(
+        ids(&members, |m| &m.client_id),
+        [winners[0]],
+        "the room holds the winner alone"
+    );
+    assert_eq!(s.active_rooms().await.unwrap().len(), 1);
+}
