@@ -9,8 +9,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use signal_core::{
     auth::Authenticator,
-    hub::{Hub, HubConfig},
-    router::LocalRouter,
+    hub::{Hub, HubConfig, Ports},
     store::{Store, StoreError},
 };
 use signal_store_sqlite::{SqliteOptions, SqliteStore};
@@ -109,12 +108,7 @@ pub async fn start(
         config.auth.token_secret.as_ref().map(|s| s.expose()),
         store.clone(),
     ));
-    let hub = Hub::new(
-        hub_config(&config),
-        store,
-        auth,
-        Arc::new(LocalRouter::default()),
-    );
+    let hub = Hub::new(hub_config(&config), Ports::single_node(store, auth));
     match hub.recover_rooms().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(rooms = n, "closed rooms left active by a previous run"),

@@ -31,8 +31,10 @@ use serde_json::Value;
 use crate::{
     auth::{Authenticator, hash_token, verify_token},
     error::{CoreError, ErrorKind},
+    events::{self, Events, NoEvents},
     ids::{ClientId, RoomId},
-    router::{Inbox, NodeMessage, Recipient, Router},
+    media::{Media, P2p},
+    router::{Inbox, LocalRouter, NodeMessage, Recipient, Router},
     store::{RegisteredClient, Store},
 };
 use room::Room;
@@ -136,6 +138,35 @@ pub struct RegisterParams {
     pub metadata: Value,
 }
 
+/// The backends the hub works through, each chosen by configuration.
+#[derive(Clone)]
+pub struct Ports {
+    /// Where clients and room history are kept.
+    pub store: Arc<dyn Store>,
+    /// Who is who.
+    pub auth: Arc<Authenticator>,
+    /// How other nodes are reached.
+    pub router: Arc<dyn Router>,
+    /// What carries the media.
+    pub media: Arc<dyn Media>,
+    /// Who hears of lifecycle events.
+    pub events: Arc<dyn Events>,
+}
+
+impl Ports {
+    /// One node: the given store and authenticator, the local router, peer-to-peer media
+    /// and no event sink.
+    pub fn single_node(store: Arc<dyn Store>, auth: Arc<Authenticator>) -> Self {
+        Self {
+            store,
+            auth,
+            router: Arc::new(LocalRouter::default()),
+            media: Arc::new(P2p),
+            events: Arc::new(NoEvents),
+        }
+    }
+}
+
 /// The hub handle. Clone freely.
 #[derive(Clone)]
 pub struct Hub {
@@ -147,6 +178,8 @@ struct Inner {
     store: Arc<dyn Store>,
     auth: Arc<Authenticator>,
     router: Arc<dyn Router>,
+    media: Arc<dyn Media>,
+    events: Arc<dyn Events>,
     sessions: DashMap<ClientId, Vec<Arc<Session>>>,
     rooms: DashMap<RoomId, Arc<Room>>,
     session_count: AtomicUsize,
@@ -167,18 +200,22 @@ impl std::fmt::Debug for Hub {
 impl Hub {
     /// A hub over the given ports. The hub attaches itself to the router as the inbox of
     /// messages other nodes send here.
-    pub fn new(
-        cfg: HubConfig,
-        store: Arc<dyn Store>,
-        auth: Arc<Authenticator>,
-        router: Arc<dyn Router>,
-    ) -> Self {
+    pub fn new(cfg: HubConfig, ports: Ports) -> Self {
+        let Ports {
+            store,
+            auth,
+            router,
+            media,
+            events,
+        } = ports;
         let hub = Self {
             inner: Arc::new(Inner {
                 cfg,
                 store,
                 auth,
                 router,
+                media,
+                events,
                 sessions: DashMap::new(),
                 rooms: DashMap::new(),
                 session_count: AtomicUsize::new(0),
@@ -199,6 +236,21 @@ impl Hub {
     /// The router port.
     pub fn router(&self) -> &Arc<dyn Router> {
         &self.inner.router
+    }
+
+    /// The media port.
+    pub fn media(&self) -> &Arc<dyn Media> {
+        &self.inner.media
+    }
+
+    /// Publishes a lifecycle event of `kind`, stamped with this node.
+    pub(crate) fn publish(
+        &self,
+        kind: events::Kind,
+        build: impl FnOnce(events::Event) -> events::Event,
+    ) {
+        let e = events::Event::new(kind, self.inner.router.node_id());
+        self.inner.events.publish(build(e));
     }
 
     /// The configuration.
@@ -291,6 +343,12 @@ impl Hub {
             old.close(CloseReason::Replaced);
         }
         metrics::gauge!("signal_sessions", "wire" => session.format.label()).increment(1.0);
+        self.publish(events::Kind::SessionConnected, |e| {
+            e.client(&session.client_id).data(serde_json::json!({
+                "session_id": session.id.to_string(),
+                "wire": session.format.label(),
+            }))
+        });
         Ok(session)
     }
 
@@ -316,6 +374,14 @@ impl Hub {
             metrics::gauge!("signal_sessions", "wire" => session.format.label()).decrement(1.0);
         }
         self.leave_all(session, reason, voluntary).await;
+        if removed {
+            self.publish(events::Kind::SessionDisconnected, |e| {
+                e.client(&session.client_id).data(serde_json::json!({
+                    "session_id": session.id.to_string(),
+                    "reason": reason,
+                }))
+            });
+        }
         if let Err(e) = self
             .inner
             .store
@@ -343,7 +409,12 @@ impl Hub {
             record_created_at: now,
         };
         match self.inner.store.register_client(&client).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.publish(events::Kind::ClientRegistered, |e| {
+                    e.client(&session.client_id)
+                });
+                Ok(())
+            }
             Err(crate::store::StoreError::Conflict(_)) => Err(CoreError::new(
                 ErrorKind::AlreadyRegistered,
                 "Client already registered",
@@ -394,6 +465,9 @@ impl Hub {
         for s in sessions {
             self.leave_all(&s, "unregistered", true).await;
         }
+        self.publish(events::Kind::ClientUnregistered, |e| {
+            e.client(&session.client_id)
+        });
         Ok(())
     }
 

@@ -18,7 +18,9 @@ use super::{
 use crate::{
     auth::verify_token,
     error::{CoreError, ErrorCode, ErrorKind},
+    events,
     ids::{ClientId, RoomId},
+    media::{MediaError, MediaSession},
     store::{
         ClientInRoomRecord, ClientInTerminatedRoomRecord, MemberRecords, RoomCreatedRecord,
         RoomRecord, TerminatedRoomRecord, WebrtcClientRecord,
@@ -98,6 +100,8 @@ pub struct RoomCreated {
     pub role: Role,
     /// When created.
     pub created_at: DateTime<Utc>,
+    /// What the media backend set up for the creator.
+    pub media: MediaSession,
 }
 
 /// ROOM_JOIN's outcome.
@@ -115,6 +119,8 @@ pub struct RoomJoined {
     pub participants: Vec<ParticipantInfo>,
     /// The sender's stored offer.
     pub offer_sdp: Option<String>,
+    /// What the media backend set up for the joiner.
+    pub media: MediaSession,
 }
 
 /// ROOM_CREATE, in core terms.
@@ -275,6 +281,20 @@ fn final_status(voluntary: bool) -> &'static str {
 
 // === impl Hub: rooms ===
 
+/// A media backend's failure as the client sees it; the cause is logged.
+fn media_error(context: &str, e: MediaError) -> CoreError {
+    match e {
+        MediaError::Refused(m) => CoreError::bad_request(format!("Media backend refused: {m}")),
+        MediaError::Unavailable(m) => {
+            tracing::warn!(error = %m, "{context}: media backend unavailable");
+            CoreError::new(
+                ErrorKind::Unavailable,
+                "Media backend unavailable, retry later",
+            )
+        }
+    }
+}
+
 impl Hub {
     /// Checks a ROOM_* request: version, identity, registration and token.
     async fn authorize_member(
@@ -421,6 +441,22 @@ impl Hub {
                 .with("room_id", room_id.to_string()),
             });
         }
+        let media = match self
+            .inner
+            .media
+            .room_created(&room_id, &session.client_id, offer_sdp.as_deref())
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                room.state.write().closed = true;
+                self.inner
+                    .rooms
+                    .remove_if(&room_id, |_, r| Arc::ptr_eq(r, &room));
+                self.inner.router.release_room(&room_id).await;
+                return Err(media_error("create_room", e));
+            }
+        };
         let member = Member {
             session: session.clone(),
             role,
@@ -437,7 +473,7 @@ impl Hub {
             status: "Active".into(),
             sender_client_id: (role == Role::Sender).then(|| session.client_id.to_string()),
             receiver_client_id: (role == Role::Receiver).then(|| session.client_id.to_string()),
-            session_id: None,
+            session_id: media.session_id.clone(),
             metadata: room.metadata.clone(),
             record_created_at: now,
         };
@@ -468,6 +504,7 @@ impl Hub {
                 .rooms
                 .remove_if(&room_id, |_, r| Arc::ptr_eq(r, &room));
             self.inner.router.release_room(&room_id).await;
+            self.inner.media.room_ended(&room_id).await;
             return Err(match e {
                 crate::store::StoreError::Conflict(_) => CoreError::new(
                     ErrorKind::RoomExists,
@@ -491,11 +528,23 @@ impl Hub {
         session.add_room(room_id.clone());
         metrics::counter!("signal_rooms_created_total").increment(1);
         tracing::debug!(room_id = %room_id, client_id = %session.client_id, "room created");
+        self.publish(events::Kind::RoomCreated, |e| {
+            e.room(&room_id).client(&session.client_id).data(json!({
+                "max_participants": max_participants,
+                "media": self.inner.media.name(),
+            }))
+        });
+        self.publish(events::Kind::MemberJoined, |e| {
+            e.room(&room_id)
+                .client(&session.client_id)
+                .data(json!({ "role": role.as_str() }))
+        });
         Ok(RoomCreated {
             room_id,
             session_id: room_session,
             role,
             created_at: now,
+            media,
         })
     }
 
@@ -567,6 +616,7 @@ impl Hub {
                         created_at: c.created_at,
                         participants: Vec::new(),
                         offer_sdp: None,
+                        media: c.media,
                     });
                 }
                 Err(e) if e.kind == ErrorKind::RoomExists => continue,
@@ -642,10 +692,23 @@ impl Hub {
             joined_at: Utc::now(),
             room_session: Uuid::new_v4(),
         };
-        self.store()
+        let media = self
+            .inner
+            .media
+            .member_joined(&room_id, &session.client_id)
+            .await
+            .map_err(|e| media_error("join_room", e))?;
+        if let Err(e) = self
+            .store()
             .add_member(&member_records(&room, &member))
             .await
-            .map_err(|e| CoreError::from_store("join_room", e))?;
+        {
+            self.inner
+                .media
+                .member_left(&room_id, &session.client_id)
+                .await;
+            return Err(CoreError::from_store("join_room", e));
+        }
         let room_session = member.room_session;
         let (others, offer_sdp) = {
             let mut st = room.state.write();
@@ -664,6 +727,11 @@ impl Hub {
         for m in &others {
             m.session.deliver(env.clone());
         }
+        self.publish(events::Kind::MemberJoined, |e| {
+            e.room(&room_id)
+                .client(&session.client_id)
+                .data(json!({ "role": role.as_str() }))
+        });
         Ok(RoomJoined {
             room_id,
             session_id: room_session,
@@ -671,6 +739,7 @@ impl Hub {
             created_at: room.created_at,
             participants: others.iter().map(participant).collect(),
             offer_sdp,
+            media,
         })
     }
 
@@ -795,6 +864,7 @@ impl Hub {
                 .rooms
                 .remove_if(&room.id, |_, r| Arc::ptr_eq(r, room));
             self.inner.router.release_room(&room.id).await;
+            self.inner.media.room_ended(&room.id).await;
             for m in &remaining {
                 m.session.remove_room(room.id.as_str());
             }
@@ -803,6 +873,7 @@ impl Hub {
             } else {
                 format!("last member '{by}' left ({reason})")
             };
+            let why_for_events = why.clone();
             let env = Envelope::new(Event::RoomClosed {
                 room: room.id.clone(),
                 reason: why.clone(),
@@ -834,11 +905,31 @@ impl Hub {
                 metadata: room.metadata.clone(),
                 record_created_at: now,
             };
+            let summary = record.room_data.clone();
             if let Err(e) = self.store().terminate_room(&record, &histories).await {
                 tracing::error!(room_id = %room.id, error = %e, "could not record room termination");
             }
+            self.publish(events::Kind::MemberLeft, |e| {
+                e.room(&room.id)
+                    .client(member.client())
+                    .data(json!({ "reason": reason }))
+            });
+            for m in &remaining {
+                self.publish(events::Kind::MemberLeft, |e| {
+                    e.room(&room.id)
+                        .client(m.client())
+                        .data(json!({ "reason": why_for_events }))
+                });
+            }
+            self.publish(events::Kind::RoomTerminated, |e| {
+                e.room(&room.id).client(member.client()).data(summary)
+            });
             metrics::counter!("signal_rooms_terminated_total").increment(1);
         } else {
+            self.inner
+                .media
+                .member_left(&room.id, member.client())
+                .await;
             let env = Envelope::new(Event::PeerLeft {
                 room: room.id.clone(),
                 client: member.client().clone(),
@@ -860,6 +951,11 @@ impl Hub {
             {
                 tracing::error!(room_id = %room.id, error = %e, "could not record room leave");
             }
+            self.publish(events::Kind::MemberLeft, |e| {
+                e.room(&room.id)
+                    .client(member.client())
+                    .data(json!({ "reason": reason }))
+            });
         }
         true
     }

@@ -5,15 +5,24 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::*;
-use crate::{ErrorCode, auth::Authenticator, router::LocalRouter, store::MemoryStore};
+use crate::{
+    ErrorCode,
+    auth::Authenticator,
+    events::{Kind, MemoryEvents},
+    store::MemoryStore,
+};
 
 const JSON: Format = Format::new(0, "json");
 const CBOR: Format = Format::new(1, "cbor");
 
-fn hub_with(store: Arc<MemoryStore>, cfg: HubConfig) -> Hub {
+fn ports(store: Arc<MemoryStore>) -> Ports {
     let keys = ["alice", "bob", "carol"].map(|k| (k.to_owned(), format!("{k}-token")));
     let auth = Arc::new(Authenticator::new(keys, None, store.clone()));
-    Hub::new(cfg, store, auth, Arc::new(LocalRouter::default()))
+    Ports::single_node(store, auth)
+}
+
+fn hub_with(store: Arc<MemoryStore>, cfg: HubConfig) -> Hub {
+    Hub::new(cfg, ports(store))
 }
 
 fn creds(id: &str) -> Credentials {
@@ -223,4 +232,59 @@ async fn a_replaced_session_leaves_its_rooms_before_the_new_one_is_acknowledged(
         "the old session's cleanup does not remove the new one"
     );
     assert!(new_b.in_room("r"));
+}
+
+#[tokio::test]
+async fn every_lifecycle_step_is_published_in_order() {
+    let store = Arc::new(MemoryStore::new());
+    let log = MemoryEvents::new();
+    let hub = Hub::new(
+        HubConfig::default(),
+        Ports {
+            events: Arc::new(log.clone()),
+            ..ports(store.clone())
+        },
+    );
+    let (a, _ra) = connect(&hub, "alice", 8).await;
+    let (b, _rb) = connect(&hub, "bob", 8).await;
+    hub.create_room(&a, create("alice", "r")).await.unwrap();
+    hub.join_room(&b, join("bob", "r")).await.unwrap();
+    hub.disconnect(&b, "disconnected", false).await;
+    hub.disconnect(&a, "left", true).await;
+    let steps: Vec<(Kind, Option<String>, Option<String>)> = log
+        .events()
+        .into_iter()
+        .map(|e| {
+            (
+                e.kind,
+                e.client_id.map(|c| c.to_string()),
+                e.room_id.map(|r| r.to_string()),
+            )
+        })
+        .collect();
+    let step = |k, c: &str, r: Option<&str>| (k, Some(c.to_owned()), r.map(str::to_owned));
+    assert_eq!(
+        steps,
+        [
+            step(Kind::SessionConnected, "alice", None),
+            step(Kind::ClientRegistered, "alice", None),
+            step(Kind::SessionConnected, "bob", None),
+            step(Kind::ClientRegistered, "bob", None),
+            step(Kind::RoomCreated, "alice", Some("r")),
+            step(Kind::MemberJoined, "alice", Some("r")),
+            step(Kind::MemberJoined, "bob", Some("r")),
+            step(Kind::MemberLeft, "bob", Some("r")),
+            step(Kind::SessionDisconnected, "bob", None),
+            step(Kind::MemberLeft, "alice", Some("r")),
+            step(Kind::RoomTerminated, "alice", Some("r")),
+            step(Kind::SessionDisconnected, "alice", None),
+        ]
+    );
+    let last = log.events();
+    let terminated = last
+        .iter()
+        .find(|e| e.kind == Kind::RoomTerminated)
+        .unwrap();
+    assert_eq!(terminated.data["participant_count"], 2, "{terminated:?}");
+    assert!(last.iter().all(|e| e.node_id == "local"));
 }

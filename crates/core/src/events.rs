@@ -1,0 +1,216 @@
+//! The events port: the lifecycle of clients, sessions, rooms and members, told to
+//! whoever listens (webhooks, GCP Pub/Sub).
+//!
+//! The hub publishes an [`Event`] at each step of a lifecycle, in the order the steps
+//! happened (per room, the order the room's control lock gave them). Publishing never
+//! waits and never fails the step it describes: a sink queues, and delivers at least
+//! once. Without a sink configured, [`NoEvents`] drops them.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::ids::{ClientId, RoomId};
+
+/// Which step of a lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    /// REGISTER committed.
+    #[serde(rename = "client.registered")]
+    ClientRegistered,
+    /// UNREGISTER committed.
+    #[serde(rename = "client.unregistered")]
+    ClientUnregistered,
+    /// A session opened.
+    #[serde(rename = "session.connected")]
+    SessionConnected,
+    /// A session ended (`data.reason`).
+    #[serde(rename = "session.disconnected")]
+    SessionDisconnected,
+    /// A room was created.
+    #[serde(rename = "room.created")]
+    RoomCreated,
+    /// A room ended (`data`: its summary).
+    #[serde(rename = "room.terminated")]
+    RoomTerminated,
+    /// A member joined a room.
+    #[serde(rename = "member.joined")]
+    MemberJoined,
+    /// A member left a room (`data.reason`).
+    #[serde(rename = "member.left")]
+    MemberLeft,
+}
+
+impl Kind {
+    /// The type's name on the wire (`room.created`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ClientRegistered => "client.registered",
+            Self::ClientUnregistered => "client.unregistered",
+            Self::SessionConnected => "session.connected",
+            Self::SessionDisconnected => "session.disconnected",
+            Self::RoomCreated => "room.created",
+            Self::RoomTerminated => "room.terminated",
+            Self::MemberJoined => "member.joined",
+            Self::MemberLeft => "member.left",
+        }
+    }
+}
+
+/// One lifecycle event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique.
+    pub id: Uuid,
+    /// What happened.
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    /// The room, where one applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room_id: Option<RoomId>,
+    /// The client, where one applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<ClientId>,
+    /// The node it happened on.
+    pub node_id: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// What else there is to say (a reason, a room's summary).
+    pub data: Value,
+}
+
+impl Event {
+    /// An event of `kind` now, on `node_id`.
+    pub fn new(kind: Kind, node_id: &str) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            kind,
+            room_id: None,
+            client_id: None,
+            node_id: node_id.to_owned(),
+            at: Utc::now(),
+            data: Value::Object(Default::default()),
+        }
+    }
+
+    /// With its room.
+    pub fn room(mut self, room: &RoomId) -> Self {
+        self.room_id = Some(room.clone());
+        self
+    }
+
+    /// With its client.
+    pub fn client(mut self, client: &ClientId) -> Self {
+        self.client_id = Some(client.clone());
+        self
+    }
+
+    /// With its data.
+    pub fn data(mut self, data: Value) -> Self {
+        self.data = data;
+        self
+    }
+}
+
+/// Where lifecycle events go.
+pub trait Events: Send + Sync + 'static {
+    /// Takes an event for delivery. Never waits, never fails the caller.
+    fn publish(&self, event: Event);
+}
+
+/// No sink: events are dropped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoEvents;
+
+impl Events for NoEvents {
+    fn publish(&self, _event: Event) {}
+}
+
+/// Keeps every event in memory, in order: for tests, and for a process that reads its
+/// own lifecycle.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryEvents {
+    events: Arc<Mutex<Vec<Event>>>,
+}
+
+impl MemoryEvents {
+    /// An empty log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What was published so far, oldest first.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().clone()
+    }
+}
+
+impl Events for MemoryEvents {
+    fn publish(&self, event: Event) {
+        self.events.lock().push(event);
+    }
+}
+
+/// The events contract: publishing never fails or blocks the caller, and a sink that can
+/// be read back (`read`) has every event, intact and in order.
+#[cfg(any(test, feature = "contract"))]
+pub mod contract {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use serde_json::json;
+
+    use super::{Event, Events, Kind};
+    use crate::ids::{ClientId, RoomId};
+
+    /// Publishes a room's lifecycle to `sink`; with `read`, checks what arrived.
+    pub fn run(sink: &dyn Events, read: Option<&dyn Fn() -> Vec<Event>>) {
+        let room = RoomId::generate();
+        let alice = ClientId::parse("client_id", "contract-alice").unwrap();
+        let sent: Vec<Event> = [
+            Kind::SessionConnected,
+            Kind::RoomCreated,
+            Kind::MemberJoined,
+            Kind::MemberLeft,
+            Kind::RoomTerminated,
+            Kind::SessionDisconnected,
+        ]
+        .into_iter()
+        .map(|k| {
+            Event::new(k, "contract")
+                .room(&room)
+                .client(&alice)
+                .data(json!({"step": k.name()}))
+        })
+        .collect();
+        for e in &sent {
+            sink.publish(e.clone());
+        }
+        if let Some(read) = read {
+            let got: Vec<Event> = read()
+                .into_iter()
+                .filter(|e| e.room_id.as_ref() == Some(&room))
+                .collect();
+            assert_eq!(got, sent, "every event arrives, intact and in order");
+        }
+        let text = serde_json::to_string(&sent[1]).unwrap();
+        assert!(text.contains("\"type\":\"room.created\""), "{text}");
+        assert_eq!(serde_json::from_str::<Event>(&text).unwrap(), sent[1]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sinks_keep_the_contract() {
+        contract::run(&NoEvents, None);
+        let m = MemoryEvents::new();
+        let read = || m.events();
+        contract::run(&m, Some(&read));
+    }
+}

@@ -1,0 +1,140 @@
+//! The media port: what happens to a room's media when its members come and go.
+//!
+//! In [`P2p`] mode (the default) peers send media to each other: the server only relays
+//! their offers, answers and candidates, and the port has nothing to do. An SFU backend
+//! (Cloudflare Realtime) opens a session per member, pushes the creator's tracks and
+//! pulls them for joiners, behind the same trait. The hub calls it before it commits a
+//! room or a membership to the store, so a media failure leaves nothing half-done.
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::ids::{ClientId, RoomId};
+
+/// What the media backend made of a member's arrival, told to that member in its ACK.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MediaSession {
+    /// The backend's session id for this member (Cloudflare's `sessionId`).
+    pub session_id: Option<String>,
+    /// The backend's SDP answer to the member's offer.
+    pub answer_sdp: Option<String>,
+    /// The backend's SDP offer the member must answer (a joiner pulling tracks).
+    pub offer_sdp: Option<String>,
+    /// Backend-specific connection details, passed to the client as they are.
+    pub connection_info: Option<Value>,
+}
+
+/// A media backend that cannot serve now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaError {
+    /// Unreachable or failing: retry later (503).
+    #[error("media backend unavailable: {0}")]
+    Unavailable(String),
+    /// It refused what the client sent (an SDP it cannot use): the client's fault (400).
+    #[error("media backend refused the request: {0}")]
+    Refused(String),
+}
+
+/// The media backend of rooms.
+#[async_trait]
+pub trait Media: Send + Sync + 'static {
+    /// `p2p`, `cloudflare`, ...: for logs and `/health`.
+    fn name(&self) -> &'static str;
+
+    /// A room is being created by `creator`, with its offer if it sent one.
+    async fn room_created(
+        &self,
+        room: &RoomId,
+        creator: &ClientId,
+        offer_sdp: Option<&str>,
+    ) -> Result<MediaSession, MediaError>;
+
+    /// `client` is joining `room`.
+    async fn member_joined(
+        &self,
+        room: &RoomId,
+        client: &ClientId,
+    ) -> Result<MediaSession, MediaError>;
+
+    /// `client` left `room` (its tracks end).
+    async fn member_left(&self, room: &RoomId, client: &ClientId);
+
+    /// `room` ended (every session of it ends).
+    async fn room_ended(&self, room: &RoomId);
+}
+
+/// Peer-to-peer media: the peers carry it; nothing to set up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct P2p;
+
+#[async_trait]
+impl Media for P2p {
+    fn name(&self) -> &'static str {
+        "p2p"
+    }
+
+    async fn room_created(
+        &self,
+        _room: &RoomId,
+        _creator: &ClientId,
+        _offer_sdp: Option<&str>,
+    ) -> Result<MediaSession, MediaError> {
+        Ok(MediaSession::default())
+    }
+
+    async fn member_joined(
+        &self,
+        _room: &RoomId,
+        _client: &ClientId,
+    ) -> Result<MediaSession, MediaError> {
+        Ok(MediaSession::default())
+    }
+
+    async fn member_left(&self, _room: &RoomId, _client: &ClientId) {}
+
+    async fn room_ended(&self, _room: &RoomId) {}
+}
+
+/// The media contract every backend passes: a room's life, each call answered.
+#[cfg(any(test, feature = "contract"))]
+pub mod contract {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::Media;
+    use crate::ids::{ClientId, RoomId};
+
+    /// A room's life against `media`: created with an offer, joined, left, ended. A
+    /// backend answers the creator's offer (`answers_offers`) or does not (P2P).
+    pub async fn run(media: &dyn Media, answers_offers: bool) {
+        assert!(!media.name().is_empty(), "a backend names itself");
+        let room = RoomId::generate();
+        let (alice, bob) = (
+            ClientId::parse("client_id", "contract-alice").unwrap(),
+            ClientId::parse("client_id", "contract-bob").unwrap(),
+        );
+        let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
+        let created = media.room_created(&room, &alice, Some(offer)).await;
+        match (&created, answers_offers) {
+            (Ok(s), true) => assert!(
+                s.session_id.is_some() && s.answer_sdp.is_some(),
+                "an SFU answers the creator's offer with a session: {s:?}"
+            ),
+            (Ok(s), false) => assert_eq!(s, &Default::default(), "P2P sets nothing up"),
+            (Err(e), _) => panic!("room_created failed: {e}"),
+        }
+        let joined = media.member_joined(&room, &bob).await.unwrap();
+        if answers_offers {
+            assert!(joined.session_id.is_some(), "a joiner gets its own session");
+        }
+        media.member_left(&room, &bob).await;
+        media.room_ended(&room).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn p2p_keeps_the_contract() {
+        super::contract::run(&super::P2p, false).await;
+    }
+}
