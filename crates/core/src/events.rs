@@ -118,6 +118,11 @@ impl Event {
 
 /// Where lifecycle events go.
 pub trait Events: Send + Sync + 'static {
+    /// Whether anything listens: when not, the hub does not build events at all.
+    fn is_enabled(&self) -> bool {
+        true
+    }
+
     /// Takes an event for delivery. Never waits, never fails the caller.
     fn publish(&self, event: Event);
 }
@@ -127,6 +132,10 @@ pub trait Events: Send + Sync + 'static {
 pub struct NoEvents;
 
 impl Events for NoEvents {
+    fn is_enabled(&self) -> bool {
+        false
+    }
+
     fn publish(&self, _event: Event) {}
 }
 

@@ -13,7 +13,7 @@
 use std::sync::Weak;
 
 use async_trait::async_trait;
-use dashmap::{DashMap, DashSet};
+use dashmap::DashSet;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -92,7 +92,8 @@ pub trait Router: Send + Sync + 'static {
     /// A session of `client` on this node ended.
     async fn session_closed(&self, client: &ClientId);
 
-    /// The node holding a session of `client`, if any.
+    /// The node holding a session of `client`, as the shared registry knows it (this
+    /// node included). A single-node router keeps no registry and knows of none.
     async fn locate(&self, client: &ClientId) -> Option<String>;
 
     /// Carries `msg` to the other node(s) holding its recipient: a message for a client
@@ -109,11 +110,11 @@ pub trait Router: Send + Sync + 'static {
     async fn release_room(&self, room: &RoomId);
 }
 
-/// The single-node router: presence and the room registry in memory, and no other node
-/// to send to.
+/// The single-node router: the room registry in memory, and no other node to send to or
+/// find a client on. It keeps no presence of its own: the hub's sessions are the only
+/// ones, and a single node's router holds nothing per connection.
 pub struct LocalRouter {
     node_id: String,
-    presence: DashMap<ClientId, usize>,
     rooms: DashSet<RoomId>,
 }
 
@@ -121,7 +122,6 @@ impl std::fmt::Debug for LocalRouter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalRouter")
             .field("node_id", &self.node_id)
-            .field("clients", &self.presence.len())
             .field("rooms", &self.rooms.len())
             .finish()
     }
@@ -132,7 +132,6 @@ impl LocalRouter {
     pub fn new(node_id: impl Into<String>) -> Self {
         Self {
             node_id: node_id.into(),
-            presence: DashMap::new(),
             rooms: DashSet::new(),
         }
     }
@@ -154,22 +153,14 @@ impl Router for LocalRouter {
         // No other node sends here.
     }
 
-    async fn session_opened(&self, client: &ClientId) -> Result<(), RouterError> {
-        *self.presence.entry(client.clone()).or_default() += 1;
+    async fn session_opened(&self, _client: &ClientId) -> Result<(), RouterError> {
         Ok(())
     }
 
-    async fn session_closed(&self, client: &ClientId) {
-        if let Some(mut n) = self.presence.get_mut(client) {
-            *n = n.saturating_sub(1);
-        }
-        self.presence.remove_if(client, |_, n| *n == 0);
-    }
+    async fn session_closed(&self, _client: &ClientId) {}
 
-    async fn locate(&self, client: &ClientId) -> Option<String> {
-        self.presence
-            .contains_key(client)
-            .then(|| self.node_id.clone())
+    async fn locate(&self, _client: &ClientId) -> Option<String> {
+        None
     }
 
     async fn send(&self, _msg: NodeMessage) -> Remote {

@@ -13,6 +13,7 @@
 use std::{
     future::{Future, poll_fn},
     io,
+    marker::PhantomData,
     mem::MaybeUninit,
     pin::Pin,
     sync::Arc,
@@ -65,7 +66,7 @@ pub(crate) enum Flow {
     Close(u16, String),
 }
 
-/// Work that waits (on the store, the bus): polled by the driver, which keeps writing
+/// Work that waits (on the store, the router): polled by the driver, which keeps writing
 /// meanwhile. Boxed, so the connection's task stays small between messages.
 pub(crate) type Pending<'a> = Pin<Box<dyn Future<Output = Flow> + Send + 'a>>;
 
@@ -157,8 +158,6 @@ pub(crate) struct Conn {
     pub(crate) state: AppState,
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) session: Option<Arc<Session>>,
-    /// The session's wire format, once connected.
-    pub(crate) format: Option<Format>,
     /// `{"from_client_id":"…"` for frames this session relays, built on first use.
     pub(crate) stamp: Option<Bytes>,
     /// When the read that brought the message being handled returned.
@@ -187,6 +186,11 @@ impl Conn {
             .ok_or_else(|| CoreError::unauthorized("Not connected: send CONNECT first"))
     }
 
+    /// The session's wire format, once connected.
+    pub(crate) fn format(&self) -> Option<Format> {
+        self.outbox.format()
+    }
+
     /// Opens the hub session for this connection and fixes its wire format.
     pub(crate) async fn connect(
         &mut self,
@@ -194,7 +198,6 @@ impl Conn {
     ) -> Result<Arc<Session>, CoreError> {
         let format = params.format;
         let session = self.state.hub.connect(params, self.outbox.clone()).await?;
-        self.format = Some(format);
         tracing::Span::current().record("client_id", tracing::field::display(&session.client_id));
         tracing::debug!(session_id = %session.id, wire = format.label(), "connected");
         self.session = Some(session.clone());
@@ -341,7 +344,7 @@ enum Wake {
 }
 
 /// The socket with its framing and buffers.
-struct Link {
+struct Link<D> {
     io: Socket,
     decoder: Decoder,
     /// Received bytes not yet decoded; empty (no allocation) between messages.
@@ -363,13 +366,13 @@ struct Link {
     last_in: Instant,
     hot: Arc<HotMetrics>,
     endpoint: usize,
-    /// The dialect's event encoder.
-    encode_event: fn(Format, &Envelope) -> Option<Bytes>,
+    /// The dialect, whose `encode_event` encodes hub events (no state of its own).
+    dialect: PhantomData<fn() -> D>,
 }
 
 // === impl Link ===
 
-impl Link {
+impl<D: Dialect> Link<D> {
     /// Decodes the next message out of what was read; pings are answered here.
     fn poll_decoded(&mut self) -> Option<Wake> {
         loop {
@@ -533,7 +536,7 @@ impl Link {
                     self.hot.relay_latency[HotMetrics::kind_index(s.kind)]
                         .record(now.saturating_duration_since(env.accepted_at).as_secs_f64());
                 }
-                match env.encoded(f, |e| (self.encode_event)(f, e)) {
+                match env.encoded(f, |e| D::encode_event(f, e)) {
                     Some(b) => b,
                     None => return false,
                 }
@@ -557,7 +560,7 @@ impl Link {
 }
 
 /// Runs a dialect step to completion, writing the connection's queue meanwhile.
-async fn run(step: Step<'_>, link: &mut Link, outbox: &Outbox) -> Flow {
+async fn run<D: Dialect>(step: Step<'_>, link: &mut Link<D>, outbox: &Outbox) -> Flow {
     match step {
         Step::Done(flow) => flow,
         Step::Wait(mut fut) => {
@@ -594,7 +597,7 @@ pub(crate) fn drive<D: Dialect>(
         None
     };
     let endpoint = HotMetrics::endpoint_index(D::LABEL);
-    let mut link = Link {
+    let mut link = Link::<D> {
         io,
         decoder: Decoder::new(Limits {
             max_frame: s.max_frame_size.unwrap_or(s.max_message_size),
@@ -615,14 +618,13 @@ pub(crate) fn drive<D: Dialect>(
         last_in: Instant::now(),
         hot: state.metrics.clone(),
         endpoint,
-        encode_event: D::encode_event,
+        dialect: PhantomData,
     };
     let started = Instant::now();
     let mut conn = Conn {
         state: state.clone(),
         outbox: outbox.clone(),
         session: None,
-        format: None,
         stamp: None,
         received_at: started.into_std(),
         limiter,
@@ -794,7 +796,7 @@ pub(crate) fn drive<D: Dialect>(
 }
 
 /// Leaves the session's rooms, then closes the socket.
-async fn teardown(mut conn: Conn, link: Link, outbox: Arc<Outbox>, end: End) {
+async fn teardown<D: Dialect>(mut conn: Conn, link: Link<D>, outbox: Arc<Outbox>, end: End) {
     if let Some(session) = conn.session.take() {
         let leave = end.cause.leave();
         conn.state
@@ -811,7 +813,7 @@ async fn teardown(mut conn: Conn, link: Link, outbox: Arc<Outbox>, end: End) {
 
 /// Sends what is queued (unless `drain` is false), the error and the close frame, then
 /// waits briefly for the client's close so the socket ends cleanly.
-async fn finish(mut link: Link, outbox: &Outbox, end: End, drain: bool) {
+async fn finish<D: Dialect>(mut link: Link<D>, outbox: &Outbox, end: End, drain: bool) {
     if matches!(end.cause, Cause::Failed) || link.write_failed {
         return;
     }

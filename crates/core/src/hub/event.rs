@@ -16,43 +16,54 @@ use crate::{
     ids::{ClientId, RoomId},
 };
 
-/// A wire format, as the edges define it: an opaque small id that keys the per-event
-/// encode cache, and a label for metrics. Core never looks inside; the edges give each
-/// of their encodings one (the binary protocol's JSON and CBOR payloads, each JSON
-/// dialect).
-#[derive(Debug, Clone, Copy)]
-pub struct Format {
+/// A wire format as an edge declares it: a small id below [`Format::MAX`], unique among
+/// the edges, and a label for metrics. Declared once, as a `static`, and used through
+/// [`Format`].
+#[derive(Debug)]
+pub struct FormatSpec {
     id: u8,
     label: &'static str,
 }
+
+impl FormatSpec {
+    /// Format `id`, labelled `label` in metrics.
+    pub const fn new(id: u8, label: &'static str) -> Self {
+        assert!(
+            (id as usize) < Format::MAX,
+            "format ids run below Format::MAX"
+        );
+        Self { id, label }
+    }
+}
+
+/// A wire format, as the edges define it: opaque to core, which only keys the per-event
+/// encode cache by it. One pointer wide, so every connection can hold one cheaply.
+#[derive(Debug, Clone, Copy)]
+pub struct Format(&'static FormatSpec);
 
 impl Format {
     /// How many formats there may be: ids run from 0 to `MAX - 1`.
     pub const MAX: usize = 8;
 
-    /// Format `id` (below [`MAX`](Self::MAX)), labelled `label` in metrics.
-    pub const fn new(id: u8, label: &'static str) -> Self {
-        assert!(
-            (id as usize) < Self::MAX,
-            "format ids run below Format::MAX"
-        );
-        Self { id, label }
+    /// The format `spec` declares.
+    pub const fn of(spec: &'static FormatSpec) -> Self {
+        Self(spec)
     }
 
     /// The id.
     pub fn id(self) -> u8 {
-        self.id
+        self.0.id
     }
 
     /// Metric label.
     pub fn label(self) -> &'static str {
-        self.label
+        self.0.label
     }
 }
 
 impl PartialEq for Format {
     fn eq(&self, other: &Self) -> bool {
-        self.id == other.id
+        self.0.id == other.0.id
     }
 }
 
@@ -60,7 +71,7 @@ impl Eq for Format {}
 
 impl std::hash::Hash for Format {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.id.hash(h);
+        self.0.id.hash(h);
     }
 }
 
@@ -289,7 +300,7 @@ impl Envelope {
         format: Format,
         encode: impl FnOnce(&Envelope) -> Option<Bytes>,
     ) -> Option<Bytes> {
-        self.cache[usize::from(format.id)]
+        self.cache[usize::from(format.id())]
             .get_or_init(|| encode(self))
             .clone()
     }
@@ -363,29 +374,28 @@ pub enum Outbound {
     Encoded(Encoded),
 }
 
-/// A relayed signal pre-encoded by an edge for connections of its [`Format`]: a short
-/// head copied by value, then shared pieces (the sender's stamp, a slice of the bytes
-/// read), written in order. Nothing is allocated for the pieces; the hub hands it only to
-/// receivers of `format`.
+/// A relayed signal pre-encoded by an edge for connections of one [`Format`] (the hub
+/// hands it only to receivers of that format): a short head copied by value, then shared
+/// pieces (the sender's stamp, a slice of the bytes read), written in order. Nothing is
+/// allocated for the pieces. Kept as small as an event's queue slot allows: queues hold
+/// these by value.
 #[derive(Debug, Clone)]
 pub struct Encoded {
-    /// Which receivers can take it.
-    pub format: Format,
     /// The head (a frame header): at most [`Encoded::HEAD`] bytes, `head_len` used.
     pub head: [u8; Encoded::HEAD],
     /// Bytes of `head` in use.
     pub head_len: u8,
-    /// The pieces after the head.
-    pub parts: [Bytes; 2],
     /// Offer, answer or candidate (for metrics).
     pub kind: SignalKind,
+    /// The pieces after the head.
+    pub parts: [Bytes; 2],
     /// When the hub accepted it (for the relay latency).
     pub accepted_at: Instant,
 }
 
 impl Encoded {
     /// The largest head.
-    pub const HEAD: usize = 24;
+    pub const HEAD: usize = 22;
 
     /// Its length in bytes.
     pub fn len(&self) -> usize {

@@ -11,7 +11,8 @@ mod signal;
 pub use signal::{Elsewhere, Routed, SignalRequest};
 
 pub use event::{
-    CloseReason, Encoded, Envelope, Event, Format, Outbound, Role, Signal, SignalBody, SignalKind,
+    CloseReason, Encoded, Envelope, Event, Format, FormatSpec, Outbound, Role, Signal, SignalBody,
+    SignalKind,
 };
 pub use outbox::{Outbox, Overflow, PushError};
 pub use room::{
@@ -249,6 +250,9 @@ impl Hub {
         kind: events::Kind,
         build: impl FnOnce(events::Event) -> events::Event,
     ) {
+        if !self.inner.events.is_enabled() {
+            return;
+        }
         let e = events::Event::new(kind, self.inner.router.node_id());
         self.inner.events.publish(build(e));
     }
@@ -342,11 +346,11 @@ impl Hub {
             self.leave_all(&old, "replaced", false).await;
             old.close(CloseReason::Replaced);
         }
-        metrics::gauge!("signal_sessions", "wire" => session.format.label()).increment(1.0);
+        metrics::gauge!("signal_sessions", "wire" => session.format_label()).increment(1.0);
         self.publish(events::Kind::SessionConnected, |e| {
             e.client(&session.client_id).data(serde_json::json!({
                 "session_id": session.id.to_string(),
-                "wire": session.format.label(),
+                "wire": session.format_label(),
             }))
         });
         Ok(session)
@@ -371,7 +375,7 @@ impl Hub {
         if removed {
             self.inner.session_count.fetch_sub(1, Ordering::Relaxed);
             self.inner.router.session_closed(&session.client_id).await;
-            metrics::gauge!("signal_sessions", "wire" => session.format.label()).decrement(1.0);
+            metrics::gauge!("signal_sessions", "wire" => session.format_label()).decrement(1.0);
         }
         self.leave_all(session, reason, voluntary).await;
         if removed {

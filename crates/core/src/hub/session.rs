@@ -26,8 +26,6 @@ pub struct Session {
     pub id: Uuid,
     /// The authenticated client.
     pub client_id: ClientId,
-    /// The connection's wire format.
-    pub format: Format,
     /// When the session started.
     pub connected_at: DateTime<Utc>,
     /// Capabilities the client announced.
@@ -40,8 +38,8 @@ pub struct Session {
     rooms: Mutex<Vec<RoomId>>,
     closing: AtomicBool,
     close_with_room: AtomicBool,
-    /// Set once at most.
-    close_reason: Mutex<Option<CloseReason>>,
+    /// Set once at most; boxed, as most sessions never carry one.
+    close_reason: Mutex<Option<Box<CloseReason>>>,
     kill: Notify,
 }
 
@@ -65,7 +63,6 @@ impl Session {
         Arc::new(Self {
             id: Uuid::new_v4(),
             client_id,
-            format,
             connected_at: Utc::now(),
             capabilities,
             metadata,
@@ -77,6 +74,16 @@ impl Session {
             close_reason: Mutex::new(None),
             kill: Notify::new(),
         })
+    }
+
+    /// The connection's wire format (kept by its queue, which encodes for it).
+    pub fn format(&self) -> Option<Format> {
+        self.outbox.format()
+    }
+
+    /// The format's metric label.
+    pub fn format_label(&self) -> &'static str {
+        self.format().map_or("unknown", Format::label)
     }
 
     /// Queues a shared event. A full queue closes the session as a slow consumer.
@@ -117,7 +124,7 @@ impl Session {
         if self.closing.swap(true, Ordering::AcqRel) {
             return;
         }
-        *self.close_reason.lock() = Some(reason);
+        *self.close_reason.lock() = Some(Box::new(reason));
         self.kill.notify_one();
         self.outbox.notify();
     }
@@ -143,13 +150,13 @@ impl Session {
 
     /// The reason [`close`](Self::close) was called with, once it was.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        *self.close_reason.lock()
+        self.close_reason.lock().as_deref().copied()
     }
 
     /// Resolves when the hub asks this connection to close, with the reason.
     pub async fn closed(&self) -> CloseReason {
         loop {
-            if let Some(r) = *self.close_reason.lock() {
+            if let Some(r) = self.close_reason.lock().as_deref().copied() {
                 return r;
             }
             self.kill.notified().await;

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     Hub,
-    event::{Encoded, Envelope, Event, Outbound, Signal, SignalBody, SignalKind},
+    event::{Encoded, Envelope, Event, Format, Outbound, Signal, SignalBody, SignalKind},
     session::Session,
 };
 use crate::{
@@ -107,9 +107,9 @@ impl Hub {
 
     /// Routes a signal to `target` (within `room`, if named) and queues it for the
     /// target's session on this node, or says it is elsewhere. The edge may hand the
-    /// signal pre-encoded (`encoded`): a receiver of that format gets those bytes, with
-    /// nothing decoded or allocated; any other receiver, or another node, gets the event
-    /// built from `body`, which is called only then.
+    /// signal pre-encoded for one format (`encoded`): a receiver of that format gets those
+    /// bytes, with nothing decoded or allocated; any other receiver, or another node, gets
+    /// the event built from `body`, which is called only then.
     #[allow(clippy::too_many_arguments)]
     pub fn relay(
         &self,
@@ -118,12 +118,12 @@ impl Hub {
         kind: SignalKind,
         target: &str,
         room: Option<&str>,
-        encoded: Option<Encoded>,
+        encoded: Option<(Format, Encoded)>,
         body: impl FnOnce() -> Result<SignalBody, CoreError>,
     ) -> Result<Routed, CoreError> {
         let to = self.route(from, target, room)?;
-        if let (Some(s), Some(e)) = (&to, encoded)
-            && s.format == e.format
+        if let (Some(s), Some((format, e))) = (&to, encoded)
+            && s.format() == Some(format)
         {
             s.send(Outbound::Encoded(e));
             self.count_relayed(kind);

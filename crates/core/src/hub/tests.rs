@@ -12,8 +12,10 @@ use crate::{
     store::MemoryStore,
 };
 
-const JSON: Format = Format::new(0, "json");
-const CBOR: Format = Format::new(1, "cbor");
+static JSON_SPEC: FormatSpec = FormatSpec::new(0, "json");
+static CBOR_SPEC: FormatSpec = FormatSpec::new(1, "cbor");
+const JSON: Format = Format::of(&JSON_SPEC);
+const CBOR: Format = Format::of(&CBOR_SPEC);
 
 fn ports(store: Arc<MemoryStore>) -> Ports {
     let keys = ["alice", "bob", "carol"].map(|k| (k.to_owned(), format!("{k}-token")));

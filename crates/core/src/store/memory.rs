@@ -393,84 +393,12 @@ crate::store_contract!(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use crate::store::contract::{self, at, client, created, member};
     use serde_json::json;
     use uuid::Uuid;
 
-    fn at(secs: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_717_243_200 + secs, 123_456_789)
-            .single()
-            .unwrap()
-    }
-
-    fn client(client_id: &str) -> RegisteredClient {
-        RegisteredClient {
-            id: Uuid::new_v4(),
-            client_id: client_id.into(),
-            auth_token: "salt$hash".into(),
-            room_id: None,
-            capabilities: vec!["websocket".into(), "webrtc".into()],
-            registered_at: at(0),
-            last_seen: None,
-            status: "Active".into(),
-            metadata: json!({"platform": "test"}),
-            record_created_at: at(0),
-        }
-    }
-
     fn room(room_id: &str, secs: i64) -> RoomRecord {
-        RoomRecord {
-            id: Uuid::new_v4(),
-            room_id: room_id.into(),
-            app_id: String::new(),
-            created_at: at(secs),
-            status: "Active".into(),
-            sender_client_id: None,
-            receiver_client_id: None,
-            session_id: None,
-            metadata: json!({}),
-            record_created_at: at(secs),
-        }
-    }
-
-    fn created(room: &RoomRecord, by: &str) -> RoomCreatedRecord {
-        RoomCreatedRecord {
-            id: Uuid::new_v4(),
-            room_uuid: room.id,
-            room_id: room.room_id.clone(),
-            created_at: room.created_at,
-            room_data: json!({"room_id": room.room_id}),
-            created_by: Some(by.into()),
-            metadata: json!({}),
-            record_created_at: room.created_at,
-        }
-    }
-
-    fn member(client_id: &str, room_id: &str, role: &str, secs: i64) -> MemberRecords {
-        MemberRecords {
-            client_in_room: ClientInRoomRecord {
-                id: Uuid::new_v4(),
-                client_id: client_id.into(),
-                room_id: room_id.into(),
-                joined_at: at(secs),
-                last_activity: at(secs),
-                status: "Active".into(),
-                capabilities: vec![],
-                metadata: json!({}),
-                record_created_at: at(secs),
-            },
-            webrtc_client: WebrtcClientRecord {
-                id: Uuid::new_v4(),
-                client_id: client_id.into(),
-                room_id: room_id.into(),
-                role: role.into(),
-                session_id: None,
-                joined_at: at(secs),
-                status: "Active".into(),
-                metadata: json!({}),
-                record_created_at: at(secs),
-            },
-        }
+        contract::room(room_id, secs, None)
     }
 
     fn history(client_id: &str, room_id: &str, secs: i64) -> ClientInTerminatedRoomRecord {

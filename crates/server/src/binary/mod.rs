@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use signal_core::{
     CoreError, ErrorKind,
-    hub::{Envelope, Format},
+    hub::{Envelope, Format, FormatSpec},
 };
 use signal_protocol::{Frame, MessageType, PayloadType};
 use tracing::Instrument;
@@ -36,10 +36,12 @@ pub(crate) fn serve(
     conn::drive(socket, state, Binary, guard).instrument(span)
 }
 
+static JSON_SPEC: FormatSpec = FormatSpec::new(0, "binary_json");
+static CBOR_SPEC: FormatSpec = FormatSpec::new(1, "binary_cbor");
 /// Binary frames with JSON payloads.
-pub const JSON: Format = Format::new(0, "binary_json");
+pub const JSON: Format = Format::of(&JSON_SPEC);
 /// Binary frames with CBOR payloads.
-pub const CBOR: Format = Format::new(1, "binary_cbor");
+pub const CBOR: Format = Format::of(&CBOR_SPEC);
 
 struct Binary;
 
@@ -86,7 +88,7 @@ impl Dialect for Binary {
 
 /// The payload type for unsolicited frames: the session's choice, JSON before CONNECT.
 fn reply_pt(conn: &Conn) -> PayloadType {
-    if conn.format == Some(CBOR) {
+    if conn.format() == Some(CBOR) {
         PayloadType::Cbor
     } else {
         PayloadType::Json

@@ -30,7 +30,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use signal_core::{
     CoreError, ErrorKind,
-    hub::{ConnectParams, Envelope, Format, Session},
+    hub::{ConnectParams, Envelope, Format, FormatSpec, Session},
 };
 use tracing::Instrument;
 
@@ -41,12 +41,15 @@ use crate::{
 };
 use translate::refusal_close;
 
+static ALTAIR_SPEC: FormatSpec = FormatSpec::new(2, "altair");
+static SIMPLE_SPEC: FormatSpec = FormatSpec::new(3, "simple");
+static ROOM_PATH_SPEC: FormatSpec = FormatSpec::new(4, "room_path");
 /// Seed 002's JSON envelope on `/ws`.
-pub const ALTAIR: Format = Format::new(2, "altair");
+pub const ALTAIR: Format = Format::of(&ALTAIR_SPEC);
 /// Seed 003's JSON messages on `/ws`.
-pub const SIMPLE: Format = Format::new(3, "simple");
+pub const SIMPLE: Format = Format::of(&SIMPLE_SPEC);
 /// Seed 004's JSON messages on `/webrtc/ws/{room}`.
-pub const ROOM_PATH: Format = Format::new(4, "room_path");
+pub const ROOM_PATH: Format = Format::of(&ROOM_PATH_SPEC);
 
 /// The credential a JSON client presented.
 #[derive(Debug, Clone, Default)]

@@ -16,6 +16,9 @@ use crate::{
     conn::Conn,
 };
 
+// The binary frame header fits the hub's pre-encoded head.
+const _: () = assert!(signal_protocol::frame::FRAME_HEADER_LEN <= Encoded::HEAD);
+
 /// Bytes the stamped `"from_client_id":"…"` adds to a payload, beyond the id itself.
 const STAMP_OVERHEAD: usize = 24;
 
@@ -86,7 +89,7 @@ pub(crate) fn forward(
     conn: &mut Conn,
     frame: &Frame,
 ) -> Option<Result<Option<Elsewhere>, CoreError>> {
-    if frame.payload_type != PayloadType::Json || conn.format != Some(JSON) {
+    if frame.payload_type != PayloadType::Json || conn.format() != Some(JSON) {
         return None;
     }
     let session = conn.session.as_ref()?;
@@ -120,7 +123,6 @@ pub(crate) fn forward(
     let len = stamp.len() + rest.len();
     let head = header_bytes(frame.msg_type, frame.id, PayloadType::Json, len).ok()?;
     let mut encoded = Encoded {
-        format: JSON,
         head: [0; Encoded::HEAD],
         head_len: head.len() as u8,
         parts: [stamp, rest],
@@ -128,12 +130,15 @@ pub(crate) fn forward(
         accepted_at: conn.received_at,
     };
     encoded.head[..head.len()].copy_from_slice(&head);
-    let routed = conn
-        .state
-        .hub
-        .relay(session, frame.id, kind, target, room, Some(encoded), || {
-            Ok(signal_body(payload(frame)?))
-        });
+    let routed = conn.state.hub.relay(
+        session,
+        frame.id,
+        kind,
+        target,
+        room,
+        Some((JSON, encoded)),
+        || Ok(signal_body(payload(frame)?)),
+    );
     Some(routed.map(|r| match r {
         Routed::Delivered => None,
         Routed::Elsewhere(e) => Some(e),
