@@ -21,6 +21,7 @@ use crate::{
     events,
     ids::{ClientId, RoomId},
     media::{MediaError, MediaSession},
+    router::{NodeMessage, Recipient},
     store::{
         ClientInRoomRecord, ClientInTerminatedRoomRecord, MemberRecords, RoomCreatedRecord,
         RoomRecord, TerminatedRoomRecord, WebrtcClientRecord,
@@ -280,6 +281,25 @@ fn final_status(voluntary: bool) -> &'static str {
 }
 
 // === impl Hub: rooms ===
+
+impl Hub {
+    /// Hands a room event to the router for the room's members on other nodes (this
+    /// node's were told already); `except` is not told.
+    async fn tell_other_nodes(&self, room: &RoomId, except: Option<&ClientId>, env: &Envelope) {
+        let router = &self.inner.router;
+        let _ = router
+            .send(NodeMessage {
+                id: env.id,
+                from_node: router.node_id().to_owned(),
+                to: Recipient::Room {
+                    room: room.clone(),
+                    except: except.cloned(),
+                },
+                event: env.event.clone(),
+            })
+            .await;
+    }
+}
 
 /// A media backend's failure as the client sees it; the cause is logged.
 fn media_error(context: &str, e: MediaError) -> CoreError {
@@ -727,6 +747,8 @@ impl Hub {
         for m in &others {
             m.session.deliver(env.clone());
         }
+        self.tell_other_nodes(&room_id, Some(&session.client_id), &env)
+            .await;
         self.publish(events::Kind::MemberJoined, |e| {
             e.room(&room_id)
                 .client(&session.client_id)
@@ -882,6 +904,7 @@ impl Hub {
                 m.session.deliver(env.clone());
                 m.session.room_terminated();
             }
+            self.tell_other_nodes(&room.id, None, &env).await;
             let now = Utc::now();
             let mut histories = vec![history(room, &member, reason, &by, final_status(voluntary))];
             histories.extend(
@@ -938,6 +961,8 @@ impl Hub {
             for m in &remaining {
                 m.session.deliver(env.clone());
             }
+            self.tell_other_nodes(&room.id, Some(member.client()), &env)
+                .await;
             if let Err(e) = self
                 .store()
                 .remove_member(&history(

@@ -9,6 +9,7 @@ use crate::{
     ErrorCode,
     auth::Authenticator,
     events::{Kind, MemoryEvents},
+    router::{Inbox, NodeMessage, Recipient, Router},
     store::MemoryStore,
 };
 
@@ -289,4 +290,183 @@ async fn every_lifecycle_step_is_published_in_order() {
         .unwrap();
     assert_eq!(terminated.data["participant_count"], 2, "{terminated:?}");
     assert!(last.iter().all(|e| e.node_id == "local"));
+}
+
+/// A router standing for a cluster: records what the hub sends other nodes, and says a
+/// client named `elsewhere` is on another node.
+#[derive(Default)]
+struct RecordingRouter {
+    sent: parking_lot::Mutex<Vec<NodeMessage>>,
+    inbox: parking_lot::Mutex<Option<std::sync::Weak<dyn Inbox>>>,
+}
+
+#[async_trait::async_trait]
+impl Router for RecordingRouter {
+    fn node_id(&self) -> &str {
+        "node-a"
+    }
+    fn attach(&self, inbox: std::sync::Weak<dyn Inbox>) {
+        *self.inbox.lock() = Some(inbox);
+    }
+    async fn session_opened(&self, _: &ClientId) -> Result<(), crate::router::RouterError> {
+        Ok(())
+    }
+    async fn session_closed(&self, _: &ClientId) {}
+    async fn locate(&self, _: &ClientId) -> Option<String> {
+        None
+    }
+    async fn send(&self, msg: NodeMessage) -> crate::router::Remote {
+        let found =
+            matches!(&msg.to, Recipient::Client { client } if client.as_str() == "elsewhere");
+        self.sent.lock().push(msg);
+        if found {
+            crate::router::Remote::Delivered
+        } else {
+            crate::router::Remote::NotFound
+        }
+    }
+    async fn claim_room(&self, _: &RoomId) -> Result<bool, crate::router::RouterError> {
+        Ok(true)
+    }
+    async fn release_room(&self, _: &RoomId) {}
+}
+
+fn clustered(cfg: HubConfig) -> (Hub, Arc<RecordingRouter>) {
+    let router = Arc::new(RecordingRouter::default());
+    let hub = Hub::new(
+        cfg,
+        Ports {
+            router: router.clone(),
+            ..ports(Arc::new(MemoryStore::new()))
+        },
+    );
+    (hub, router)
+}
+
+fn offer(target: &str, room: Option<&str>) -> SignalRequest {
+    SignalRequest {
+        id: uuid::Uuid::new_v4(),
+        kind: SignalKind::Offer,
+        target: Some(target.into()),
+        room: room.map(str::to_owned),
+        body: SignalBody {
+            sdp: Some("v=0".into()),
+            ..SignalBody::default()
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_target_on_no_session_here_goes_to_the_router() {
+    let (hub, router) = clustered(HubConfig {
+        require_shared_room: false,
+        ..HubConfig::default()
+    });
+    let (a, _ra) = connect(&hub, "alice", 8).await;
+    let req = offer("elsewhere", None);
+    let id = req.id;
+    hub.signal(&a, req).await.unwrap();
+    let e = hub.signal(&a, offer("nowhere", None)).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::PeerNotFound, "{e:?}");
+    let sent = router.sent.lock().clone();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].id, id, "the frame id is kept end to end");
+    assert_eq!(sent[0].from_node, "node-a");
+    match &sent[0].event {
+        Event::Signal(s) => {
+            assert_eq!(s.from.as_str(), "alice", "stamped with the sender");
+            assert_eq!(s.body.sdp.as_deref(), Some("v=0"));
+        }
+        other => panic!("not a signal: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn room_events_go_to_the_other_nodes_too() {
+    let (hub, router) = clustered(HubConfig::default());
+    let (a, _ra) = connect(&hub, "alice", 8).await;
+    let (b, _rb) = connect(&hub, "bob", 8).await;
+    hub.create_room(&a, create("alice", "r")).await.unwrap();
+    hub.join_room(&b, join("bob", "r")).await.unwrap();
+    hub.disconnect(&b, "disconnected", false).await;
+    hub.disconnect(&a, "left", true).await;
+    let sent: Vec<(String, Option<String>)> = router
+        .sent
+        .lock()
+        .iter()
+        .map(|m| match (&m.to, &m.event) {
+            (Recipient::Room { room, except }, e) => {
+                assert_eq!(room.as_str(), "r");
+                let kind = match e {
+                    Event::PeerJoined { .. } => "peer_joined",
+                    Event::PeerLeft { .. } => "peer_left",
+                    Event::RoomClosed { .. } => "room_closed",
+                    Event::Signal(_) => "signal",
+                };
+                (kind.to_owned(), except.as_ref().map(|c| c.to_string()))
+            }
+            (to, _) => panic!("not for a room: {to:?}"),
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("peer_joined".to_owned(), Some("bob".to_owned())),
+            ("peer_left".to_owned(), Some("bob".to_owned())),
+            ("room_closed".to_owned(), None),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn messages_from_other_nodes_reach_this_nodes_sessions() {
+    let (hub, router) = clustered(HubConfig::default());
+    let (a, _ra) = connect(&hub, "alice", 8).await;
+    let (b, rb) = connect(&hub, "bob", 8).await;
+    let (_c, rc) = connect(&hub, "carol", 8).await;
+    hub.create_room(&a, create("alice", "r")).await.unwrap();
+    hub.join_room(&b, join("bob", "r")).await.unwrap();
+    while rb.try_pop().is_some() {}
+    let inbox = router.inbox.lock().clone().unwrap().upgrade().unwrap();
+    let from = ClientId::parse("from", "dave").unwrap();
+    let signal = Event::Signal(Signal {
+        kind: SignalKind::Answer,
+        from: from.clone(),
+        target: Some(ClientId::parse("to", "bob").unwrap()),
+        room: None,
+        body: SignalBody::default(),
+    });
+    let id = uuid::Uuid::new_v4();
+    let n = inbox.receive(NodeMessage {
+        id,
+        from_node: "node-b".into(),
+        to: Recipient::Client {
+            client: ClientId::parse("to", "bob").unwrap(),
+        },
+        event: signal.clone(),
+    });
+    assert_eq!(n, 1);
+    let got = event(&rb);
+    assert_eq!((got.id, &got.event), (id, &signal));
+    let joined = Event::PeerJoined {
+        room: RoomId::parse("r").unwrap(),
+        client: from,
+        role: Role::Receiver,
+        metadata: json!({}),
+    };
+    let n = inbox.receive(NodeMessage {
+        id: uuid::Uuid::new_v4(),
+        from_node: "node-b".into(),
+        to: Recipient::Room {
+            room: RoomId::parse("r").unwrap(),
+            except: Some(ClientId::parse("x", "alice").unwrap()),
+        },
+        event: joined.clone(),
+    });
+    assert_eq!(
+        n, 1,
+        "bob only: alice is excepted, carol is not in the room"
+    );
+    assert_eq!(event(&rb).event, joined);
+    assert!(rc.try_pop().is_none());
 }
