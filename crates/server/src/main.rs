@@ -29,6 +29,9 @@ struct Cli {
 enum Command {
     /// Load and validate the configuration, print the effective settings, and exit.
     CheckConfig,
+    /// Bring the database's schema up to date (`database.url`), and exit. The server
+    /// does this at start as well; run it ahead of a deployment to migrate once.
+    Migrate,
     /// Print an HS256 JWT for a client id, signed with `auth.token_secret`.
     Token {
         /// The client id (`sub` claim).
@@ -89,6 +92,35 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             };
+        }
+        Some(Command::Migrate) => {
+            telemetry::init(&config.logging);
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("signal-manager-service: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            return runtime.block_on(async {
+                match signal_server::run::open_store(&config).await {
+                    Ok(store) => {
+                        store.close().await;
+                        println!(
+                            "signal-manager-service: the schema of {} is up to date",
+                            config.database.redacted_url()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("signal-manager-service: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            });
         }
         None => {}
     }

@@ -12,6 +12,7 @@ use signal_core::{
     hub::{Hub, HubConfig, Ports},
     store::{Store, StoreError},
 };
+use signal_store_postgres::{PostgresOptions, PostgresStore};
 use signal_store_sqlite::{SqliteOptions, SqliteStore};
 use tokio::task::JoinHandle;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -73,10 +74,18 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
                 })?;
             Ok(Arc::new(store))
         }
-        DatabaseBackend::Postgres => Err(StartError::Store(format!(
-            "PostgreSQL ({}) is not available in this build yet; use sqlite://PATH",
-            config.database.redacted_url()
-        ))),
+        DatabaseBackend::Postgres => {
+            let opts = PostgresOptions {
+                max_connections: config.database.max_connections,
+                operation_timeout: Duration::from_secs(config.database.operation_timeout.max(1)),
+            };
+            let store = PostgresStore::open(&config.database.url, opts)
+                .await
+                .map_err(|e: StoreError| {
+                    StartError::Store(format!("{} ({})", e, config.database.redacted_url()))
+                })?;
+            Ok(Arc::new(store))
+        }
     }
 }
 

@@ -190,7 +190,8 @@ async fn sqlite_pragmas_and_storage_format() {
         .unwrap();
     assert_eq!(busy, 5000);
 
-    let c = client("abc");
+    let mut c = client("abc");
+    c.registered_at = chrono::DateTime::from_timestamp(1_717_243_200, 123_456_789).unwrap();
     s.register_client(&c).await.unwrap();
     let (id, registered, caps, meta): (String, String, String, String) =
         sqlx::query_as("SELECT id, registered_at, capabilities, metadata FROM registered_clients")
@@ -348,4 +349,14 @@ async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
         out.push(t.await.unwrap());
     }
     out
+}
+
+#[tokio::test]
+async fn sqlite_keeps_nanoseconds() {
+    let b = sqlite_file().await;
+    let mut c = client("precise");
+    c.registered_at = chrono::DateTime::from_timestamp(1_717_243_200, 123_456_789).unwrap();
+    b.store.register_client(&c).await.unwrap();
+    let got = b.store.get_client("precise").await.unwrap().unwrap();
+    assert_eq!(got.registered_at, c.registered_at);
 }
