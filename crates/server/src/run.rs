@@ -78,6 +78,8 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
             let opts = PostgresOptions {
                 max_connections: config.database.max_connections,
                 operation_timeout: Duration::from_secs(config.database.operation_timeout.max(1)),
+                retry_attempts: config.database.retry_attempts,
+                retry_interval: Duration::from_millis(config.database.retry_interval),
             };
             let store = PostgresStore::open(&config.database.url, opts)
                 .await

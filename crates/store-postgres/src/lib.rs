@@ -60,9 +60,15 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 pub struct PostgresOptions {
     /// Connections in the pool (at least 1).
     pub max_connections: u32,
-    /// Upper bound of every store operation, including waiting for a pooled connection;
-    /// past it the operation fails with [`StoreError::Unavailable`].
+    /// Upper bound of every attempt of a store operation, including waiting for a pooled
+    /// connection; past it the attempt fails with [`StoreError::Unavailable`].
     pub operation_timeout: Duration,
+    /// Further attempts after one that found the database unavailable. A read is tried
+    /// again whatever failed; a write only when it failed before its transaction began,
+    /// so a write that may have committed is never applied twice.
+    pub retry_attempts: u32,
+    /// The pause before each further attempt.
+    pub retry_interval: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -70,6 +76,8 @@ impl Default for PostgresOptions {
         Self {
             max_connections: 8,
             operation_timeout: Duration::from_secs(5),
+            retry_attempts: 3,
+            retry_interval: Duration::from_millis(100),
         }
     }
 }
@@ -79,6 +87,8 @@ impl Default for PostgresOptions {
 pub struct PostgresStore {
     pool: PgPool,
     timeout: Duration,
+    retries: u32,
+    retry_interval: Duration,
     closed: AtomicBool,
 }
 
@@ -105,6 +115,8 @@ impl PostgresStore {
         Ok(Self {
             pool,
             timeout,
+            retries: opts.retry_attempts,
+            retry_interval: opts.retry_interval,
             closed: AtomicBool::new(false),
         })
     }
@@ -121,8 +133,8 @@ impl PostgresStore {
         &self.pool
     }
 
-    /// Runs one operation within the timeout, after checking the store is open.
-    async fn run<T>(
+    /// Runs one attempt within the timeout, after checking the store is open.
+    async fn attempt<T>(
         &self,
         op: &'static str,
         f: impl Future<Output = Result<T, StoreError>>,
@@ -137,6 +149,63 @@ impl PostgresStore {
                 self.timeout
             ))),
         }
+    }
+
+    /// Whether to try again after `e`, the `n`th failure; waits the interval if so.
+    async fn again(&self, op: &'static str, e: &StoreError, n: u32) -> bool {
+        if !matches!(e, StoreError::Unavailable(_))
+            || n > self.retries
+            || self.closed.load(Ordering::SeqCst)
+        {
+            return false;
+        }
+        tracing::debug!(error = %e, attempt = n, "{op}: database unavailable, retrying");
+        tokio::time::sleep(self.retry_interval).await;
+        true
+    }
+
+    /// A read: tried again while the database is unavailable.
+    async fn read<T, Fut>(&self, op: &'static str, f: impl Fn() -> Fut) -> Result<T, StoreError>
+    where
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let mut n = 0;
+        loop {
+            match self.attempt(op, f()).await {
+                Err(e) => {
+                    n += 1;
+                    if !self.again(op, &e, n).await {
+                        return Err(e);
+                    }
+                }
+                ok => return ok,
+            }
+        }
+    }
+
+    /// A write in one transaction, committed by `f`. Tried again only while its
+    /// transaction cannot begin: once it began, it might commit, and is not repeated.
+    async fn write<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(sqlx::Transaction<'static, sqlx::Postgres>) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let mut n = 0;
+        let tx = loop {
+            match self
+                .attempt(op, async { self.pool.begin().await.map_err(classify) })
+                .await
+            {
+                Ok(tx) => break tx,
+                Err(e) => {
+                    n += 1;
+                    if !self.again(op, &e, n).await {
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        self.attempt(op, f(tx)).await
     }
 }
 
@@ -428,7 +497,7 @@ async fn delete_member(
 #[async_trait]
 impl Store for PostgresStore {
     async fn health(&self) -> Result<(), StoreError> {
-        self.run("health", async {
+        self.attempt("health", async {
             sqlx::query("SELECT 1")
                 .execute(&self.pool)
                 .await
@@ -439,7 +508,7 @@ impl Store for PostgresStore {
     }
 
     async fn register_client(&self, c: &RegisteredClient) -> Result<(), StoreError> {
-        self.run("register_client", async {
+        self.write("register_client", |mut tx| async move {
             sqlx::query(
                 "INSERT INTO registered_clients (id, client_id, auth_token, room_id, \
                  capabilities, registered_at, last_seen, status, metadata, record_created_at) \
@@ -455,7 +524,7 @@ impl Store for PostgresStore {
             .bind(&c.status)
             .bind(Json(&c.metadata))
             .bind(c.record_created_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| {
                 insert_err(e, |constraint| {
@@ -466,13 +535,13 @@ impl Store for PostgresStore {
                     }
                 })
             })?;
-            Ok(())
+            tx.commit().await.map_err(classify)
         })
         .await
     }
 
     async fn get_client(&self, client_id: &str) -> Result<Option<RegisteredClient>, StoreError> {
-        self.run("get_client", async {
+        self.read("get_client", move || async move {
             let row = sqlx::query("SELECT * FROM registered_clients WHERE client_id = $1")
                 .bind(client_id)
                 .fetch_optional(&self.pool)
@@ -484,32 +553,33 @@ impl Store for PostgresStore {
     }
 
     async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
-        self.run("delete_client", async {
+        self.write("delete_client", |mut tx| async move {
             let done = sqlx::query("DELETE FROM registered_clients WHERE client_id = $1")
                 .bind(client_id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
+            tx.commit().await.map_err(classify)?;
             Ok(done.rows_affected() > 0)
         })
         .await
     }
 
     async fn touch_client(&self, client_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.run("touch_client", async {
+        self.write("touch_client", |mut tx| async move {
             sqlx::query("UPDATE registered_clients SET last_seen = $1 WHERE client_id = $2")
                 .bind(at)
                 .bind(client_id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
-            Ok(())
+            tx.commit().await.map_err(classify)
         })
         .await
     }
 
     async fn count_clients(&self) -> Result<u64, StoreError> {
-        self.run("count_clients", async {
+        self.read("count_clients", move || async move {
             let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM registered_clients")
                 .fetch_one(&self.pool)
                 .await
@@ -525,8 +595,7 @@ impl Store for PostgresStore {
         created: &RoomCreatedRecord,
         creator: &MemberRecords,
     ) -> Result<(), StoreError> {
-        self.run("create_room", async {
-            let mut tx = self.pool.begin().await.map_err(classify)?;
+        self.write("create_room", |mut tx| async move {
             sqlx::query(
                 "INSERT INTO webrtc_rooms (id, room_id, app_id, created_at, status, \
                  sender_client_id, receiver_client_id, session_id, metadata, record_created_at) \
@@ -579,8 +648,7 @@ impl Store for PostgresStore {
     }
 
     async fn add_member(&self, member: &MemberRecords) -> Result<(), StoreError> {
-        self.run("add_member", async {
-            let mut tx = self.pool.begin().await.map_err(classify)?;
+        self.write("add_member", |mut tx| async move {
             insert_member(&mut tx, member).await?;
             let w = &member.webrtc_client;
             let fill_slot = match w.role.to_ascii_lowercase().as_str() {
@@ -611,8 +679,7 @@ impl Store for PostgresStore {
         &self,
         history: &ClientInTerminatedRoomRecord,
     ) -> Result<(), StoreError> {
-        self.run("remove_member", async {
-            let mut tx = self.pool.begin().await.map_err(classify)?;
+        self.write("remove_member", |mut tx| async move {
             delete_member(&mut tx, &history.client_id, &history.room_id).await?;
             insert_history(&mut tx, history).await?;
             tx.commit().await.map_err(classify)
@@ -625,8 +692,7 @@ impl Store for PostgresStore {
         record: &TerminatedRoomRecord,
         members: &[ClientInTerminatedRoomRecord],
     ) -> Result<(), StoreError> {
-        self.run("terminate_room", async {
-            let mut tx = self.pool.begin().await.map_err(classify)?;
+        self.write("terminate_room", |mut tx| async move {
             for sql in [
                 "DELETE FROM client_in_room WHERE room_id = $1",
                 "DELETE FROM webrtc_clients WHERE room_id = $1",
@@ -668,7 +734,7 @@ impl Store for PostgresStore {
     }
 
     async fn active_rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {
-        self.run("active_rooms", async {
+        self.read("active_rooms", move || async move {
             let found = sqlx::query("SELECT * FROM webrtc_rooms ORDER BY created_at, seq")
                 .fetch_all(&self.pool)
                 .await
@@ -679,7 +745,7 @@ impl Store for PostgresStore {
     }
 
     async fn get_room(&self, room_id: &str) -> Result<Option<RoomRecord>, StoreError> {
-        self.run("get_room", async {
+        self.read("get_room", move || async move {
             let row = sqlx::query("SELECT * FROM webrtc_rooms WHERE room_id = $1")
                 .bind(room_id)
                 .fetch_optional(&self.pool)
@@ -691,7 +757,7 @@ impl Store for PostgresStore {
     }
 
     async fn room_members(&self, room_id: &str) -> Result<Vec<ClientInRoomRecord>, StoreError> {
-        self.run("room_members", async {
+        self.read("room_members", move || async move {
             let found = sqlx::query(
                 "SELECT * FROM client_in_room WHERE room_id = $1 ORDER BY joined_at, seq",
             )
@@ -708,7 +774,7 @@ impl Store for PostgresStore {
         &self,
         room_id: &str,
     ) -> Result<Vec<WebrtcClientRecord>, StoreError> {
-        self.run("room_webrtc_clients", async {
+        self.read("room_webrtc_clients", move || async move {
             let found = sqlx::query(
                 "SELECT * FROM webrtc_clients WHERE room_id = $1 ORDER BY joined_at, seq",
             )
@@ -722,7 +788,7 @@ impl Store for PostgresStore {
     }
 
     async fn room_created(&self, room_id: &str) -> Result<Vec<RoomCreatedRecord>, StoreError> {
-        self.run("room_created", async {
+        self.read("room_created", move || async move {
             let found = sqlx::query(
                 "SELECT * FROM room_created WHERE room_id = $1 ORDER BY created_at, seq",
             )
@@ -739,7 +805,7 @@ impl Store for PostgresStore {
         &self,
         room_id: &str,
     ) -> Result<Vec<TerminatedRoomRecord>, StoreError> {
-        self.run("terminated_rooms", async {
+        self.read("terminated_rooms", move || async move {
             let found = sqlx::query(
                 "SELECT * FROM terminated_rooms WHERE room_id = $1 ORDER BY terminated_at, seq",
             )
@@ -756,7 +822,7 @@ impl Store for PostgresStore {
         &self,
         room_id: &str,
     ) -> Result<Vec<ClientInTerminatedRoomRecord>, StoreError> {
-        self.run("member_history", async {
+        self.read("member_history", move || async move {
             let found = sqlx::query(
                 "SELECT * FROM client_in_terminated_room WHERE room_id = $1 \
                  ORDER BY left_at, seq",

@@ -33,6 +33,7 @@ fn opts() -> PostgresOptions {
     PostgresOptions {
         max_connections: 4,
         operation_timeout: Duration::from_secs(2),
+        ..PostgresOptions::default()
     }
 }
 
@@ -103,4 +104,56 @@ async fn timestamps_keep_microseconds() {
         chrono::DateTime::from_timestamp(1_717_243_200, 123_456_000).unwrap(),
         "PostgreSQL keeps microseconds and drops finer digits"
     );
+}
+
+#[tokio::test]
+async fn operations_retry_while_the_database_restarts() {
+    let mut server = PgServer::start().await;
+    let url = server.fresh_database().await;
+    let store = Arc::new(
+        PostgresStore::open(
+            &url,
+            PostgresOptions {
+                max_connections: 2,
+                operation_timeout: Duration::from_secs(2),
+                retry_attempts: 40,
+                retry_interval: Duration::from_millis(100),
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    store.register_client(&client("before")).await.unwrap();
+    server.kill();
+    // A read and a write start while the database is down...
+    let read = tokio::spawn({
+        let s = store.clone();
+        async move { s.get_client("before").await }
+    });
+    let write = tokio::spawn({
+        let s = store.clone();
+        async move { s.register_client(&client("during")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // ...and finish once it is back, each applied once.
+    server.restart().await;
+    assert!(read.await.unwrap().unwrap().is_some());
+    write.await.unwrap().unwrap();
+    assert_eq!(store.count_clients().await.unwrap(), 2);
+
+    // Without retries, the same outage is an immediate 503.
+    let once = PostgresStore::open(
+        &url,
+        PostgresOptions {
+            retry_attempts: 0,
+            ..opts()
+        },
+    )
+    .await
+    .unwrap();
+    server.kill();
+    assert!(matches!(
+        once.get_client("before").await,
+        Err(StoreError::Unavailable(_))
+    ));
 }
