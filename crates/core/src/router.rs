@@ -82,6 +82,12 @@ pub trait Router: Send + Sync + 'static {
     /// This node's id.
     fn node_id(&self) -> &str;
 
+    /// Whether other nodes may exist. When not, the hub builds no [`NodeMessage`] at
+    /// all: a single node pays nothing for the router.
+    fn has_other_nodes(&self) -> bool {
+        true
+    }
+
     /// Sets where messages for this node are delivered (the hub, once, at start). Held
     /// weakly: the router never keeps the hub alive.
     fn attach(&self, inbox: Weak<dyn Inbox>);
@@ -147,6 +153,10 @@ impl Default for LocalRouter {
 impl Router for LocalRouter {
     fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    fn has_other_nodes(&self) -> bool {
+        false
     }
 
     fn attach(&self, _inbox: Weak<dyn Inbox>) {

@@ -285,8 +285,16 @@ fn final_status(voluntary: bool) -> &'static str {
 impl Hub {
     /// Hands a room event to the router for the room's members on other nodes (this
     /// node's were told already); `except` is not told.
-    async fn tell_other_nodes(&self, room: &RoomId, except: Option<&ClientId>, env: &Envelope) {
+    pub(super) async fn tell_other_nodes(
+        &self,
+        room: &RoomId,
+        except: Option<&ClientId>,
+        env: &Envelope,
+    ) {
         let router = &self.inner.router;
+        if !router.has_other_nodes() {
+            return;
+        }
         let _ = router
             .send(NodeMessage {
                 id: env.id,
@@ -928,7 +936,6 @@ impl Hub {
                 metadata: room.metadata.clone(),
                 record_created_at: now,
             };
-            let summary = record.room_data.clone();
             if let Err(e) = self.store().terminate_room(&record, &histories).await {
                 tracing::error!(room_id = %room.id, error = %e, "could not record room termination");
             }
@@ -945,7 +952,9 @@ impl Hub {
                 });
             }
             self.publish(events::Kind::RoomTerminated, |e| {
-                e.room(&room.id).client(member.client()).data(summary)
+                e.room(&room.id)
+                    .client(member.client())
+                    .data(record.room_data.clone())
             });
             metrics::counter!("signal_rooms_terminated_total").increment(1);
         } else {

@@ -70,30 +70,21 @@ impl Hub {
             };
             let room_id = RoomId::parse(room)?;
             let r = self.member_room(from, room)?;
-            let event = Event::Signal(Signal {
-                kind,
-                from: from.client_id.clone(),
-                target: None,
-                room: Some(room_id.clone()),
-                body: req.body,
-            });
-            let env = Envelope::with_id(req.id, event.clone());
+            let env = Envelope::with_id(
+                req.id,
+                Event::Signal(Signal {
+                    kind,
+                    from: from.client_id.clone(),
+                    target: None,
+                    room: Some(room_id.clone()),
+                    body: req.body,
+                }),
+            );
             for s in r.other_sessions(from) {
                 s.deliver(env.clone());
             }
             // Members on other nodes, if any node holds some.
-            let _ = self
-                .inner
-                .router
-                .send(NodeMessage {
-                    id: req.id,
-                    from_node: self.inner.router.node_id().to_owned(),
-                    to: Recipient::Room {
-                        room: room_id,
-                        except: Some(from.client_id.clone()),
-                    },
-                    event,
-                })
+            self.tell_other_nodes(&room_id, Some(&from.client_id), &env)
                 .await;
             self.count_relayed(kind);
             return Ok(());
@@ -153,6 +144,16 @@ impl Hub {
     /// Sends a signal [`relay`](Self::relay) found no session for here to the node
     /// holding its target; 404 when no node does.
     pub async fn send_elsewhere(&self, e: Elsewhere) -> Result<(), CoreError> {
+        let not_found = |target: &ClientId| {
+            CoreError::new(
+                ErrorKind::PeerNotFound,
+                format!("Target client '{target}' not found"),
+            )
+            .with("target_client_id", target.to_string())
+        };
+        if !self.inner.router.has_other_nodes() {
+            return Err(not_found(&e.target));
+        }
         let msg = NodeMessage {
             id: e.env.id,
             from_node: self.inner.router.node_id().to_owned(),
@@ -166,11 +167,7 @@ impl Hub {
                 self.count_relayed(e.kind);
                 Ok(())
             }
-            Remote::NotFound => Err(CoreError::new(
-                ErrorKind::PeerNotFound,
-                format!("Target client '{}' not found", e.target),
-            )
-            .with("target_client_id", e.target.to_string())),
+            Remote::NotFound => Err(not_found(&e.target)),
         }
     }
 

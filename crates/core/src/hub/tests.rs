@@ -237,6 +237,16 @@ async fn a_replaced_session_leaves_its_rooms_before_the_new_one_is_acknowledged(
     assert!(new_b.in_room("r"));
 }
 
+/// Alice creates room `r`, Bob joins, Bob drops, Alice leaves (the room ends).
+async fn room_life(hub: &Hub) {
+    let (a, _ra) = connect(hub, "alice", 8).await;
+    let (b, _rb) = connect(hub, "bob", 8).await;
+    hub.create_room(&a, create("alice", "r")).await.unwrap();
+    hub.join_room(&b, join("bob", "r")).await.unwrap();
+    hub.disconnect(&b, "disconnected", false).await;
+    hub.disconnect(&a, "left", true).await;
+}
+
 #[tokio::test]
 async fn every_lifecycle_step_is_published_in_order() {
     let store = Arc::new(MemoryStore::new());
@@ -248,12 +258,7 @@ async fn every_lifecycle_step_is_published_in_order() {
             ..ports(store.clone())
         },
     );
-    let (a, _ra) = connect(&hub, "alice", 8).await;
-    let (b, _rb) = connect(&hub, "bob", 8).await;
-    hub.create_room(&a, create("alice", "r")).await.unwrap();
-    hub.join_room(&b, join("bob", "r")).await.unwrap();
-    hub.disconnect(&b, "disconnected", false).await;
-    hub.disconnect(&a, "left", true).await;
+    room_life(&hub).await;
     let steps: Vec<(Kind, Option<String>, Option<String>)> = log
         .events()
         .into_iter()
@@ -384,12 +389,7 @@ async fn a_target_on_no_session_here_goes_to_the_router() {
 #[tokio::test]
 async fn room_events_go_to_the_other_nodes_too() {
     let (hub, router) = clustered(HubConfig::default());
-    let (a, _ra) = connect(&hub, "alice", 8).await;
-    let (b, _rb) = connect(&hub, "bob", 8).await;
-    hub.create_room(&a, create("alice", "r")).await.unwrap();
-    hub.join_room(&b, join("bob", "r")).await.unwrap();
-    hub.disconnect(&b, "disconnected", false).await;
-    hub.disconnect(&a, "left", true).await;
+    room_life(&hub).await;
     let sent: Vec<(String, Option<String>)> = router
         .sent
         .lock()
