@@ -183,20 +183,28 @@ impl PostgresStore {
         }
     }
 
-    /// A write in one transaction, committed by `f`. Tried again only while its
-    /// transaction cannot begin: once it began, it might commit, and is not repeated.
+    /// A write in one transaction: `f` runs its statements and hands the transaction
+    /// back, and the commit is made here. While the database is unavailable the whole
+    /// write is tried again if it failed before its commit was sent (nothing of it can
+    /// have been applied); a commit whose outcome is unknown is never repeated.
     async fn write<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(sqlx::Transaction<'static, sqlx::Postgres>) -> Fut,
-        Fut: Future<Output = Result<T, StoreError>>,
+        F: Fn(sqlx::Transaction<'static, sqlx::Postgres>) -> Fut,
+        Fut: Future<Output = Result<(sqlx::Transaction<'static, sqlx::Postgres>, T), StoreError>>,
     {
         let mut n = 0;
-        let tx = loop {
-            match self
-                .attempt(op, async { self.pool.begin().await.map_err(classify) })
-                .await
-            {
-                Ok(tx) => break tx,
+        loop {
+            let body = async {
+                let tx = self.pool.begin().await.map_err(classify)?;
+                f(tx).await
+            };
+            match self.attempt(op, body).await {
+                Ok((tx, value)) => {
+                    return self
+                        .attempt(op, async { tx.commit().await.map_err(classify) })
+                        .await
+                        .map(|()| value);
+                }
                 Err(e) => {
                     n += 1;
                     if !self.again(op, &e, n).await {
@@ -204,8 +212,7 @@ impl PostgresStore {
                     }
                 }
             }
-        };
-        self.attempt(op, f(tx)).await
+        }
     }
 }
 
@@ -535,7 +542,7 @@ impl Store for PostgresStore {
                     }
                 })
             })?;
-            tx.commit().await.map_err(classify)
+            Ok((tx, ()))
         })
         .await
     }
@@ -559,8 +566,7 @@ impl Store for PostgresStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
-            tx.commit().await.map_err(classify)?;
-            Ok(done.rows_affected() > 0)
+            Ok((tx, done.rows_affected() > 0))
         })
         .await
     }
@@ -573,7 +579,7 @@ impl Store for PostgresStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
-            tx.commit().await.map_err(classify)
+            Ok((tx, ()))
         })
         .await
     }
@@ -642,7 +648,7 @@ impl Store for PostgresStore {
                 })
             })?;
             insert_member(&mut tx, creator).await?;
-            tx.commit().await.map_err(classify)
+            Ok((tx, ()))
         })
         .await
     }
@@ -670,7 +676,7 @@ impl Store for PostgresStore {
                     .await
                     .map_err(classify)?;
             }
-            tx.commit().await.map_err(classify)
+            Ok((tx, ()))
         })
         .await
     }
@@ -682,7 +688,7 @@ impl Store for PostgresStore {
         self.write("remove_member", |mut tx| async move {
             delete_member(&mut tx, &history.client_id, &history.room_id).await?;
             insert_history(&mut tx, history).await?;
-            tx.commit().await.map_err(classify)
+            Ok((tx, ()))
         })
         .await
     }
@@ -728,7 +734,7 @@ impl Store for PostgresStore {
             for member in members {
                 insert_history(&mut tx, member).await?;
             }
-            tx.commit().await.map_err(classify)
+            Ok((tx, ()))
         })
         .await
     }
