@@ -25,8 +25,13 @@ use tokio_tungstenite::{
 
 #[derive(Default)]
 struct Registry {
-    conns: RwLock<HashMap<u32, mpsc::Sender<Bytes>>>,
-    rooms: RwLock<HashMap<String, Vec<u32>>>,
+    /// Index → (connection id, outbound queue). A connection id is unique for the
+    /// process's life, so a connection that ends after another took its index (a
+    /// client that reconnected, the next run against the same floor) leaves the newer
+    /// one's entries alone.
+    conns: RwLock<HashMap<u32, (u64, mpsc::Sender<Bytes>)>>,
+    rooms: RwLock<HashMap<String, Vec<(u64, u32)>>>,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 /// Per-connection outbound queue length (as signal-manager's `server.outbound_queue`).
@@ -64,15 +69,18 @@ pub async fn serve_with(listener: TcpListener, nodelay: bool) -> std::io::Result
             };
             let (index, room) = parse_path(&path);
             let Some(index) = index else { return };
+            let id = reg
+                .next_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
             let _ = tx.try_send(Bytes::copy_from_slice(&index.to_be_bytes()));
             if let Ok(mut m) = reg.conns.write() {
-                m.insert(index, tx);
+                m.insert(index, (id, tx));
             }
             if let Some(r) = &room
                 && let Ok(mut rooms) = reg.rooms.write()
             {
-                rooms.entry(r.clone()).or_default().push(index);
+                rooms.entry(r.clone()).or_default().push((id, index));
             }
             let (mut sink, mut stream) = ws.split();
             let writer = tokio::spawn(async move {
@@ -114,26 +122,30 @@ pub async fn serve_with(listener: TcpListener, nodelay: bool) -> std::io::Result
                         .and_then(|r| reg.rooms.read().ok()?.get(r).cloned())
                         .unwrap_or_default();
                     if let Ok(conns) = reg.conns.read() {
-                        for m in members.into_iter().filter(|m| *m != index) {
-                            if let Some(q) = conns.get(&m) {
+                        for (m_id, m) in members.into_iter().filter(|(m_id, _)| *m_id != id) {
+                            if let Some((c_id, q)) = conns.get(&m)
+                                && *c_id == m_id
+                            {
                                 let _ = q.try_send(b.clone());
                             }
                         }
                     }
                 } else if let Ok(conns) = reg.conns.read()
-                    && let Some(q) = conns.get(&to)
+                    && let Some((_, q)) = conns.get(&to)
                 {
                     let _ = q.try_send(b);
                 }
             }
-            if let Ok(mut m) = reg.conns.write() {
+            if let Ok(mut m) = reg.conns.write()
+                && m.get(&index).is_some_and(|(c_id, _)| *c_id == id)
+            {
                 m.remove(&index);
             }
             if let Some(r) = &room
                 && let Ok(mut rooms) = reg.rooms.write()
                 && let Some(v) = rooms.get_mut(r)
             {
-                v.retain(|m| *m != index);
+                v.retain(|(m_id, _)| *m_id != id);
                 if v.is_empty() {
                     rooms.remove(r);
                 }
@@ -163,5 +175,48 @@ mod tests {
         assert_eq!(parse_path("/12"), (Some(12), None));
         assert_eq!(parse_path("/3?room=a"), (Some(3), Some("a".into())));
         assert_eq!(parse_path("/x"), (None, None));
+    }
+
+    async fn open(
+        addr: std::net::SocketAddr,
+        path: &str,
+    ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>
+    {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}"))
+            .await
+            .expect("connects");
+        let welcome = ws.next().await.expect("welcome").expect("welcome frame");
+        assert_eq!(welcome.into_data().len(), 4);
+        ws
+    }
+
+    /// A connection that ends after a newer one took its index must not take the newer
+    /// one out of the relay (a second run against the same floor lost messages so).
+    #[tokio::test]
+    async fn an_old_connection_ending_leaves_the_newer_one_with_its_index() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(serve(listener));
+        let mut old = open(addr, "/0?room=r").await;
+        let mut new = open(addr, "/0?room=r").await;
+        let mut sender = open(addr, "/1?room=r").await;
+        old.close(None).await.expect("close");
+        while old.next().await.is_some() {}
+        // Let the floor run the old connection's clean-up.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        for to in [0u32, u32::MAX] {
+            let mut msg = to.to_be_bytes().to_vec();
+            msg.extend_from_slice(b"hello");
+            sender
+                .send(Message::Binary(msg.into()))
+                .await
+                .expect("send");
+            let got = tokio::time::timeout(std::time::Duration::from_secs(5), new.next())
+                .await
+                .expect("the newer connection still gets messages")
+                .expect("frame")
+                .expect("frame");
+            assert_eq!(&got.into_data()[4..], b"hello");
+        }
     }
 }

@@ -171,6 +171,13 @@ struct Global {
     /// The server's pid: CPU seconds and RSS are read from /proc before and after.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Another node of the same signal-manager cluster (repeat for more): clients are
+    /// spread over `--addr` and these, so a pair's two peers are on different nodes.
+    #[arg(long = "also-addr")]
+    also_addr: Vec<SocketAddr>,
+    /// The pid of another node (repeat): its CPU and RSS are added to the server's.
+    #[arg(long = "also-pid")]
+    also_pid: Vec<u32>,
     /// Handshakes (or setup requests) in flight at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -190,6 +197,7 @@ impl Global {
         Endpoint {
             target: self.target,
             addr: self.addr,
+            also: self.also_addr.clone(),
             jwt_secret: self.jwt_secret.clone(),
             sources: self.sources.max(1),
             source_net: source_net(),
@@ -200,6 +208,7 @@ impl Global {
     fn common(&self) -> Common {
         Common {
             server_pid: self.server_pid,
+            also_pids: self.also_pid.clone(),
             concurrency: self.concurrency,
             label: self.label.clone(),
         }

@@ -39,14 +39,39 @@ fn progress(what: &str, line: &str) {
 pub struct Common {
     /// The server's pid, for CPU and RSS readings.
     pub server_pid: Option<u32>,
+    /// The pids of the cluster's other nodes (`--also-pid`): their CPU and RSS are added.
+    pub also_pids: Vec<u32>,
     /// Handshakes (or requests) in flight at once while setting up.
     pub concurrency: usize,
     /// Free-form label stored in the result.
     pub label: Option<String>,
 }
 
-fn sample(pid: Option<u32>) -> Option<procfs::ProcSample> {
-    pid.and_then(procfs::sample)
+impl Common {
+    /// Every server process measured: the server's, then the other nodes'.
+    pub fn pids(&self) -> Vec<u32> {
+        self.server_pid
+            .into_iter()
+            .chain(self.also_pids.iter().copied())
+            .collect()
+    }
+}
+
+/// The processes' CPU and RSS, summed; `None` without a process or when one is gone.
+fn sample(pids: &[u32]) -> Option<procfs::ProcSample> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut total = procfs::ProcSample {
+        cpu_s: 0.0,
+        rss_kib: 0,
+    };
+    for pid in pids {
+        let s = procfs::sample(*pid)?;
+        total.cpu_s += s.cpu_s;
+        total.rss_kib += s.rss_kib;
+    }
+    Some(total)
 }
 
 /// Connects clients `indices` (with their rooms), `concurrency` handshakes at a time.
@@ -88,9 +113,9 @@ async fn connect_many(
 }
 
 /// Prints a line per second while a measured run is going.
-fn spawn_progress(what: String, sh: Rc<Shared>, pid: Option<u32>) {
+fn spawn_progress(what: String, sh: Rc<Shared>, pid: Vec<u32>) {
     tokio::task::spawn_local(async move {
-        let mut last_cpu = sample(pid).map(|s| s.cpu_s);
+        let mut last_cpu = sample(&pid).map(|s| s.cpu_s);
         let mut t = sh.start_ns;
         loop {
             t += 1_000_000_000;
@@ -105,7 +130,7 @@ fn spawn_progress(what: String, sh: Rc<Shared>, pid: Option<u32>) {
                 h.reset();
                 b
             };
-            let cpu = sample(pid).map(|s| s.cpu_s);
+            let cpu = sample(&pid).map(|s| s.cpu_s);
             let cpu_txt = match (last_cpu, cpu) {
                 (Some(a), Some(b)) => format!(" server cpu {:.0}%", (b - a) * 100.0),
                 _ => String::new(),
@@ -137,16 +162,16 @@ type WindowReadings = (Window, procfs::ProcSample, procfs::ProcSample);
 
 /// Measures the server (and this process) over the window of a [`Shared`] run; await
 /// the handle once the run is over.
-fn spawn_window(sh: &Shared, pid: Option<u32>) -> tokio::task::JoinHandle<WindowReadings> {
+fn spawn_window(sh: &Shared, pid: Vec<u32>) -> tokio::task::JoinHandle<WindowReadings> {
     let (a, b) = (sh.measure_start_ns, sh.measure_end_ns);
     tokio::task::spawn_local(async move {
         tokio::time::sleep_until(instant_at(a)).await;
-        let before = sample(pid);
+        let before = sample(&pid);
         let gen_before = procfs::own();
         tokio::time::sleep_until(instant_at(b)).await;
         let w = Window {
             before,
-            after: sample(pid),
+            after: sample(&pid),
         };
         (w, gen_before, procfs::own())
     })
@@ -251,8 +276,8 @@ pub async fn relay(ep: &Endpoint, o: &RelayOpts, common: &Common) -> Result<Valu
     progress(&what, &format!("{} connections ready", peers.len()));
     let sizes = [o.candidate_size, o.sdp_size, o.sdp_size];
     let sh = Shared::new(ep.target, o.warmup, o.duration);
-    let window = spawn_window(&sh, common.server_pid);
-    spawn_progress(what.clone(), sh.clone(), common.server_pid);
+    let window = spawn_window(&sh, common.pids());
+    spawn_progress(what.clone(), sh.clone(), common.pids());
     let period = if o.rate > 0.0 {
         (1e9 * f64::from(o.pairs) / o.rate) as u64
     } else {
@@ -380,8 +405,8 @@ pub async fn fanout(ep: &Endpoint, o: &FanoutOpts, common: &Common) -> Result<Va
     }
     progress(&what, &format!("{} rooms of {m} ready", o.rooms));
     let sh = Shared::new(ep.target, o.warmup, o.duration);
-    let window = spawn_window(&sh, common.server_pid);
-    spawn_progress(what.clone(), sh.clone(), common.server_pid);
+    let window = spawn_window(&sh, common.pids());
+    spawn_progress(what.clone(), sh.clone(), common.pids());
     let period = if o.rate > 0.0 {
         (1e9 / o.rate) as u64
     } else {
@@ -549,7 +574,7 @@ pub struct IdleOpts {
 pub async fn idle(ep: &Endpoint, o: &IdleOpts, common: &Common) -> Result<Value> {
     ep.check()?;
     let what = format!("idle {}", ep.target.name());
-    let base = sample(common.server_pid);
+    let base = sample(&common.pids());
     let slab0 = procfs::slab_kib();
     let gen0 = procfs::own();
     // matchbox: two members per room (as a pair waiting to connect).
@@ -569,9 +594,9 @@ pub async fn idle(ep: &Endpoint, o: &IdleOpts, common: &Common) -> Result<Value>
     );
     // Let the server settle (its allocator, lazily freed handshake buffers), then hold.
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let held = sample(common.server_pid);
+    let held = sample(&common.pids());
     tokio::time::sleep(std::time::Duration::from_secs_f64(o.hold)).await;
-    let end = sample(common.server_pid);
+    let end = sample(&common.pids());
     let slab1 = procfs::slab_kib();
     let n = peers.len() as f64;
     let rss_per_conn = match (base, held) {
@@ -653,7 +678,7 @@ pub async fn storm(ep: &Endpoint, o: &StormOpts, common: &Common) -> Result<Valu
                 .into_iter()
                 .collect::<Result<Vec<_>>>()?;
             progress(&what, &format!("storm: {rooms} rooms of {m}"));
-            let before = sample(common.server_pid);
+            let before = sample(&common.pids());
             let gen0 = procfs::own();
             let t0 = now_ns();
             let mut tasks = Vec::new();
@@ -680,7 +705,7 @@ pub async fn storm(ep: &Endpoint, o: &StormOpts, common: &Common) -> Result<Valu
             (t0, before, gen0)
         }
         Target::Matchbox => {
-            let before = sample(common.server_pid);
+            let before = sample(&common.pids());
             let gen0 = procfs::own();
             let t0 = now_ns();
             let sem = Rc::new(tokio::sync::Semaphore::new(common.concurrency.max(1)));
@@ -707,7 +732,7 @@ pub async fn storm(ep: &Endpoint, o: &StormOpts, common: &Common) -> Result<Valu
             ));
         }
     };
-    let after = sample(common.server_pid);
+    let after = sample(&common.pids());
     let gen1 = procfs::own();
     let last_ack = sh.last_ack.get().saturating_sub(t0) as f64 / 1e9;
     let last_event = sh.last_event.get().saturating_sub(t0) as f64 / 1e9;

@@ -99,6 +99,10 @@ pub struct Endpoint {
     pub target: Target,
     /// Its address; must be in 127.0.0.0/8.
     pub addr: SocketAddr,
+    /// Further nodes of the same signal-manager cluster: client `i` connects to node
+    /// `i % (1 + also.len())` (`addr` first), so the two peers of a pair are on different
+    /// nodes.
+    pub also: Vec<SocketAddr>,
     /// HS256 secret for signal-manager JWTs (`auth.token_secret`).
     pub jwt_secret: Option<String>,
     /// Number of source addresses (127.S.0.1 ..= 127.S.0.N).
@@ -116,11 +120,15 @@ pub struct Endpoint {
 impl Endpoint {
     /// Checks the address is loopback (the workplace rule: load goes to 127.0.0.0/8 only).
     pub fn check(&self) -> Result<()> {
-        if !self.addr.ip().is_loopback() {
-            return Err(err(format!(
-                "refusing {}: load tests target loopback (127.0.0.0/8) only",
-                self.addr
-            )));
+        for a in std::iter::once(&self.addr).chain(&self.also) {
+            if !a.ip().is_loopback() {
+                return Err(err(format!(
+                    "refusing {a}: load tests target loopback (127.0.0.0/8) only"
+                )));
+            }
+        }
+        if !self.also.is_empty() && self.target != Target::SignalManager {
+            return Err(err("--also-addr: only signal-manager runs as a cluster"));
         }
         if self.target == Target::SignalManager && self.jwt_secret.is_none() {
             return Err(err(
@@ -156,8 +164,13 @@ impl Endpoint {
     /// Opens a WebSocket for client `index` (in `room` where the target has rooms on
     /// its URL) and completes the target's hello. Returns the connected peer.
     pub async fn connect(&self, index: u32, room: Option<&str>) -> Result<Peer> {
+        // The node this client goes to (the one server, but for a cluster).
+        let node = match index as usize % (1 + self.also.len()) {
+            0 => self.addr,
+            i => self.also[i - 1],
+        };
         let url = match self.target {
-            Target::SignalManager => format!("ws://{}/", self.addr),
+            Target::SignalManager => format!("ws://{node}/"),
             Target::Floor => match room {
                 Some(r) => format!("ws://{}/{index}?room={r}", self.addr),
                 None => format!("ws://{}/{index}", self.addr),
@@ -176,7 +189,7 @@ impl Endpoint {
         };
         let sock = TcpSocket::new_v4()?;
         sock.bind(SocketAddr::new(self.source(index), 0))?;
-        let tcp = sock.connect(self.addr).await?;
+        let tcp = sock.connect(node).await?;
         tcp.set_nodelay(true)?;
         let req = url.into_client_request()?;
         let (mut ws, _) = client_async_with_config(req, tcp, Some(self.ws_config())).await?;

@@ -86,6 +86,7 @@ fn endpoint(target: Target, addr: SocketAddr) -> Endpoint {
     Endpoint {
         target,
         addr,
+        also: Vec::new(),
         jwt_secret: Some(SECRET.into()),
         sources: 2,
         source_net: signal_bench::source_net(),
@@ -97,6 +98,7 @@ fn endpoint(target: Target, addr: SocketAddr) -> Endpoint {
 fn common() -> Common {
     Common {
         server_pid: Some(std::process::id()),
+        also_pids: Vec::new(),
         concurrency: 16,
         label: Some("test".into()),
     }

@@ -13,17 +13,20 @@
 use std::sync::Weak;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use dashmap::DashSet;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
-    hub::Event,
+    hub::{Event, Role},
     ids::{ClientId, RoomId},
 };
 
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
+pub mod memory;
 
 /// Outcome of a delivery to another node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,12 +71,177 @@ pub struct NodeMessage {
     pub to: Recipient,
     /// What happened.
     pub event: Event,
+    /// A signal as the sender's edge encoded it: a receiver of the same format gets these
+    /// bytes, as on one node (the event is for every other receiver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<RawFrame>,
+}
+
+/// A signal's frame as its sender's edge encoded it, carried to another node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RawFrame {
+    /// The format's id ([`crate::hub::Format::id`]; every node runs the same build).
+    pub format: u8,
+    /// The frame's head.
+    #[serde(with = "as_bytes")]
+    pub head: bytes::Bytes,
+    /// The rest of the frame.
+    #[serde(with = "as_bytes")]
+    pub body: bytes::Bytes,
+    /// The message's event carries no signal body: a receiver of another format gets it
+    /// from `body`, by the decoder registered for `format`
+    /// ([`register_body_decoder`](crate::hub::register_body_decoder)).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub body_only_here: bool,
+}
+
+/// `Bytes` as a byte string (compact in CBOR, an array in JSON).
+mod as_bytes {
+    use serde::{Deserializer, Serializer, de};
+
+    pub fn serialize<S: Serializer>(b: &bytes::Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(b)
+    }
+
+    struct V;
+
+    impl<'de> de::Visitor<'de> for V {
+        type Value = bytes::Bytes;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("bytes")
+        }
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+            Ok(bytes::Bytes::copy_from_slice(v))
+        }
+        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Self::Value, E> {
+            Ok(v.into())
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+            while let Some(b) = seq.next_element::<u8>()? {
+                out.push(b);
+            }
+            Ok(out.into())
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bytes::Bytes, D::Error> {
+        d.deserialize_bytes(V)
+    }
 }
 
 /// Where messages from other nodes enter this node: the hub.
 pub trait Inbox: Send + Sync + 'static {
     /// Delivers `msg` to its recipients on this node; returns how many sessions got it.
     fn receive(&self, msg: NodeMessage) -> usize;
+
+    /// A newer session of `client` opened on another node and the client may hold only
+    /// one: this node closes its sessions of `client` (they leave their rooms).
+    fn evict(&self, _client: &ClientId) {}
+
+    /// The router reached its backend again after losing it: this node puts back what
+    /// it holds (see [`Router::restore`]) and settles what changed meanwhile.
+    fn reconnected(&self) {}
+
+    /// Node `node` holds no session of `clients` (it was sent messages for them), or,
+    /// with no clients named, `node` does not answer at all: what this node remembered
+    /// of where those clients are is wrong now.
+    fn gone(&self, _node: &str, _clients: &[ClientId]) {}
+
+    /// What this node holds, for the cluster's counts.
+    fn load(&self) -> NodeLoad {
+        NodeLoad::default()
+    }
+
+    /// Node `node` was lost (it stopped renewing its presence) and this node was chosen
+    /// to clean up after it: its members leave their rooms (see
+    /// [`Router::members_on`]).
+    fn node_lost(&self, _node: &str) {}
+}
+
+/// What one node holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLoad {
+    /// Sessions.
+    pub sessions: usize,
+    /// Sessions in no room.
+    pub sessions_without_room: usize,
+    /// Room memberships of its sessions.
+    pub members: usize,
+}
+
+/// A room as the cluster's registry keeps it (what a node needs to admit a member of a
+/// room created on another node).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomEntry {
+    /// The room's record id.
+    pub uuid: Uuid,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Member cap.
+    pub max_participants: usize,
+    /// Room metadata.
+    pub metadata: Value,
+    /// The sender's offer, handed to joiners.
+    pub offer_sdp: Option<String>,
+}
+
+/// A member as the cluster's registry keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberEntry {
+    /// The member.
+    pub client: ClientId,
+    /// The node holding its session.
+    pub node: String,
+    /// Its role.
+    pub role: Role,
+    /// Its join metadata.
+    pub metadata: Value,
+    /// Its capabilities.
+    pub capabilities: Vec<String>,
+    /// Its display name, if known.
+    pub display_name: Option<String>,
+    /// When it joined.
+    pub joined_at: DateTime<Utc>,
+    /// Its room session id.
+    pub room_session: Uuid,
+}
+
+/// The registry's answer to one join of [`Router::join_members`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinVerdict {
+    /// Admitted.
+    Joined,
+    /// The room does not exist (any more).
+    NoRoom,
+    /// The client is a member already.
+    AlreadyIn,
+    /// The room is at its cap.
+    Full,
+    /// A sender joined while the room has one.
+    SenderTaken,
+}
+
+/// The registry's answer to [`Router::leave_member`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeaveVerdict {
+    /// The client was not a member (or the room is gone).
+    NotMember,
+    /// The member left; the room goes on.
+    Left(MemberEntry),
+    /// The member left and the room ended with it (the sender, or the last member left):
+    /// the room is gone from the registry, and the caller alone records its end.
+    Terminated {
+        /// The room as it was.
+        entry: RoomEntry,
+        /// The member that left.
+        member: MemberEntry,
+        /// The members that were still in it, on any node.
+        remaining: Vec<MemberEntry>,
+        /// Members the room ever had.
+        ever_joined: usize,
+    },
 }
 
 /// Routing between nodes.
@@ -92,8 +260,17 @@ pub trait Router: Send + Sync + 'static {
     /// weakly: the router never keeps the hub alive.
     fn attach(&self, inbox: Weak<dyn Inbox>);
 
-    /// A session of `client` opened on this node.
-    async fn session_opened(&self, client: &ClientId) -> Result<(), RouterError>;
+    /// A session of `client` opened on this node. Returns the other nodes that hold
+    /// sessions of `client` (none on a single node).
+    async fn session_opened(&self, client: &ClientId) -> Result<Vec<String>, RouterError>;
+
+    /// Tells `nodes` to close their sessions of `client` (a newer one opened here and the
+    /// client may hold only one).
+    async fn evict_elsewhere(&self, _client: &ClientId, _nodes: &[String]) {}
+
+    /// Forgets a lost node once its members have left their rooms: its presence, its
+    /// clients' presence, its indexes.
+    async fn forget_node(&self, _node: &str) {}
 
     /// A session of `client` on this node ended.
     async fn session_closed(&self, client: &ClientId);
@@ -114,6 +291,117 @@ pub trait Router: Send + Sync + 'static {
 
     /// Frees `room` in the registry.
     async fn release_room(&self, room: &RoomId);
+
+    // --- The cluster's room registry. The hub calls these only when
+    // [`has_other_nodes`](Router::has_other_nodes) is true; a single node's rooms are the
+    // hub's own, and the defaults say so.
+
+    /// Takes `room` with `creator` as its first member: true if the id was free.
+    async fn create_room(
+        &self,
+        _room: &RoomId,
+        _entry: &RoomEntry,
+        _creator: &MemberEntry,
+    ) -> Result<bool, RouterError> {
+        Err(single_node())
+    }
+
+    /// The room and its members on every node, if it exists.
+    async fn room_entry(
+        &self,
+        _room: &RoomId,
+    ) -> Result<Option<(RoomEntry, Vec<MemberEntry>)>, RouterError> {
+        Err(single_node())
+    }
+
+    /// Rooms in the registry.
+    async fn room_ids(&self) -> Result<Vec<RoomId>, RouterError> {
+        Err(single_node())
+    }
+
+    /// Admits `joins` to `room` in order, atomically against every other node: a verdict
+    /// per join, and the members before the first of them.
+    async fn join_members(
+        &self,
+        _room: &RoomId,
+        _joins: &[MemberEntry],
+    ) -> Result<(Vec<JoinVerdict>, Vec<MemberEntry>), RouterError> {
+        Err(single_node())
+    }
+
+    /// Takes `client` out of `room`; when it was the sender or the last member, the room
+    /// ends: removed from the registry in the same step, so exactly one caller is told
+    /// [`LeaveVerdict::Terminated`].
+    async fn leave_member(
+        &self,
+        _room: &RoomId,
+        _client: &ClientId,
+    ) -> Result<LeaveVerdict, RouterError> {
+        Err(single_node())
+    }
+
+    /// Takes `client` out of `room` without ending it (a join undone).
+    async fn forget_member(&self, _room: &RoomId, _client: &ClientId) {}
+
+    /// Whether `client` is a member of one of `rooms`, on any node.
+    async fn in_any_room(
+        &self,
+        _client: &ClientId,
+        _rooms: &[RoomId],
+    ) -> Result<bool, RouterError> {
+        Err(single_node())
+    }
+
+    /// Queues `msg` for `node` (found already, by [`locate`](Router::locate) or from what
+    /// the hub learnt) without waiting for it to be sent:
+    /// messages posted for one node reach it in the order they were posted, batched with
+    /// others on the way. An error when the router cannot take it now (its backend is
+    /// unreachable, or too much is waiting already); a message taken may still be lost
+    /// if `node` is lost meanwhile.
+    fn post(&self, _node: &str, _msg: NodeMessage) -> Result<(), RouterError> {
+        Err(single_node())
+    }
+
+    /// Sends `msg` to each node of `nodes` but this one (the members of a room that has
+    /// just left the registry).
+    async fn send_to_nodes(&self, _nodes: &[String], _msg: NodeMessage) {}
+
+    /// The rooms with members on node `node`, and those members (the members a lost node
+    /// leaves behind).
+    async fn members_on(&self, _node: &str) -> Result<Vec<(RoomId, ClientId)>, RouterError> {
+        Err(single_node())
+    }
+
+    /// Puts back this node's rooms (with its members) and sessions (client, how many),
+    /// after the backend was unreachable or lost its data: what is missing is added,
+    /// what is there is left as it is.
+    async fn restore(
+        &self,
+        _rooms: &[(RoomId, RoomEntry, Vec<MemberEntry>)],
+        _sessions: &[(ClientId, usize)],
+    ) -> Result<(), RouterError> {
+        Ok(())
+    }
+
+    /// Nodes whose presence is current, this one included.
+    async fn nodes(&self) -> Result<Vec<String>, RouterError> {
+        Ok(vec![self.node_id().to_owned()])
+    }
+
+    /// What every live node holds now, asked of each (a node that does not answer in
+    /// time is left out).
+    async fn cluster_load(&self) -> Result<Vec<(String, NodeLoad)>, RouterError> {
+        Err(single_node())
+    }
+
+    /// Whether the router's backend is reachable now (a single node's always is).
+    fn is_healthy(&self) -> bool {
+        true
+    }
+}
+
+fn single_node() -> RouterError {
+    RouterError("a single node keeps no cluster registry".into())
 }
 
 /// The single-node router: the room registry in memory, and no other node to send to or
@@ -163,8 +451,8 @@ impl Router for LocalRouter {
         // No other node sends here.
     }
 
-    async fn session_opened(&self, _client: &ClientId) -> Result<(), RouterError> {
-        Ok(())
+    async fn session_opened(&self, _client: &ClientId) -> Result<Vec<String>, RouterError> {
+        Ok(Vec::new())
     }
 
     async fn session_closed(&self, _client: &ClientId) {}
@@ -190,6 +478,10 @@ impl Router for LocalRouter {
 mod tests {
     #[tokio::test]
     async fn the_local_router_keeps_the_contract() {
-        super::contract::run(|node| super::LocalRouter::new(node), false).await;
+        super::contract::run(
+            |node| std::sync::Arc::new(super::LocalRouter::new(node)),
+            false,
+        )
+        .await;
     }
 }

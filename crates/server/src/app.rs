@@ -28,6 +28,7 @@ pub fn app(state: AppState) -> Router {
         .route("/ws", any(crate::json::ws_endpoint))
         .route("/webrtc/ws/{room_id}", any(crate::json::room_path_endpoint))
         .route("/health", get(health))
+        .route("/ready", get(crate::ops::ready))
         .merge(crate::http::router(&state.config.security))
         .merge(crate::demo::router())
         .with_state(state)

@@ -6,6 +6,7 @@ pub mod app;
 pub mod binary;
 pub mod config;
 pub(crate) mod conn;
+pub mod copy;
 pub mod demo;
 #[doc(hidden)]
 pub mod fuzz;

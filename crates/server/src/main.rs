@@ -32,6 +32,17 @@ enum Command {
     /// Bring the database's schema up to date (`database.url`), and exit. The server
     /// does this at start as well; run it ahead of a deployment to migrate once.
     Migrate,
+    /// Copy registrations and room history from one store to another, empty one (for
+    /// instance from SQLite to PostgreSQL), then exit. Other settings (`[firestore]`,
+    /// timeouts) come from the configuration. Stop the server using the source first.
+    CopyStore {
+        /// The source's URL (`sqlite://…`, `postgres://…`, `firestore://…`); only read.
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The target's URL; its schema is created if needed, and it must hold no data.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
     /// Print an HS256 JWT for a client id, signed with `auth.token_secret`.
     Token {
         /// The client id (`sub` claim).
@@ -95,15 +106,9 @@ fn main() -> ExitCode {
         }
         Some(Command::Migrate) => {
             telemetry::init(&config.logging);
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match one_thread_runtime() {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("signal-manager-service: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             return runtime.block_on(async {
                 match signal_server::run::open_store(&config).await {
@@ -121,6 +126,10 @@ fn main() -> ExitCode {
                     }
                 }
             });
+        }
+        Some(Command::CopyStore { from, to }) => {
+            telemetry::init(&config.logging);
+            return copy_store(&config, &from, &to);
         }
         None => {}
     }
@@ -145,6 +154,75 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(serve(config, cli.dev))
+}
+
+/// The runtime of a one-off command (`migrate`, `copy-store`).
+fn one_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("signal-manager-service: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+/// `copy-store`: opens both stores (each URL checked like `database.url`), copies, and
+/// says what it copied.
+fn copy_store(config: &Config, from: &str, to: &str) -> ExitCode {
+    let mut configs = Vec::new();
+    for (flag, url) in [("--from", from), ("--to", to)] {
+        let mut c = config.clone();
+        c.database.url = url.to_owned();
+        if let Err(e) = c.validate() {
+            eprintln!("signal-manager-service: copy-store {flag}: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        configs.push(c);
+    }
+    let runtime = match one_thread_runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    runtime.block_on(async {
+        let (source, target) = (&configs[0].database, &configs[1].database);
+        let from = match signal_server::run::open_store(&configs[0]).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("signal-manager-service: copy-store --from: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let to = match signal_server::run::open_store(&configs[1]).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("signal-manager-service: copy-store --to: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let result = signal_server::copy::copy_store(&from, &to).await;
+        from.close().await;
+        to.close().await;
+        match result {
+            Ok(r) => {
+                println!(
+                    "signal-manager-service: copied {} registered clients, {} room creations, \
+                     {} room terminations and {} memberships from {} to {}",
+                    r.clients,
+                    r.rooms_created,
+                    r.rooms_terminated,
+                    r.memberships,
+                    source.redacted_url(),
+                    target.redacted_url()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("signal-manager-service: copy-store: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 async fn serve(config: Config, dev: bool) -> ExitCode {

@@ -124,6 +124,12 @@ pub fn recorder() -> Result<PrometheusHandle, RecorderError> {
                         &HTTP_DURATION_BUCKETS,
                     )
                 })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("signal_cluster_batch_size".into()),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+                    )
+                })
                 .and_then(|b| b.install_recorder())
                 .map_err(|e| RecorderError(e.to_string()))?;
             describe();

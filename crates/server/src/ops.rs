@@ -23,23 +23,60 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a scrape waits for the store's client count before rendering without it.
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `GET /health`: 200 `healthy` with counts, or 503 `unhealthy` when the store is down.
+/// This node's part of a cluster, for `/health`: `None` on a single node.
+async fn cluster_health(state: &AppState) -> Option<serde_json::Value> {
+    state.config.cluster.as_ref()?;
+    let router = state.hub.router();
+    let healthy = router.is_healthy();
+    let nodes = router.nodes().await.unwrap_or_default();
+    let (rooms, load) = if healthy {
+        (
+            router.room_ids().await.ok().map(|r| r.len()),
+            router.cluster_load().await.ok(),
+        )
+    } else {
+        (None, None)
+    };
+    let sum = |f: fn(&signal_core::router::NodeLoad) -> usize| {
+        load.as_ref()
+            .map(|l| l.iter().map(|(_, x)| f(x)).sum::<usize>())
+    };
+    Some(json!({
+        "node_id": router.node_id(),
+        "redis": if healthy { "ok" } else { "unreachable" },
+        "nodes": nodes,
+        "rooms": rooms,
+        "sessions": sum(|l| l.sessions),
+        "webrtc_sessions": sum(|l| l.members),
+    }))
+}
+
+/// `GET /health`: 200 `healthy` with counts (this node's, and in a cluster the cluster's),
+/// 200 `degraded` when the cluster's Redis is unreachable (this node still serves its own
+/// clients), or 503 `unhealthy` when the store is down.
 pub async fn health(State(state): State<AppState>) -> Response {
     let store = state.hub.store();
     let stats = state.hub.stats();
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let cluster = cluster_health(&state).await;
+    let degraded = cluster.as_ref().is_some_and(|c| c["redis"] != "ok");
     match (store.health().await, store.count_clients().await) {
-        (Ok(()), Ok(registered)) => Json(json!({
-            "status": "healthy",
-            "timestamp": now,
-            "active_connections": state.conns.websockets(),
-            "open_sockets": state.conns.sockets(),
-            "registered_clients": registered,
-            "webrtc_sessions": stats.members,
-            "rooms": stats.rooms,
-            "sessions": stats.sessions,
-        }))
-        .into_response(),
+        (Ok(()), Ok(registered)) => {
+            let mut body = json!({
+                "status": if degraded { "degraded" } else { "healthy" },
+                "timestamp": now,
+                "active_connections": state.conns.websockets(),
+                "open_sockets": state.conns.sockets(),
+                "registered_clients": registered,
+                "webrtc_sessions": stats.members,
+                "rooms": stats.rooms,
+                "sessions": stats.sessions,
+            });
+            if let Some(c) = cluster {
+                body["cluster"] = c;
+            }
+            Json(body).into_response()
+        }
         (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(error = %e, "health check: store unavailable");
             (
@@ -57,11 +94,36 @@ pub async fn health(State(state): State<AppState>) -> Response {
     }
 }
 
-/// The metrics listener's routes: `/metrics` and `/health`.
+/// `GET /ready`: 200 when this node should get new clients: the store answers, the node
+/// is not draining, and in a cluster Redis is reachable; 503 with the reason otherwise.
+/// (`/health` says how the node is; this says whether a load balancer should send it
+/// clients.)
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let reason = if state.hub.is_shutting_down() {
+        Some("draining")
+    } else if state.config.cluster.is_some() && !state.hub.router().is_healthy() {
+        Some("cluster Redis unreachable")
+    } else if state.hub.store().health().await.is_err() {
+        Some("database unavailable")
+    } else {
+        None
+    };
+    match reason {
+        None => Json(json!({"status": "ready"})).into_response(),
+        Some(r) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "reason": r})),
+        )
+            .into_response(),
+    }
+}
+
+/// The metrics listener's routes: `/metrics`, `/health` and `/ready`.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .with_state(state)
 }
 

@@ -12,6 +12,7 @@ use signal_core::{
     hub::{Hub, HubConfig, Ports},
     store::{Store, StoreError},
 };
+use signal_store_firestore::{FirestoreOptions, FirestoreStore};
 use signal_store_postgres::{PostgresOptions, PostgresStore};
 use signal_store_sqlite::{SqliteOptions, SqliteStore};
 use tokio::task::JoinHandle;
@@ -45,6 +46,9 @@ pub enum StartError {
     /// The metrics recorder could not be installed.
     #[error("metrics: {0}")]
     Metrics(String),
+    /// The cluster's router could not be set up.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// A running server.
@@ -66,6 +70,8 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
             let opts = SqliteOptions {
                 max_connections: config.database.max_connections,
                 operation_timeout: Duration::from_secs(config.database.operation_timeout.max(1)),
+                retry_attempts: config.database.retry_attempts,
+                retry_interval: Duration::from_millis(config.database.retry_interval),
             };
             let store = SqliteStore::open(&config.database.url, opts)
                 .await
@@ -88,7 +94,61 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
                 })?;
             Ok(Arc::new(store))
         }
+        DatabaseBackend::Firestore => {
+            let project = config.firestore_project().unwrap_or_default();
+            let section = config.firestore.clone().unwrap_or_default();
+            let opts = FirestoreOptions {
+                database_name: section
+                    .database_name
+                    .unwrap_or_else(|| "(default)".to_owned()),
+                credentials_path: section.credentials_path.map(Into::into),
+                emulator_host: section.emulator_host,
+                operation_timeout: Duration::from_secs(config.database.operation_timeout.max(1)),
+                retry_attempts: config.database.retry_attempts,
+                retry_interval: Duration::from_millis(config.database.retry_interval),
+                ..FirestoreOptions::default()
+            };
+            let store = FirestoreStore::open(&format!("firestore://{project}"), opts)
+                .await
+                .map_err(|e: StoreError| StartError::Store(e.to_string()))?;
+            Ok(Arc::new(store))
+        }
     }
+}
+
+/// Joins the cluster named by `[cluster]`: a router over Redis for this node. Redis need
+/// not be reachable yet: the node serves its own clients and joins when it is.
+async fn start_router(
+    cluster: &crate::config::ClusterConfig,
+) -> Result<Arc<dyn signal_core::router::Router>, StartError> {
+    let node_id = cluster.node_id.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| {
+                !h.is_empty()
+                    && h.len() <= 40
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            })
+            .unwrap_or_else(|| "node".to_owned());
+        format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    });
+    let router = signal_router_redis::RedisRouter::start(signal_router_redis::RedisRouterConfig {
+        url: cluster.redis_url.clone(),
+        node_id: node_id.clone(),
+        presence_ttl: Duration::from_secs(cluster.presence_ttl.max(1)),
+        command_timeout: Duration::from_secs(cluster.command_timeout.max(1)),
+        ca_file: cluster.redis_ca_file.clone(),
+    })
+    .await
+    .map_err(|e| StartError::Cluster(e.0))?;
+    use signal_core::router::Router as _;
+    if router.is_healthy() {
+        tracing::info!(node_id = %node_id, "cluster: joined over Redis");
+    } else {
+        tracing::warn!(node_id = %node_id, "cluster: Redis unreachable at start; serving this node's clients until it is");
+    }
+    Ok(router)
 }
 
 /// Builds the hub's settings from the configuration.
@@ -119,7 +179,12 @@ pub async fn start(
         config.auth.token_secret.as_ref().map(|s| s.expose()),
         store.clone(),
     ));
-    let hub = Hub::new(hub_config(&config), Ports::single_node(store, auth));
+    let mut ports = Ports::single_node(store, auth);
+    if let Some(cluster) = &config.cluster {
+        ports.router = start_router(cluster).await?;
+    }
+    crate::binary::register_formats();
+    let hub = Hub::new(hub_config(&config), ports);
     match hub.recover_rooms().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(rooms = n, "closed rooms left active by a previous run"),

@@ -7,8 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use signal_server::config::{
-    AuthMethod, BundlePolicy, CloudflareConfig, Config, ConfigError, DEFAULT_STUN_URLS,
-    DatabaseBackend, FirestoreConfig, IceTransportPolicy, LogFormat, RtcpMuxPolicy, Secret,
+    AuthMethod, BundlePolicy, CloudflareConfig, ClusterConfig, Config, ConfigError,
+    DEFAULT_STUN_URLS, DatabaseBackend, FirestoreConfig, IceTransportPolicy, LogFormat,
+    RtcpMuxPolicy, Secret,
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -148,6 +149,7 @@ fn example_config_documents_every_key() {
     let full = Config {
         firestore: Some(FirestoreConfig::default()),
         cloudflare: Some(CloudflareConfig::default()),
+        cluster: Some(ClusterConfig::default()),
         ..Config::default()
     };
     let serde_json::Value::Object(sections) = serde_json::to_value(&full).unwrap() else {
@@ -678,4 +680,23 @@ turn_credential = "turn-password-S3CRET"
     let message = load_error("[webrtc]\nturn_credential = [\"S3CRET\"]\n", &[]);
     assert!(message.contains("webrtc.turn_credential"), "{message}");
     assert!(!message.contains("S3CRET"), "{message}");
+}
+
+#[test]
+fn a_redis_ca_needs_a_tls_url_and_a_file() {
+    let pg = "[database]\nurl = \"postgres://signal@127.0.0.1:5432/signal\"\n";
+    let e = validation_error(&format!(
+        "{pg}[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\nredis_ca_file = \"/etc/hosts\"\n"
+    ));
+    assert!(
+        e.contains("cluster.redis_ca_file") && e.contains("rediss://"),
+        "{e}"
+    );
+    let e = validation_error(&format!(
+        "{pg}[cluster]\nredis_url = \"rediss://127.0.0.1:6379\"\nredis_ca_file = \"/no/such/ca.pem\"\n"
+    ));
+    assert!(
+        e.contains("cluster.redis_ca_file") && e.contains("/no/such/ca.pem"),
+        "{e}"
+    );
 }

@@ -7,13 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "../../store-postgres/tests/common/mod.rs"]
-mod pg;
 
-use std::time::Duration;
-
+use common::pg::PgServer;
 use common::{TestServer, WAIT, http_get};
-use pg::PgServer;
 use signal_core::store::Store;
 use signal_store_postgres::{PostgresOptions, PostgresStore};
 
@@ -70,18 +66,7 @@ async fn a_lost_database_is_a_503_until_it_comes_back() {
     assert_eq!(e.code(), Some(503), "{e:?}");
 
     db.restart().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, _) = http_get(&s.http(), "/health").await;
-        if status == 200 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the server did not recover"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    s.wait_healthy().await;
     tokio::time::timeout(WAIT, a.register("alice-secret"))
         .await
         .unwrap()

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, WAIT};
+use common::{TestServer, WAIT, token};
 use protocol::{
     MessageType, PayloadType,
     payload::{
@@ -796,4 +796,79 @@ async fn signals_the_fast_path_would_mistake_are_refused_as_the_decoder_refuses_
             .is_err(),
         "nothing refused reached the target"
     );
+}
+
+/// Many joins at once, into rooms whose members are spread over every node of the test
+/// server: each member learns of each other member exactly once, from its join's
+/// participants or from a PEER_JOINED, never both and never neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_joins_tell_each_member_of_each_other_exactly_once() {
+    const ROOMS: usize = 4;
+    const SIZE: usize = 8;
+    let s = TestServer::start_with(|c| {
+        c.auth
+            .api_keys
+            .extend((0..ROOMS * SIZE).map(|i| format!("c{i}:c{i}-token")));
+    })
+    .await;
+    let mut clients = Vec::new();
+    for i in 0..ROOMS * SIZE {
+        clients.push(s.registered(&format!("c{i}")).await);
+    }
+    let id = |i: usize| format!("c{i}");
+    let room = |i: usize| format!("storm-{}", i / SIZE);
+    let mut known: Vec<Vec<String>> = vec![Vec::new(); clients.len()];
+    for r in 0..ROOMS {
+        let creator = r * SIZE;
+        clients[creator]
+            .create_room(&token(&id(creator)), Some(&room(creator)), Some("v=0"))
+            .await
+            .unwrap();
+    }
+    // Every other member of every room joins at once.
+    let joins = clients
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % SIZE != 0)
+        .map(|(i, c)| async move {
+            let ack = c.join_room(&token(&id(i)), &room(i)).await.unwrap();
+            (i, ack.participants)
+        });
+    for (i, participants) in futures_util::future::join_all(joins).await {
+        known[i].extend(participants.into_iter().map(|p| p.client_id));
+    }
+    // Each client reads PEER_JOINEDs until it knows every other member, then a little
+    // longer for any it should not get.
+    let reads =
+        clients
+            .iter_mut()
+            .zip(known.iter_mut())
+            .enumerate()
+            .map(|(i, (c, k))| async move {
+                let deadline = tokio::time::Instant::now() + WAIT;
+                loop {
+                    let wait = if k.len() < SIZE - 1 {
+                        deadline.saturating_duration_since(tokio::time::Instant::now())
+                    } else {
+                        Duration::from_millis(300)
+                    };
+                    let Ok(f) = c.next_event_within(wait).await else {
+                        break;
+                    };
+                    assert_eq!(f.msg_type, MessageType::PeerJoined, "client {i}: {f:?}");
+                    let pj: PeerJoined = decode(&f).unwrap();
+                    k.push(pj.client_id);
+                }
+            });
+    futures_util::future::join_all(reads).await;
+    for (i, k) in known.iter_mut().enumerate() {
+        k.sort();
+        let mut others: Vec<String> = (0..SIZE)
+            .map(|j| (i / SIZE) * SIZE + j)
+            .filter(|&j| j != i)
+            .map(id)
+            .collect();
+        others.sort();
+        assert_eq!(*k, others, "client {i} knows each other member once");
+    }
 }

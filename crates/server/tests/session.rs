@@ -564,7 +564,8 @@ async fn message_rate_is_limited_per_connection() {
 
 #[tokio::test]
 async fn connection_limit_refuses_the_upgrade_with_503() {
-    let s = TestServer::start_with(|c| c.server.max_connections = 2).await;
+    // A node's own limit: one node, whatever the suite runs as.
+    let s = TestServer::start_single_with(|c| c.server.max_connections = 2).await;
     let _a = s.client().await;
     let _b = s.client().await;
     match Client::connect(&s.url).await {
@@ -586,15 +587,28 @@ async fn health_reports_counts_and_plain_get_on_root_says_upgrade() {
     assert_eq!(status, 200);
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["status"], "healthy");
-    assert_eq!(v["active_connections"], 2);
     assert_eq!(v["registered_clients"], 2);
-    assert_eq!(v["webrtc_sessions"], 2);
+    if s.nodes() > 1 {
+        // This node's counts, and the cluster's.
+        assert_eq!(v["cluster"]["sessions"], 2, "{v}");
+        assert_eq!(v["cluster"]["webrtc_sessions"], 2, "{v}");
+        assert_eq!(v["cluster"]["rooms"], 1, "{v}");
+        assert_eq!(v["cluster"]["nodes"].as_array().unwrap().len(), s.nodes());
+        assert_eq!(v["cluster"]["redis"], "ok");
+    } else {
+        assert_eq!(v["active_connections"], 2);
+        assert_eq!(v["webrtc_sessions"], 2);
+        assert!(
+            v.get("cluster").is_none(),
+            "one node says nothing of a cluster"
+        );
+    }
     assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
     let (status, _) = http_get(&s.http(), "/").await;
     assert_eq!(status, 426);
 
     s.running().hub().store().close().await;
-    let (status, body) = http_get(&s.http(), "/health").await;
+    let (status, body) = http_get(&s.node_http(0), "/health").await;
     assert_eq!(status, 503);
     assert!(body.contains("unhealthy"));
     let e = s

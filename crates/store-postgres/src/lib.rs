@@ -250,6 +250,33 @@ fn classify(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// Inserts a `room_created` row.
+async fn insert_created(
+    tx: &mut PgConnection,
+    created: &RoomCreatedRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO room_created (id, room_uuid, room_id, created_at, room_data, \
+         created_by, metadata, record_created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(created.id)
+    .bind(created.room_uuid)
+    .bind(&created.room_id)
+    .bind(created.created_at)
+    .bind(Json(&created.room_data))
+    .bind(&created.created_by)
+    .bind(Json(&created.metadata))
+    .bind(created.record_created_at)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| {
+        insert_err(e, |_| {
+            format!("room_created row {} already exists", created.id)
+        })
+    })?;
+    Ok(())
+}
+
 /// Maps an error of an `INSERT`: a unique violation becomes `Conflict(conflict(name of
 /// the violated constraint))`.
 fn insert_err(e: sqlx::Error, conflict: impl FnOnce(&str) -> String) -> StoreError {
@@ -628,25 +655,7 @@ impl Store for PostgresStore {
                     }
                 })
             })?;
-            sqlx::query(
-                "INSERT INTO room_created (id, room_uuid, room_id, created_at, room_data, \
-                 created_by, metadata, record_created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(created.id)
-            .bind(created.room_uuid)
-            .bind(&created.room_id)
-            .bind(created.created_at)
-            .bind(Json(&created.room_data))
-            .bind(&created.created_by)
-            .bind(Json(&created.metadata))
-            .bind(created.record_created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| {
-                insert_err(e, |_| {
-                    format!("room_created row {} already exists", created.id)
-                })
-            })?;
+            insert_created(&mut tx, created).await?;
             insert_member(&mut tx, creator).await?;
             Ok((tx, ()))
         })
@@ -789,6 +798,53 @@ impl Store for PostgresStore {
             .await
             .map_err(classify)?;
             rows(found, webrtc_client_from_row)
+        })
+        .await
+    }
+
+    async fn export_clients(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RegisteredClient>, StoreError> {
+        self.read("export_clients", move || async move {
+            let found = sqlx::query(
+                "SELECT * FROM registered_clients WHERE $1::TEXT IS NULL OR client_id > $1 \
+                 ORDER BY client_id LIMIT $2",
+            )
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+            rows(found, client_from_row)
+        })
+        .await
+    }
+
+    async fn history_room_ids(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        self.read("history_room_ids", move || async move {
+            sqlx::query_scalar(
+                "SELECT DISTINCT room_id FROM room_created \
+                 WHERE $1::TEXT IS NULL OR room_id > $1 ORDER BY room_id LIMIT $2",
+            )
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)
+        })
+        .await
+    }
+
+    async fn import_room_created(&self, created: &RoomCreatedRecord) -> Result<(), StoreError> {
+        self.write("import_room_created", |mut tx| async move {
+            insert_created(&mut tx, created).await?;
+            Ok((tx, ()))
         })
         .await
     }

@@ -33,6 +33,9 @@
 //! [`StoreError::Internal`]. Messages carry ids and SQLite's own text, never a token or a
 //! database URL.
 
+mod export;
+
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -72,6 +75,12 @@ pub struct SqliteOptions {
     /// Upper bound of every store operation, including waiting for a pooled connection;
     /// past it the operation fails with [`StoreError::Unavailable`].
     pub operation_timeout: Duration,
+    /// Further attempts of a read that found the database unavailable (a timeout, a
+    /// fault such as a full disk or a replaced file, while the store recovers). Writes
+    /// are not tried again: one that timed out may still commit.
+    pub retry_attempts: u32,
+    /// The pause before each further attempt.
+    pub retry_interval: Duration,
 }
 
 impl Default for SqliteOptions {
@@ -79,6 +88,8 @@ impl Default for SqliteOptions {
         Self {
             max_connections: 8,
             operation_timeout: Duration::from_secs(5),
+            retry_attempts: 3,
+            retry_interval: Duration::from_millis(100),
         }
     }
 }
@@ -89,7 +100,11 @@ pub struct SqliteStore {
     inner: Arc<Inner>,
     /// The writer task's queue (see [`writer`]).
     writes: mpsc::UnboundedSender<WriteJob>,
+    /// The client reader's queue (see [`client_reader`]).
+    client_reads: mpsc::UnboundedSender<ClientRead>,
     timeout: Duration,
+    retries: u32,
+    retry_interval: Duration,
 }
 
 /// What the store, its writer task and its health monitor share.
@@ -150,7 +165,10 @@ impl SqliteStore {
             .map_err(|e| StoreError::Internal(format!("{BAD_URL} ({e})")))?
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT)
-            .synchronous(SqliteSynchronous::Normal);
+            .synchronous(SqliteSynchronous::Normal)
+            // Savepoints' journals (one per write in a batch) in memory, not temporary
+            // files: they only ever undo a failed write inside the open transaction.
+            .pragma("temp_store", "memory");
         let mut file = None;
         if !in_memory {
             connect = connect.journal_mode(SqliteJournalMode::Wal);
@@ -187,10 +205,15 @@ impl SqliteStore {
         let (writes, jobs) = mpsc::unbounded_channel();
         tokio::spawn(writer(inner.clone(), jobs));
         tokio::spawn(monitor(Arc::downgrade(&inner), writes.downgrade()));
+        let (client_reads, reads) = mpsc::unbounded_channel();
+        tokio::spawn(client_reader(inner.clone(), reads));
         Ok(SqliteStore {
             inner,
             writes,
+            client_reads,
             timeout: opts.operation_timeout,
+            retries: opts.retry_attempts,
+            retry_interval: opts.retry_interval,
         })
     }
 
@@ -220,23 +243,49 @@ impl SqliteStore {
         }
     }
 
+    /// Runs a read, tried again while the database is unavailable (up to
+    /// [`SqliteOptions::retry_attempts`] more times).
+    async fn read<T, Fut>(&self, op: &'static str, f: impl Fn() -> Fut) -> Result<T, StoreError>
+    where
+        Fut: Future<Output = Result<T, StoreError>> + Send,
+    {
+        let mut n = 0;
+        loop {
+            match self.run(op, f()).await {
+                Err(StoreError::Unavailable(why))
+                    if n < self.retries && !self.inner.closed.load(Ordering::SeqCst) =>
+                {
+                    n += 1;
+                    tracing::debug!(op, attempt = n, %why, "sqlite store unavailable, retrying");
+                    tokio::time::sleep(self.retry_interval).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Runs a writing operation: hands it to the writer task and waits for the commit
     /// that includes it. Bounded by the operation timeout like every operation; a write
     /// whose caller gave up before its turn is not run.
     async fn write(&self, op: &'static str, f: WriteFn) -> Result<u64, StoreError> {
-        self.run(op, submit(&self.writes, f, false)).await
+        self.write_op(op, Op::Fn(f)).await
+    }
+
+    /// Runs a write the writer knows by kind (see [`Op`]).
+    async fn write_op(&self, name: &'static str, op: Op) -> Result<u64, StoreError> {
+        self.run(name, submit(&self.writes, op, false)).await
     }
 }
 
 /// Hands a write to the writer task and waits for its answer.
 async fn submit(
     writes: &mpsc::UnboundedSender<WriteJob>,
-    f: WriteFn,
+    op: Op,
     probe: bool,
 ) -> Result<u64, StoreError> {
     let (reply, done) = oneshot::channel();
     writes
-        .send(WriteJob { f, reply, probe })
+        .send(WriteJob { op, reply, probe })
         .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
     done.await
         .map_err(|_| StoreError::Unavailable("the store's writer stopped".into()))?
@@ -418,7 +467,7 @@ async fn probe(inner: &Inner, writes: &mpsc::UnboundedSender<WriteJob>) -> Resul
             Ok(0)
         })
     });
-    tokio::time::timeout(inner.timeout, submit(writes, f, true))
+    tokio::time::timeout(inner.timeout, submit(writes, Op::Fn(f), true))
         .await
         .map_err(|_| StoreError::Unavailable("the health probe timed out".into()))?
         .map(drop)
@@ -441,11 +490,131 @@ where
     Box::new(f)
 }
 
+/// A write as the writer gets it: statements to run, or a lifecycle write it knows, which
+/// it can commit together with others of its kind in a few statements (see
+/// [`together`]).
+enum Op {
+    Fn(WriteFn),
+    AddMember(Box<MemberRecords>),
+    CreateRoom(Box<NewRoom>),
+    RemoveMember(Box<ClientInTerminatedRoomRecord>),
+    /// `touch_client`: the client and its `last_seen`.
+    Touch(Box<(String, DateTime<Utc>)>),
+}
+
+/// What `create_room` writes.
+struct NewRoom {
+    room: RoomRecord,
+    created: RoomCreatedRecord,
+    creator: MemberRecords,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OpKind {
+    Fn,
+    AddMember,
+    CreateRoom,
+    RemoveMember,
+    Touch,
+}
+
+impl Op {
+    fn kind(&self) -> OpKind {
+        match self {
+            Op::Fn(_) => OpKind::Fn,
+            Op::AddMember(_) => OpKind::AddMember,
+            Op::CreateRoom(_) => OpKind::CreateRoom,
+            Op::RemoveMember(_) => OpKind::RemoveMember,
+            Op::Touch(_) => OpKind::Touch,
+        }
+    }
+
+    /// Runs this one write's statements on the writer's connection.
+    async fn run(self, tx: &mut SqliteConnection) -> Result<u64, StoreError> {
+        match self {
+            Op::Fn(f) => f(tx).await,
+            Op::AddMember(m) => add_member_stmts(tx, &m).await.map(|()| 0),
+            Op::CreateRoom(r) => create_room_stmts(tx, &r).await.map(|()| 0),
+            Op::RemoveMember(h) => {
+                delete_member(&mut *tx, &h.client_id, &h.room_id).await?;
+                insert_history(&mut *tx, &h).await?;
+                Ok(0)
+            }
+            Op::Touch(t) => {
+                sqlx::query("UPDATE registered_clients SET last_seen = ? WHERE client_id = ?")
+                    .bind(ts(&t.1))
+                    .bind(&t.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                Ok(0)
+            }
+        }
+    }
+}
+
 struct WriteJob {
-    f: WriteFn,
+    op: Op,
     reply: oneshot::Sender<Result<u64, StoreError>>,
     /// The health monitor's probe: runs while the store is marked faulty.
     probe: bool,
+}
+
+/// A `get_client` waiting for the client reader.
+struct ClientRead {
+    client_id: String,
+    reply: oneshot::Sender<Result<Option<RegisteredClient>, StoreError>>,
+}
+
+/// Most client look-ups read together.
+const MAX_READS: usize = 256;
+
+/// Reads registered clients for `get_client`: the look-ups waiting at that moment in one
+/// query. Each query is a round trip to a connection's own thread; a burst of requests
+/// that each check their client (a join storm) costs one per batch instead of one each.
+/// Ends when the store is dropped.
+async fn client_reader(inner: Arc<Inner>, mut reads: mpsc::UnboundedReceiver<ClientRead>) {
+    let mut batch = Vec::with_capacity(MAX_READS);
+    while reads.recv_many(&mut batch, MAX_READS).await > 0 {
+        // A caller that timed out is not waiting.
+        batch.retain(|r| !r.reply.is_closed());
+        let found = match batch.len() {
+            0 => continue,
+            1 => {
+                sqlx::query("SELECT * FROM registered_clients WHERE client_id = ?")
+                    .bind(&batch[0].client_id)
+                    .fetch_all(&inner.pool())
+                    .await
+            }
+            _ => {
+                let ids: Vec<&str> = batch.iter().map(|r| r.client_id.as_str()).collect();
+                match serde_json::to_string(&ids) {
+                    Ok(ids) => {
+                        sqlx::query(
+                            "SELECT * FROM registered_clients WHERE client_id IN \
+                             (SELECT value FROM jsonb_each(?))",
+                        )
+                        .bind(ids)
+                        .fetch_all(&inner.pool())
+                        .await
+                    }
+                    Err(e) => Err(sqlx::Error::Encode(Box::new(e))),
+                }
+            }
+        };
+        let clients = found.map_err(classify).and_then(|rows| {
+            rows.iter()
+                .map(|row| client_from_row(row).map(|c| (c.client_id.clone(), c)))
+                .collect::<Result<HashMap<_, _>, _>>()
+        });
+        for r in batch.drain(..) {
+            let answer = match &clients {
+                Ok(clients) => Ok(clients.get(&r.client_id).cloned()),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = r.reply.send(answer);
+        }
+    }
 }
 
 /// Most writes committed together.
@@ -520,14 +689,35 @@ async fn commit_batch(inner: &Inner, batch: &mut Vec<WriteJob>) {
     batch.retain(|j| !j.reply.is_closed());
     let alone = batch.len() == 1;
     let mut results = Vec::with_capacity(batch.len());
-    for WriteJob { f, reply, .. } in batch.drain(..) {
-        let r = if alone {
-            f(&mut tx).await
-        } else {
-            in_savepoint(&mut tx, f).await
-        };
-        results.push((reply, r));
+    let mut jobs = batch.drain(..).peekable();
+    while let Some(first) = jobs.next() {
+        // Consecutive lifecycle writes of one kind go in together: a few statements for
+        // all of them instead of several each. Should that fail (a conflict, a room no
+        // longer active), each is run alone, to fail alone with its own error.
+        let kind = first.op.kind();
+        let mut run = vec![first];
+        if kind != OpKind::Fn {
+            while let Some(j) = jobs.next_if(|j| j.op.kind() == kind) {
+                run.push(j);
+            }
+        }
+        let refs = if run.len() > 1 { Run::of(&run) } else { None };
+        if let Some(refs) = refs
+            && together(&mut tx, refs).await.is_ok()
+        {
+            results.extend(run.into_iter().map(|j| (j.reply, Ok(0))));
+            continue;
+        }
+        for WriteJob { op, reply, .. } in run {
+            let r = if alone {
+                op.run(&mut tx).await
+            } else {
+                in_savepoint(&mut tx, op).await
+            };
+            results.push((reply, r));
+        }
     }
+    drop(jobs);
     let outcome = if alone && results.iter().any(|(_, r)| r.is_err()) {
         // Nothing to keep: undo the failed write's earlier statements.
         tx.rollback().await.map_err(classify)
@@ -563,9 +753,9 @@ fn note_unavailable(inner: &Inner, e: &StoreError) {
 
 /// Runs one write of a batch inside a savepoint: released if it succeeds, rolled back
 /// (alone) if it fails.
-async fn in_savepoint(tx: &mut SqliteConnection, f: WriteFn) -> Result<u64, StoreError> {
+async fn in_savepoint(tx: &mut SqliteConnection, op: Op) -> Result<u64, StoreError> {
     let mut sp = tx.begin().await.map_err(classify)?;
-    match f(&mut sp).await {
+    match op.run(&mut sp).await {
         Ok(n) => {
             sp.commit().await.map_err(classify)?;
             Ok(n)
@@ -573,6 +763,61 @@ async fn in_savepoint(tx: &mut SqliteConnection, f: WriteFn) -> Result<u64, Stor
         Err(e) => {
             if let Err(re) = sp.rollback().await {
                 tracing::warn!(error = %re, "rolling back a failed write's savepoint");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Writes a run of lifecycle writes of one kind in one savepoint, each table's rows in
+/// one statement (the rows passed as one JSON array, read back with `jsonb_each`). Rolled
+/// back whole if any statement fails.
+/// The records of a run of lifecycle writes of one kind.
+enum Run<'a> {
+    Members(Vec<&'a MemberRecords>),
+    Rooms(Vec<&'a NewRoom>),
+    Leaves(Vec<&'a ClientInTerminatedRoomRecord>),
+    Touches(Vec<&'a (String, DateTime<Utc>)>),
+}
+
+impl<'a> Run<'a> {
+    /// References to the records only (a job itself, with its reply and perhaps a
+    /// closure, is not `Sync`); `None` unless the run is of one lifecycle kind.
+    fn of(run: &'a [WriteJob]) -> Option<Self> {
+        let first = run.first()?;
+        let mut out = match first.op {
+            Op::Fn(_) => return None,
+            Op::AddMember(_) => Run::Members(Vec::with_capacity(run.len())),
+            Op::CreateRoom(_) => Run::Rooms(Vec::with_capacity(run.len())),
+            Op::RemoveMember(_) => Run::Leaves(Vec::with_capacity(run.len())),
+            Op::Touch(_) => Run::Touches(Vec::with_capacity(run.len())),
+        };
+        for j in run {
+            match (&mut out, &j.op) {
+                (Run::Members(v), Op::AddMember(m)) => v.push(&**m),
+                (Run::Rooms(v), Op::CreateRoom(r)) => v.push(&**r),
+                (Run::Leaves(v), Op::RemoveMember(h)) => v.push(&**h),
+                (Run::Touches(v), Op::Touch(t)) => v.push(&**t),
+                _ => return None,
+            }
+        }
+        Some(out)
+    }
+}
+
+async fn together(tx: &mut SqliteConnection, run: Run<'_>) -> Result<(), StoreError> {
+    let mut sp = tx.begin().await.map_err(classify)?;
+    let r = match run {
+        Run::Members(members) => add_members_together(&mut sp, &members).await,
+        Run::Rooms(rooms) => create_rooms_together(&mut sp, &rooms).await,
+        Run::Leaves(leaves) => remove_members_together(&mut sp, &leaves).await,
+        Run::Touches(touches) => touch_clients_together(&mut sp, &touches).await,
+    };
+    match r {
+        Ok(()) => sp.commit().await.map_err(classify),
+        Err(e) => {
+            if let Err(re) = sp.rollback().await {
+                tracing::warn!(error = %re, "rolling back a run of writes");
             }
             Err(e)
         }
@@ -833,6 +1078,372 @@ fn rows<T>(
 
 // ----- statements used inside write transactions -----
 
+/// `create_room`'s statements: the room, its creation record, its creator.
+async fn create_room_stmts(tx: &mut SqliteConnection, r: &NewRoom) -> Result<(), StoreError> {
+    let (room, created) = (&r.room, &r.created);
+    sqlx::query(
+        "INSERT INTO webrtc_rooms (id, room_id, app_id, created_at, status, \
+         sender_client_id, receiver_client_id, session_id, metadata, record_created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(room.id.to_string())
+    .bind(&room.room_id)
+    .bind(&room.app_id)
+    .bind(ts(&room.created_at))
+    .bind(&room.status)
+    .bind(&room.sender_client_id)
+    .bind(&room.receiver_client_id)
+    .bind(&room.session_id)
+    .bind(json(&room.metadata))
+    .bind(ts(&room.record_created_at))
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| {
+        insert_err(e, |msg| {
+            if msg.contains("webrtc_rooms.room_id") {
+                format!("room '{}' already exists", room.room_id)
+            } else {
+                format!("webrtc_rooms row {} already exists", room.id)
+            }
+        })
+    })?;
+    insert_created(&mut *tx, created).await?;
+    insert_member(&mut *tx, &r.creator).await
+}
+
+/// Inserts a `room_created` row (at a room's creation, or copied from another store).
+async fn insert_created(
+    tx: &mut SqliteConnection,
+    created: &RoomCreatedRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO room_created (id, room_uuid, room_id, created_at, room_data, \
+         created_by, metadata, record_created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(created.id.to_string())
+    .bind(created.room_uuid.to_string())
+    .bind(&created.room_id)
+    .bind(ts(&created.created_at))
+    .bind(json(&created.room_data))
+    .bind(&created.created_by)
+    .bind(json(&created.metadata))
+    .bind(ts(&created.record_created_at))
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| {
+        insert_err(e, |_| {
+            format!("room_created row {} already exists", created.id)
+        })
+    })?;
+    Ok(())
+}
+
+/// The room slot (`sender_client_id` or `receiver_client_id`) a member of `role` fills
+/// if it is empty.
+fn slot(role: &str) -> Option<&'static str> {
+    if role.eq_ignore_ascii_case("sender") {
+        Some("sender_client_id")
+    } else if role.eq_ignore_ascii_case("receiver") {
+        Some("receiver_client_id")
+    } else {
+        None
+    }
+}
+
+/// `add_member`'s statements: the member's rows, and the room's slot for its role if
+/// that is empty.
+async fn add_member_stmts(
+    tx: &mut SqliteConnection,
+    member: &MemberRecords,
+) -> Result<(), StoreError> {
+    insert_member(&mut *tx, member).await?;
+    let w = &member.webrtc_client;
+    let sql = match slot(&w.role) {
+        Some("sender_client_id") => {
+            "UPDATE webrtc_rooms SET sender_client_id = ? WHERE room_id = ? \
+             AND (sender_client_id IS NULL OR sender_client_id = '')"
+        }
+        Some(_) => {
+            "UPDATE webrtc_rooms SET receiver_client_id = ? WHERE room_id = ? \
+             AND (receiver_client_id IS NULL OR receiver_client_id = '')"
+        }
+        None => return Ok(()),
+    };
+    sqlx::query(sql)
+        .bind(&w.client_id)
+        .bind(&w.room_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+    Ok(())
+}
+
+/// Rows serialised for `jsonb_each` (an array of arrays; `value->>N` is column N).
+fn json_rows(encoded: Result<String, serde_json::Error>) -> Result<String, StoreError> {
+    encoded.map_err(|e| StoreError::Internal(format!("encoding rows: {e}")))
+}
+
+/// Inserts the member rows of several members, one statement per table.
+async fn insert_members_together(
+    tx: &mut SqliteConnection,
+    members: &[&MemberRecords],
+) -> Result<(), StoreError> {
+    let in_room: Vec<_> = members
+        .iter()
+        .map(|m| {
+            let c = &m.client_in_room;
+            (
+                c.id.to_string(),
+                &c.client_id,
+                &c.room_id,
+                ts(&c.joined_at),
+                ts(&c.last_activity),
+                &c.status,
+                caps(&c.capabilities),
+                json(&c.metadata),
+                ts(&c.record_created_at),
+            )
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO client_in_room (id, client_id, room_id, joined_at, last_activity, status, \
+         capabilities, metadata, record_created_at) \
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, \
+         value->>7, value->>8 FROM jsonb_each(?) ORDER BY key",
+    )
+    .bind(json_rows(serde_json::to_string(&in_room))?)
+    .execute(&mut *tx)
+    .await
+    .map_err(classify)?;
+    let webrtc: Vec<_> = members
+        .iter()
+        .map(|m| {
+            let w = &m.webrtc_client;
+            (
+                w.id.to_string(),
+                &w.client_id,
+                &w.room_id,
+                &w.role,
+                &w.session_id,
+                ts(&w.joined_at),
+                &w.status,
+                json(&w.metadata),
+                ts(&w.record_created_at),
+            )
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO webrtc_clients (id, client_id, room_id, role, session_id, joined_at, \
+         status, metadata, record_created_at) \
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, \
+         value->>7, value->>8 FROM jsonb_each(?) ORDER BY key",
+    )
+    .bind(json_rows(serde_json::to_string(&webrtc))?)
+    .execute(&mut *tx)
+    .await
+    .map_err(classify)?;
+    Ok(())
+}
+
+/// `add_member` for several members at once: their rows, then each room's empty slots
+/// filled by the first member of that role, in order (what one `add_member` after another
+/// would leave).
+async fn add_members_together(
+    tx: &mut SqliteConnection,
+    members: &[&MemberRecords],
+) -> Result<(), StoreError> {
+    insert_members_together(&mut *tx, members).await?;
+    for (column, sql) in [
+        (
+            "sender_client_id",
+            "UPDATE webrtc_rooms SET sender_client_id = (SELECT j.value->>0 FROM jsonb_each(?1) \
+             AS j WHERE j.value->>1 = webrtc_rooms.room_id ORDER BY j.key LIMIT 1) \
+             WHERE room_id IN (SELECT value->>1 FROM jsonb_each(?1)) \
+             AND (sender_client_id IS NULL OR sender_client_id = '')",
+        ),
+        (
+            "receiver_client_id",
+            "UPDATE webrtc_rooms SET receiver_client_id = (SELECT j.value->>0 FROM jsonb_each(?1) \
+             AS j WHERE j.value->>1 = webrtc_rooms.room_id ORDER BY j.key LIMIT 1) \
+             WHERE room_id IN (SELECT value->>1 FROM jsonb_each(?1)) \
+             AND (receiver_client_id IS NULL OR receiver_client_id = '')",
+        ),
+    ] {
+        let fill: Vec<(&str, &str)> = members
+            .iter()
+            .map(|m| &m.webrtc_client)
+            .filter(|w| slot(&w.role) == Some(column))
+            .map(|w| (w.client_id.as_str(), w.room_id.as_str()))
+            .collect();
+        if fill.is_empty() {
+            continue;
+        }
+        sqlx::query(sql)
+            .bind(json_rows(serde_json::to_string(&fill))?)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+    }
+    Ok(())
+}
+
+/// `create_room` for several rooms at once.
+async fn create_rooms_together(
+    tx: &mut SqliteConnection,
+    rooms: &[&NewRoom],
+) -> Result<(), StoreError> {
+    let active: Vec<_> = rooms
+        .iter()
+        .map(|r| {
+            let room = &r.room;
+            (
+                room.id.to_string(),
+                &room.room_id,
+                &room.app_id,
+                ts(&room.created_at),
+                &room.status,
+                &room.sender_client_id,
+                &room.receiver_client_id,
+                &room.session_id,
+                json(&room.metadata),
+                ts(&room.record_created_at),
+            )
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO webrtc_rooms (id, room_id, app_id, created_at, status, \
+         sender_client_id, receiver_client_id, session_id, metadata, record_created_at) \
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, \
+         value->>7, value->>8, value->>9 FROM jsonb_each(?) ORDER BY key",
+    )
+    .bind(json_rows(serde_json::to_string(&active))?)
+    .execute(&mut *tx)
+    .await
+    .map_err(classify)?;
+    let history: Vec<_> = rooms
+        .iter()
+        .map(|r| {
+            let c = &r.created;
+            (
+                c.id.to_string(),
+                c.room_uuid.to_string(),
+                &c.room_id,
+                ts(&c.created_at),
+                json(&c.room_data),
+                &c.created_by,
+                json(&c.metadata),
+                ts(&c.record_created_at),
+            )
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO room_created (id, room_uuid, room_id, created_at, room_data, \
+         created_by, metadata, record_created_at) \
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, \
+         value->>7 FROM jsonb_each(?) ORDER BY key",
+    )
+    .bind(json_rows(serde_json::to_string(&history))?)
+    .execute(&mut *tx)
+    .await
+    .map_err(classify)?;
+    let creators: Vec<&MemberRecords> = rooms.iter().map(|r| &r.creator).collect();
+    insert_members_together(&mut *tx, &creators).await
+}
+
+/// `remove_member` for several members at once: their rows go, their history rows come.
+async fn remove_members_together(
+    tx: &mut SqliteConnection,
+    leaves: &[&ClientInTerminatedRoomRecord],
+) -> Result<(), StoreError> {
+    let keys: Vec<(&str, &str)> = leaves
+        .iter()
+        .map(|h| (h.client_id.as_str(), h.room_id.as_str()))
+        .collect();
+    let keys = json_rows(serde_json::to_string(&keys))?;
+    for sql in [
+        "DELETE FROM client_in_room WHERE (client_id, room_id) IN \
+         (SELECT value->>0, value->>1 FROM jsonb_each(?))",
+        "DELETE FROM webrtc_clients WHERE (client_id, room_id) IN \
+         (SELECT value->>0, value->>1 FROM jsonb_each(?))",
+    ] {
+        sqlx::query(sql)
+            .bind(&keys)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+    }
+    insert_histories_together(tx, leaves).await
+}
+
+/// `touch_client` for several clients at once; a client touched twice keeps the later
+/// of the two in order, as one update after the other would.
+async fn touch_clients_together(
+    tx: &mut SqliteConnection,
+    touches: &[&(String, DateTime<Utc>)],
+) -> Result<(), StoreError> {
+    let mut last: HashMap<&str, usize> = HashMap::with_capacity(touches.len());
+    for (i, t) in touches.iter().enumerate() {
+        last.insert(t.0.as_str(), i);
+    }
+    let rows: Vec<(&str, String)> = touches
+        .iter()
+        .enumerate()
+        .filter(|(i, t)| last.get(t.0.as_str()) == Some(i))
+        .map(|(_, t)| (t.0.as_str(), ts(&t.1)))
+        .collect();
+    sqlx::query(
+        "UPDATE registered_clients SET last_seen = j.value->>1 FROM jsonb_each(?) AS j \
+         WHERE registered_clients.client_id = j.value->>0",
+    )
+    .bind(json_rows(serde_json::to_string(&rows))?)
+    .execute(&mut *tx)
+    .await
+    .map_err(classify)?;
+    Ok(())
+}
+
+/// Inserts several `client_in_terminated_room` rows in one statement.
+async fn insert_histories_together<H: std::borrow::Borrow<ClientInTerminatedRoomRecord>>(
+    tx: &mut SqliteConnection,
+    histories: &[H],
+) -> Result<(), StoreError> {
+    let rows: Vec<_> = histories
+        .iter()
+        .map(|h| {
+            let h = h.borrow();
+            (
+                h.id.to_string(),
+                &h.client_id,
+                &h.room_id,
+                ts(&h.joined_at),
+                ts(&h.left_at),
+                &h.termination_reason,
+                &h.terminated_by,
+                &h.final_status,
+                caps(&h.capabilities),
+                json(&h.metadata),
+                ts(&h.record_created_at),
+            )
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO client_in_terminated_room (id, client_id, room_id, joined_at, left_at, \
+         termination_reason, terminated_by, final_status, capabilities, metadata, \
+         record_created_at) \
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, \
+         value->>7, value->>8, value->>9, value->>10 FROM jsonb_each(?) ORDER BY key",
+    )
+    .bind(json_rows(serde_json::to_string(&rows))?)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| {
+        insert_err(e, |_| {
+            "a client_in_terminated_room row already exists".into()
+        })
+    })?;
+    Ok(())
+}
+
 async fn insert_member(
     tx: &mut SqliteConnection,
     member: &MemberRecords,
@@ -928,7 +1539,7 @@ async fn delete_member(
 #[async_trait]
 impl Store for SqliteStore {
     async fn health(&self) -> Result<(), StoreError> {
-        self.run("health", async {
+        self.read("health", || async {
             self.inner.usable()?;
             sqlx::query("SELECT 1")
                 .execute(&self.inner.pool())
@@ -980,13 +1591,17 @@ impl Store for SqliteStore {
     }
 
     async fn get_client(&self, client_id: &str) -> Result<Option<RegisteredClient>, StoreError> {
-        self.run("get_client", async {
-            let row = sqlx::query("SELECT * FROM registered_clients WHERE client_id = ?")
-                .bind(client_id)
-                .fetch_optional(&self.inner.pool())
+        self.read("get_client", || async {
+            let (reply, answer) = oneshot::channel();
+            self.client_reads
+                .send(ClientRead {
+                    client_id: client_id.to_owned(),
+                    reply,
+                })
+                .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+            answer
                 .await
-                .map_err(classify)?;
-            row.as_ref().map(client_from_row).transpose()
+                .map_err(|_| StoreError::Unavailable("the store's reader stopped".into()))?
         })
         .await
     }
@@ -1011,27 +1626,12 @@ impl Store for SqliteStore {
     }
 
     async fn touch_client(&self, client_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-        let client_id = client_id.to_owned();
-        self.write(
-            "touch_client",
-            job(move |tx| {
-                Box::pin(async move {
-                    sqlx::query("UPDATE registered_clients SET last_seen = ? WHERE client_id = ?")
-                        .bind(ts(&at))
-                        .bind(client_id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(classify)?;
-                    Ok(0)
-                })
-            }),
-        )
-        .await
-        .map(|_| ())
+        let op = Op::Touch(Box::new((client_id.to_owned(), at)));
+        self.write_op("touch_client", op).await.map(|_| ())
     }
 
     async fn count_clients(&self) -> Result<u64, StoreError> {
-        self.run("count_clients", async {
+        self.read("count_clients", || async {
             let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM registered_clients")
                 .fetch_one(&self.inner.pool())
                 .await
@@ -1047,117 +1647,25 @@ impl Store for SqliteStore {
         created: &RoomCreatedRecord,
         creator: &MemberRecords,
     ) -> Result<(), StoreError> {
-        let (room, created, creator) = (room.clone(), created.clone(), creator.clone());
-        self.write(
-            "create_room",
-            job(move |tx| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO webrtc_rooms (id, room_id, app_id, created_at, status, \
-                 sender_client_id, receiver_client_id, session_id, metadata, record_created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(room.id.to_string())
-                    .bind(&room.room_id)
-                    .bind(&room.app_id)
-                    .bind(ts(&room.created_at))
-                    .bind(&room.status)
-                    .bind(&room.sender_client_id)
-                    .bind(&room.receiver_client_id)
-                    .bind(&room.session_id)
-                    .bind(json(&room.metadata))
-                    .bind(ts(&room.record_created_at))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| {
-                        insert_err(e, |msg| {
-                            if msg.contains("webrtc_rooms.room_id") {
-                                format!("room '{}' already exists", room.room_id)
-                            } else {
-                                format!("webrtc_rooms row {} already exists", room.id)
-                            }
-                        })
-                    })?;
-                    sqlx::query(
-                        "INSERT INTO room_created (id, room_uuid, room_id, created_at, room_data, \
-                 created_by, metadata, record_created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(created.id.to_string())
-                    .bind(created.room_uuid.to_string())
-                    .bind(&created.room_id)
-                    .bind(ts(&created.created_at))
-                    .bind(json(&created.room_data))
-                    .bind(&created.created_by)
-                    .bind(json(&created.metadata))
-                    .bind(ts(&created.record_created_at))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| {
-                        insert_err(e, |_| {
-                            format!("room_created row {} already exists", created.id)
-                        })
-                    })?;
-                    insert_member(&mut *tx, &creator).await?;
-                    Ok(0)
-                })
-            }),
-        )
-        .await
-        .map(|_| ())
+        let op = Op::CreateRoom(Box::new(NewRoom {
+            room: room.clone(),
+            created: created.clone(),
+            creator: creator.clone(),
+        }));
+        self.write_op("create_room", op).await.map(|_| ())
     }
 
     async fn add_member(&self, member: &MemberRecords) -> Result<(), StoreError> {
-        let member = member.clone();
-        self.write(
-            "add_member",
-            job(move |tx| {
-                Box::pin(async move {
-                    insert_member(&mut *tx, &member).await?;
-                    let w = &member.webrtc_client;
-                    let fill_slot = match w.role.to_ascii_lowercase().as_str() {
-                        "sender" => Some(
-                            "UPDATE webrtc_rooms SET sender_client_id = ? WHERE room_id = ? \
-                     AND (sender_client_id IS NULL OR sender_client_id = '')",
-                        ),
-                        "receiver" => Some(
-                            "UPDATE webrtc_rooms SET receiver_client_id = ? WHERE room_id = ? \
-                     AND (receiver_client_id IS NULL OR receiver_client_id = '')",
-                        ),
-                        _ => None,
-                    };
-                    if let Some(sql) = fill_slot {
-                        sqlx::query(sql)
-                            .bind(&w.client_id)
-                            .bind(&w.room_id)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(classify)?;
-                    }
-                    Ok(0)
-                })
-            }),
-        )
-        .await
-        .map(|_| ())
+        let op = Op::AddMember(Box::new(member.clone()));
+        self.write_op("add_member", op).await.map(|_| ())
     }
 
     async fn remove_member(
         &self,
         history: &ClientInTerminatedRoomRecord,
     ) -> Result<(), StoreError> {
-        let history = history.clone();
-        self.write(
-            "remove_member",
-            job(move |tx| {
-                Box::pin(async move {
-                    delete_member(&mut *tx, &history.client_id, &history.room_id).await?;
-                    insert_history(&mut *tx, &history).await?;
-                    Ok(0)
-                })
-            }),
-        )
-        .await
-        .map(|_| ())
+        let op = Op::RemoveMember(Box::new(history.clone()));
+        self.write_op("remove_member", op).await.map(|_| ())
     }
 
     async fn terminate_room(
@@ -1202,8 +1710,14 @@ impl Store for SqliteStore {
                             format!("terminated_rooms row {} already exists", record.id)
                         })
                     })?;
-                    for member in &members {
-                        insert_history(&mut *tx, member).await?;
+                    // One statement for every member's history; on a conflict (a
+                    // statement fails whole), one by one, to name the row.
+                    if members.len() < 2
+                        || insert_histories_together(&mut *tx, &members).await.is_err()
+                    {
+                        for member in &members {
+                            insert_history(&mut *tx, member).await?;
+                        }
                     }
                     Ok(0)
                 })
@@ -1214,7 +1728,7 @@ impl Store for SqliteStore {
     }
 
     async fn active_rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {
-        self.run("active_rooms", async {
+        self.read("active_rooms", || async {
             let found = sqlx::query("SELECT * FROM webrtc_rooms ORDER BY created_at, rowid")
                 .fetch_all(&self.inner.pool())
                 .await
@@ -1225,7 +1739,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_room(&self, room_id: &str) -> Result<Option<RoomRecord>, StoreError> {
-        self.run("get_room", async {
+        self.read("get_room", || async {
             let row = sqlx::query("SELECT * FROM webrtc_rooms WHERE room_id = ?")
                 .bind(room_id)
                 .fetch_optional(&self.inner.pool())
@@ -1237,7 +1751,7 @@ impl Store for SqliteStore {
     }
 
     async fn room_members(&self, room_id: &str) -> Result<Vec<ClientInRoomRecord>, StoreError> {
-        self.run("room_members", async {
+        self.read("room_members", || async {
             let found = sqlx::query(
                 "SELECT * FROM client_in_room WHERE room_id = ? ORDER BY joined_at, rowid",
             )
@@ -1254,7 +1768,7 @@ impl Store for SqliteStore {
         &self,
         room_id: &str,
     ) -> Result<Vec<WebrtcClientRecord>, StoreError> {
-        self.run("room_webrtc_clients", async {
+        self.read("room_webrtc_clients", || async {
             let found = sqlx::query(
                 "SELECT * FROM webrtc_clients WHERE room_id = ? ORDER BY joined_at, rowid",
             )
@@ -1267,8 +1781,28 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn export_clients(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RegisteredClient>, StoreError> {
+        self.export_clients_page(after, limit).await
+    }
+
+    async fn history_room_ids(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        self.history_room_ids_page(after, limit).await
+    }
+
+    async fn import_room_created(&self, created: &RoomCreatedRecord) -> Result<(), StoreError> {
+        self.import_created(created).await
+    }
+
     async fn room_created(&self, room_id: &str) -> Result<Vec<RoomCreatedRecord>, StoreError> {
-        self.run("room_created", async {
+        self.read("room_created", || async {
             let found = sqlx::query(
                 "SELECT * FROM room_created WHERE room_id = ? ORDER BY created_at, rowid",
             )
@@ -1285,7 +1819,7 @@ impl Store for SqliteStore {
         &self,
         room_id: &str,
     ) -> Result<Vec<TerminatedRoomRecord>, StoreError> {
-        self.run("terminated_rooms", async {
+        self.read("terminated_rooms", || async {
             let found = sqlx::query(
                 "SELECT * FROM terminated_rooms WHERE room_id = ? ORDER BY terminated_at, rowid",
             )
@@ -1302,7 +1836,7 @@ impl Store for SqliteStore {
         &self,
         room_id: &str,
     ) -> Result<Vec<ClientInTerminatedRoomRecord>, StoreError> {
-        self.run("member_history", async {
+        self.read("member_history", || async {
             let found = sqlx::query(
                 "SELECT * FROM client_in_terminated_room WHERE room_id = ? \
                  ORDER BY left_at, rowid",

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use signal_core::store::{
     Store, StoreError,
-    contract::{client, created, member, room},
+    contract::{client, created, history, member, room},
 };
 use signal_store_sqlite::{SqliteOptions, SqliteStore};
 use uuid::Uuid;
@@ -236,6 +236,7 @@ async fn sqlite_operation_timeout_is_unavailable() {
         SqliteOptions {
             max_connections: 4,
             operation_timeout: Duration::from_millis(300),
+            ..SqliteOptions::default()
         },
     )
     .await
@@ -359,4 +360,233 @@ async fn sqlite_keeps_nanoseconds() {
     b.store.register_client(&c).await.unwrap();
     let got = b.store.get_client("precise").await.unwrap().unwrap();
     assert_eq!(got.registered_at, c.registered_at);
+}
+
+/// Writes at once (the writer takes them in one batch) and returns their results.
+async fn at_once<T: Clone + Send + 'static, R: Send + 'static, F>(
+    s: &Arc<SqliteStore>,
+    items: &[T],
+    f: F,
+) -> Vec<R>
+where
+    F: Fn(Arc<SqliteStore>, T) -> futures_box::BoxFuture<R>,
+{
+    let tasks = items
+        .iter()
+        .map(|t| tokio::spawn(f(s.clone(), t.clone())))
+        .collect();
+    futures_join(tasks).await
+}
+
+mod futures_box {
+    pub type BoxFuture<R> = std::pin::Pin<Box<dyn std::future::Future<Output = R> + Send>>;
+}
+
+#[tokio::test]
+async fn creates_and_joins_written_together_read_back_as_written_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(open_file(&dir.path().join("store.db")).await);
+    let new_room = |i: i64| {
+        let id = format!("room-{i}");
+        let r = room(&id, i, Some(&format!("owner-{i}")));
+        let c = created(&r, &format!("owner-{i}"));
+        let m = member(&format!("owner-{i}"), &id, "sender", i);
+        (r, c, m)
+    };
+    let create = |s: Arc<SqliteStore>, (r, c, m): (_, _, _)| -> futures_box::BoxFuture<_> {
+        Box::pin(async move { s.create_room(&r, &c, &m).await })
+    };
+    let join =
+        |s: Arc<SqliteStore>, m: signal_core::store::MemberRecords| -> futures_box::BoxFuture<_> {
+            Box::pin(async move { s.add_member(&m).await })
+        };
+    // 19 rooms created at once: one run of creations, written together.
+    let rooms: Vec<_> = (0..19).map(new_room).collect();
+    for r in at_once(&s, &rooms, create).await {
+        r.unwrap();
+    }
+    // Then 5 receivers per room at once.
+    let mut joins = Vec::new();
+    for i in 0..19 {
+        for k in 0..5 {
+            joins.push(member(
+                &format!("m{i}-{k}"),
+                &format!("room-{i}"),
+                "receiver",
+                100 + k,
+            ));
+        }
+    }
+    for r in at_once(&s, &joins, join).await {
+        r.unwrap();
+    }
+    // A run with failures: each write is then run alone and fails alone.
+    let mut again = new_room(3);
+    again.0.id = Uuid::new_v4();
+    let r19 = new_room(19);
+    let results = at_once(&s, &[again, r19.clone()], create).await;
+    assert!(
+        matches!(&results[0], Err(StoreError::Conflict(m)) if m == "room 'room-3' already exists"),
+        "{results:?}"
+    );
+    results[1].as_ref().unwrap();
+    let late = vec![
+        member("late-sender", "room-0", "Sender", 200),
+        member("nowhere", "room-none", "receiver", 200),
+        member("m1-0", "room-1", "receiver", 200),
+        member("first-of-19", "room-19", "receiver", 200),
+    ];
+    let results = at_once(&s, &late, join).await;
+    results[0].as_ref().unwrap();
+    assert!(
+        matches!(&results[1], Err(StoreError::Internal(m)) if m == "room 'room-none' is not active"),
+        "{results:?}"
+    );
+    assert!(
+        matches!(&results[2], Err(StoreError::Conflict(m)) if m == "client 'm1-0' is already in room 'room-1'"),
+        "{results:?}"
+    );
+    results[3].as_ref().unwrap();
+    joins.push(late[0].clone());
+    joins.push(late[3].clone());
+    let mut rooms = rooms;
+    rooms.push(r19);
+    for (i, (r, c, m)) in rooms.iter().enumerate() {
+        let room_id = &r.room_id;
+        let mut expect = r.clone();
+        expect.receiver_client_id = Some(if i == 19 {
+            "first-of-19".to_owned()
+        } else {
+            format!("m{i}-0")
+        });
+        assert_eq!(s.get_room(room_id).await.unwrap().unwrap(), expect);
+        assert_eq!(s.room_created(room_id).await.unwrap(), vec![c.clone()]);
+        let mut in_room = vec![m.client_in_room.clone()];
+        let mut webrtc = vec![m.webrtc_client.clone()];
+        for j in joins
+            .iter()
+            .filter(|j| &j.client_in_room.room_id == room_id)
+        {
+            in_room.push(j.client_in_room.clone());
+            webrtc.push(j.webrtc_client.clone());
+        }
+        assert_eq!(s.room_members(room_id).await.unwrap(), in_room);
+        assert_eq!(s.room_webrtc_clients(room_id).await.unwrap(), webrtc);
+    }
+    // room-0 had a sender: the late one joined but did not take its slot.
+    let r0 = s.get_room("room-0").await.unwrap().unwrap();
+    assert_eq!(r0.sender_client_id.as_deref(), Some("owner-0"));
+    s.close().await;
+}
+
+#[tokio::test]
+async fn client_look_ups_at_once_each_get_their_own_client() {
+    let b = sqlite_file().await;
+    let s = b.store;
+    for i in 0..50 {
+        s.register_client(&client(&format!("c{i}"))).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            (i, s.get_client(&format!("c{}", i % 60)).await)
+        }));
+    }
+    for (i, r) in futures_join(tasks).await {
+        let got = r.unwrap();
+        if i % 60 < 50 {
+            assert_eq!(got.unwrap().client_id, format!("c{}", i % 60));
+        } else {
+            assert!(got.is_none(), "c{} was never registered", i % 60);
+        }
+    }
+}
+
+#[tokio::test]
+async fn leaves_and_touches_written_together_read_back_as_written_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(open_file(&dir.path().join("store.db")).await);
+    let mut members = Vec::new();
+    for i in 0..4 {
+        let id = format!("room-{i}");
+        let r = room(&id, i, Some("owner"));
+        let owner = member(&format!("owner-{i}"), &id, "sender", i);
+        s.create_room(&r, &created(&r, "owner"), &owner)
+            .await
+            .unwrap();
+        for k in 0..5 {
+            let m = member(&format!("m{i}-{k}"), &id, "receiver", 10 + k);
+            s.add_member(&m).await.unwrap();
+            members.push(m);
+        }
+    }
+    for i in 0..10 {
+        s.register_client(&client(&format!("c{i}"))).await.unwrap();
+    }
+    // Every other member leaves, all at once.
+    let leaving: Vec<_> = members
+        .iter()
+        .step_by(2)
+        .map(|m| history(m, 100, &m.client_in_room.client_id, "VoluntaryDisconnect"))
+        .collect();
+    let leave = |s: Arc<SqliteStore>,
+                 h: signal_core::store::ClientInTerminatedRoomRecord|
+     -> futures_box::BoxFuture<_> {
+        Box::pin(async move { s.remove_member(&h).await })
+    };
+    for r in at_once(&s, &leaving, leave).await {
+        r.unwrap();
+    }
+    for i in 0..4 {
+        let id = format!("room-{i}");
+        let stayed: Vec<_> = members
+            .iter()
+            .enumerate()
+            .filter(|(n, m)| n % 2 == 1 && m.client_in_room.room_id == id)
+            .map(|(_, m)| m.client_in_room.client_id.clone())
+            .collect();
+        let got: Vec<_> = s
+            .room_members(&id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.client_id)
+            .filter(|c| !c.starts_with("owner"))
+            .collect();
+        assert_eq!(got, stayed);
+        assert_eq!(
+            s.room_webrtc_clients(&id).await.unwrap().len(),
+            1 + stayed.len()
+        );
+        let left: Vec<_> = leaving
+            .iter()
+            .filter(|h| h.room_id == id)
+            .cloned()
+            .collect();
+        assert_eq!(s.member_history(&id).await.unwrap(), left);
+    }
+    // Touches at once, c3 twice: the later one stays.
+    let touches: Vec<(String, i64)> = (0..10)
+        .map(|i| (format!("c{i}"), 1000 + i))
+        .chain([("c3".to_owned(), 5000), ("nobody".to_owned(), 1)])
+        .collect();
+    let touch = |s: Arc<SqliteStore>, (c, t): (String, i64)| -> futures_box::BoxFuture<_> {
+        Box::pin(async move {
+            let at = chrono::DateTime::from_timestamp(1_717_243_200 + t, 0).unwrap();
+            s.touch_client(&c, at).await
+        })
+    };
+    for r in at_once(&s, &touches, touch).await {
+        r.unwrap();
+    }
+    for i in 0..10 {
+        let got = s.get_client(&format!("c{i}")).await.unwrap().unwrap();
+        let t = if i == 3 { 5000 } else { 1000 + i };
+        assert_eq!(
+            got.last_seen,
+            chrono::DateTime::from_timestamp(1_717_243_200 + t, 0)
+        );
+    }
+    s.close().await;
 }

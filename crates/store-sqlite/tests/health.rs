@@ -39,6 +39,7 @@ async fn open(path: &Path) -> SqliteStore {
         SqliteOptions {
             max_connections: 4,
             operation_timeout: Duration::from_secs(3),
+            ..SqliteOptions::default()
         },
     )
     .await
@@ -237,5 +238,43 @@ async fn full_disk_refuses_writes_and_recovers() {
     })
     .await;
     store.register_client(&client("after")).await.unwrap();
+    store.close().await;
+}
+
+/// With `retry_attempts`, a read made during a short outage is answered once the file is
+/// back instead of failing.
+#[tokio::test]
+async fn reads_are_retried_through_a_short_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data/signal.db");
+    let store = SqliteStore::open(
+        &format!("sqlite://{}", db.display()),
+        SqliteOptions {
+            max_connections: 4,
+            operation_timeout: Duration::from_secs(3),
+            retry_attempts: 60,
+            retry_interval: Duration::from_millis(100),
+        },
+    )
+    .await
+    .unwrap();
+    store.register_client(&client("kept")).await.unwrap();
+
+    let aside = dir.path().join("aside");
+    std::fs::rename(dir.path().join("data"), &aside).unwrap();
+    // Writes are not retried: this one is refused at once.
+    unavailable(store.register_client(&client("lost")).await, "write");
+
+    let back = dir.path().join("data");
+    let restore = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        std::fs::rename(&aside, &back).unwrap();
+    });
+    store.health().await.expect("the read waits out the outage");
+    assert!(
+        restore.is_finished(),
+        "answered only after the file came back"
+    );
+    assert!(store.get_client("kept").await.unwrap().is_some());
     store.close().await;
 }

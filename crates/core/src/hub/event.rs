@@ -36,6 +36,26 @@ impl FormatSpec {
     }
 }
 
+/// Reads a signal's body back out of a frame an edge encoded in its format (the frame's
+/// body, as [`crate::router::RawFrame::body`] carries it).
+pub type BodyDecoder = fn(&[u8]) -> Result<SignalBody, CoreError>;
+
+static DECODERS: [std::sync::OnceLock<BodyDecoder>; Format::MAX] =
+    [const { std::sync::OnceLock::new() }; Format::MAX];
+
+/// Registers how frames of `format` give back a signal's body. With one registered, a
+/// signal whose frame is relayed to another node travels as those bytes alone: a
+/// receiver of the same format writes them as they are, any other decodes them with
+/// this. The first registration for a format stands.
+pub fn register_body_decoder(format: Format, decode: BodyDecoder) {
+    let _ = DECODERS[usize::from(format.id())].set(decode);
+}
+
+/// The decoder registered for format `id`.
+pub(crate) fn body_decoder(id: u8) -> Option<BodyDecoder> {
+    DECODERS.get(usize::from(id))?.get().copied()
+}
+
 /// A wire format, as the edges define it: opaque to core, which only keys the per-event
 /// encode cache by it. One pointer wide, so every connection can hold one cheaply.
 #[derive(Debug, Clone, Copy)]

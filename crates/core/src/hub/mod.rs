@@ -3,6 +3,7 @@
 //! across an `.await` except a room's own control lock, which orders that room's
 //! lifecycle writes to the store.
 
+mod cluster;
 mod event;
 mod outbox;
 mod room;
@@ -11,8 +12,8 @@ mod signal;
 pub use signal::{Elsewhere, Routed, SignalRequest};
 
 pub use event::{
-    CloseReason, Encoded, Envelope, Event, Format, FormatSpec, Outbound, Role, Signal, SignalBody,
-    SignalKind,
+    BodyDecoder, CloseReason, Encoded, Envelope, Event, Format, FormatSpec, Outbound, Role, Signal,
+    SignalBody, SignalKind, register_body_decoder,
 };
 pub use outbox::{Outbox, Overflow, PushError};
 pub use room::{
@@ -175,6 +176,8 @@ pub struct Hub {
 }
 
 struct Inner {
+    /// This hub, weakly: what other nodes ask of it runs as tasks of their own.
+    me: std::sync::Weak<Inner>,
     cfg: HubConfig,
     store: Arc<dyn Store>,
     auth: Arc<Authenticator>,
@@ -183,12 +186,19 @@ struct Inner {
     events: Arc<dyn Events>,
     sessions: DashMap<ClientId, Vec<Arc<Session>>>,
     rooms: DashMap<RoomId, Arc<Room>>,
+    /// In a cluster without the shared-room rule: the node of clients on other nodes
+    /// that were signalled, as the registry said, until that node says it holds them no
+    /// more ([`Inbox::gone`]). Bounded by [`LOCATED_CAP`].
+    located: DashMap<ClientId, Arc<str>>,
     session_count: AtomicUsize,
     shutting_down: AtomicBool,
     /// `signal_relayed_total` by kind, registered once (a labelled lookup per message
     /// costs as much as the relay's own work).
     relayed: [metrics::Counter; 3],
 }
+
+/// Clients on other nodes whose node a hub keeps at most; past it, it starts again.
+const LOCATED_CAP: usize = 65_536;
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -210,7 +220,8 @@ impl Hub {
             events,
         } = ports;
         let hub = Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|me| Inner {
+                me: me.clone(),
                 cfg,
                 store,
                 auth,
@@ -219,6 +230,7 @@ impl Hub {
                 events,
                 sessions: DashMap::new(),
                 rooms: DashMap::new(),
+                located: DashMap::new(),
                 session_count: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
                 relayed: [
@@ -336,8 +348,21 @@ impl Hub {
             list.drain(..excess).collect()
         };
         self.inner.session_count.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.inner.router.session_opened(&session.client_id).await {
-            tracing::warn!(error = %e, "router: could not record the session's presence");
+        match self.inner.router.session_opened(&session.client_id).await {
+            // Sessions of the client on other nodes: with one session per client, the
+            // newer one (this) replaces them.
+            Ok(elsewhere)
+                if !elsewhere.is_empty() && self.inner.cfg.max_sessions_per_client <= 1 =>
+            {
+                self.inner
+                    .router
+                    .evict_elsewhere(&session.client_id, &elsewhere)
+                    .await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "router: could not record the session's presence");
+            }
         }
         for old in evicted {
             self.inner.session_count.fetch_sub(1, Ordering::Relaxed);
@@ -569,29 +594,141 @@ impl Hub {
 /// Messages other nodes send here: delivered to this node's sessions like the hub's own.
 impl Inbox for Inner {
     fn receive(&self, msg: NodeMessage) -> usize {
-        let env = Envelope::with_id(msg.id, msg.event);
-        match msg.to {
+        let NodeMessage {
+            id,
+            from_node,
+            to,
+            mut event,
+            raw,
+        } = msg;
+        match to {
             Recipient::Client { client } => {
                 let newest = self
                     .sessions
                     .get(client.as_str())
                     .and_then(|l| l.last().cloned());
-                match newest {
-                    Some(s) => usize::from(s.deliver(env)),
-                    None => 0,
+                let Some(s) = newest else { return 0 };
+                let Event::Signal(sig) = &mut event else {
+                    return usize::from(s.deliver(Envelope::with_id(id, event)));
+                };
+                if let Some(raw) = raw {
+                    // The sender's own bytes to a receiver of the same format, as on one
+                    // node.
+                    if s.format().map(Format::id) == Some(raw.format)
+                        && raw.head.len() <= Encoded::HEAD
+                    {
+                        let mut head = [0u8; Encoded::HEAD];
+                        head[..raw.head.len()].copy_from_slice(&raw.head);
+                        return usize::from(s.send(Outbound::Encoded(Encoded {
+                            head,
+                            head_len: raw.head.len() as u8,
+                            kind: sig.kind,
+                            parts: [raw.body, bytes::Bytes::new()],
+                            accepted_at: std::time::Instant::now(),
+                        })));
+                    }
+                    // A frame that travelled alone: its body read back for this receiver.
+                    if raw.body_only_here {
+                        let decoded = event::body_decoder(raw.format)
+                            .ok_or_else(|| {
+                                CoreError::bad_request(format!(
+                                    "no decoder for format {}",
+                                    raw.format
+                                ))
+                            })
+                            .and_then(|decode| decode(&raw.body));
+                        match decoded {
+                            Ok(body) => sig.body = body,
+                            Err(e) => {
+                                tracing::warn!(from_node = %from_node, error = %e, "cluster: a signal from another node does not decode");
+                                return 0;
+                            }
+                        }
+                    }
                 }
+                usize::from(s.deliver(Envelope::with_id(id, event)))
+            }
+            Recipient::Room { room, .. } if matches!(event, Event::RoomClosed { .. }) => {
+                self.close_replica(&room, &Envelope::with_id(id, event))
             }
             Recipient::Room { room, except } => {
                 let Some(r) = self.rooms.get(room.as_str()).map(|r| r.value().clone()) else {
                     return 0;
                 };
-                r.sessions()
-                    .into_iter()
-                    .filter(|s| except.as_ref() != Some(&s.client_id))
+                // Members admitted knowing of a joiner already are not told again.
+                let env = Envelope::with_id(id, event);
+                let known_since = match &env.event {
+                    Event::PeerJoined { client, .. } => {
+                        r.state.write().remote_joined(client, &from_node, &env)
+                    }
+                    Event::PeerLeft { client, .. } => {
+                        r.state.write().remote_left(client, &env);
+                        None
+                    }
+                    _ => None,
+                };
+                let to: Vec<Arc<Session>> = r
+                    .state
+                    .read()
+                    .members
+                    .iter()
+                    .filter(|m| known_since.is_none_or(|k| m.admission < k))
+                    .filter(|m| except.as_ref() != Some(m.client()))
+                    .map(|m| m.session.clone())
+                    .collect();
+                to.into_iter()
                     .map(|s| usize::from(s.deliver(env.clone())))
                     .sum()
             }
         }
+    }
+
+    fn load(&self) -> crate::router::NodeLoad {
+        let mut load = crate::router::NodeLoad::default();
+        for entry in self.sessions.iter() {
+            for s in entry.value() {
+                load.sessions += 1;
+                let rooms = s.rooms().len();
+                load.members += rooms;
+                if rooms == 0 {
+                    load.sessions_without_room += 1;
+                }
+            }
+        }
+        load
+    }
+
+    fn gone(&self, node: &str, clients: &[ClientId]) {
+        if clients.is_empty() {
+            self.located.retain(|_, n| &**n != node);
+        } else {
+            for c in clients {
+                self.located.remove_if(c, |_, n| &**n == node);
+            }
+        }
+    }
+
+    fn evict(&self, client: &ClientId) {
+        let Some(inner) = self.me.upgrade() else {
+            return;
+        };
+        let client = client.clone();
+        tokio::spawn(async move { Hub { inner }.evict_local(&client).await });
+    }
+
+    fn reconnected(&self) {
+        let Some(inner) = self.me.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move { Hub { inner }.resync().await });
+    }
+
+    fn node_lost(&self, node: &str) {
+        let Some(inner) = self.me.upgrade() else {
+            return;
+        };
+        let node = node.to_owned();
+        tokio::spawn(async move { Hub { inner }.reap_node(&node).await });
     }
 }
 

@@ -3,11 +3,12 @@
 //! writes that record it); the member list itself sits behind a short sync lock that the
 //! relay path reads without waiting on the store.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{
@@ -29,35 +30,154 @@ use crate::{
 };
 
 pub(super) struct Room {
-    id: RoomId,
-    uuid: Uuid,
-    created_at: DateTime<Utc>,
-    metadata: Value,
-    max_participants: usize,
-    control: tokio::sync::Mutex<()>,
-    state: RwLock<RoomState>,
+    pub(super) id: RoomId,
+    pub(super) uuid: Uuid,
+    pub(super) created_at: DateTime<Utc>,
+    pub(super) metadata: Value,
+    pub(super) max_participants: usize,
+    pub(super) control: tokio::sync::Mutex<()>,
+    pub(super) state: RwLock<RoomState>,
+    pub(super) joins: Mutex<JoinQueue>,
 }
 
+/// Joins waiting for the room's control lock; one task at a time runs them.
 #[derive(Default)]
-struct RoomState {
-    members: Vec<Member>,
-    offer_sdp: Option<String>,
-    closed: bool,
-    ever_joined: usize,
+pub(super) struct JoinQueue {
+    waiting: Vec<PendingJoin>,
+    /// A task is running the queue (it clears this only when it finds the queue empty).
+    running: bool,
+}
+
+pub(super) struct PendingJoin {
+    pub(super) session: Arc<Session>,
+    role: Role,
+    capabilities: Vec<String>,
+    metadata: Value,
+    pub(super) reply: oneshot::Sender<Result<RoomJoined, CoreError>>,
+}
+
+/// Frees a room's join queue if its task ends any other way than finding it empty (a
+/// panic, or the runtime shutting down): the joins it held are answered with an error
+/// (their reply is dropped), and the next join starts a new task.
+struct JoinRunner<'a> {
+    room: &'a Room,
+    armed: bool,
+}
+
+impl Drop for JoinRunner<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut q = self.room.joins.lock();
+            q.running = false;
+            q.waiting.clear();
+        }
+    }
+}
+
+/// A room's members on this node. In a cluster, a room's members on other nodes are in
+/// the router's registry: each node holding members keeps this replica of the room for
+/// its own.
+#[derive(Default)]
+pub(super) struct RoomState {
+    pub(super) members: Vec<Member>,
+    pub(super) offer_sdp: Option<String>,
+    pub(super) closed: bool,
+    pub(super) ever_joined: usize,
+    /// In a cluster: the room's members on other nodes and the node of each, as this
+    /// node learnt them (the members before its first join, then every PEER_JOINED and
+    /// PEER_LEFT). A signal to one of them goes straight to its node; a member missing
+    /// here is looked up in the registry.
+    pub(super) remote: HashMap<ClientId, RemoteMember>,
+    /// Members elsewhere seen leaving, with the PEER_LEFT that said so: the members
+    /// before a join, read earlier, do not bring them back, and a member admitted
+    /// meanwhile is told.
+    pub(super) departed: HashMap<ClientId, Arc<Envelope>>,
+    /// Batches of joins the registry admitted here, counted: a member's
+    /// [`Member::admission`].
+    pub(super) admissions: u64,
+}
+
+/// A member on another node, as a replica knows it.
+pub(super) struct RemoteMember {
+    /// Its node.
+    pub(super) node: Arc<str>,
+    /// The admission (see [`RoomState::admissions`]) whose members found it in the room
+    /// already (0: none did, it was announced): those members are not told it joined.
+    pub(super) known_since: u64,
+    /// The PEER_JOINED that announced it, if one did: a member of this node admitted
+    /// before it, but added to the replica after the announcement, is told then.
+    pub(super) announced: Option<Arc<Envelope>>,
+}
+
+impl RoomState {
+    /// A member on `node` joined (announced by its node). Returns the admission from
+    /// which this node's members knew of it already, if one did: only members admitted
+    /// before it are to be told.
+    pub(super) fn remote_joined(
+        &mut self,
+        client: &ClientId,
+        node: &str,
+        env: &Arc<Envelope>,
+    ) -> Option<u64> {
+        self.departed.remove(client);
+        if let Some(m) = self.remote.get_mut(client)
+            && &*m.node == node
+            && m.known_since > 0
+        {
+            m.announced = Some(env.clone());
+            return Some(m.known_since);
+        }
+        self.remote.insert(
+            client.clone(),
+            RemoteMember {
+                node: Arc::from(node),
+                known_since: 0,
+                announced: Some(env.clone()),
+            },
+        );
+        None
+    }
+
+    /// A member on another node left (`env`: the PEER_LEFT saying so).
+    pub(super) fn remote_left(&mut self, client: &ClientId, env: &Arc<Envelope>) {
+        self.remote.remove(client);
+        self.departed.insert(client.clone(), env.clone());
+    }
+
+    /// What a member admitted by the registry when `before` were the room's members
+    /// (on any node) missed while it was being admitted: PEER_JOINED of members
+    /// elsewhere admitted after it, PEER_LEFT of those in `before` that left since.
+    pub(super) fn missed_by(&self, before: &[ParticipantInfo]) -> Vec<Arc<Envelope>> {
+        let listed = |c: &ClientId| before.iter().any(|p| &p.client_id == c);
+        let mut out: Vec<Arc<Envelope>> = before
+            .iter()
+            .filter_map(|p| self.departed.get(&p.client_id).cloned())
+            .collect();
+        out.extend(
+            self.remote
+                .iter()
+                .filter(|(c, _)| !listed(c))
+                .filter_map(|(_, m)| m.announced.clone()),
+        );
+        out
+    }
 }
 
 #[derive(Clone)]
-struct Member {
-    session: Arc<Session>,
-    role: Role,
-    metadata: Value,
-    capabilities: Vec<String>,
-    joined_at: DateTime<Utc>,
-    room_session: Uuid,
+pub(super) struct Member {
+    pub(super) session: Arc<Session>,
+    pub(super) role: Role,
+    pub(super) metadata: Value,
+    pub(super) capabilities: Vec<String>,
+    pub(super) joined_at: DateTime<Utc>,
+    pub(super) room_session: Uuid,
+    /// In a cluster, the admission that let it in (0 on a single node, or for the
+    /// creator): see [`RemoteMember::known_since`].
+    pub(super) admission: u64,
 }
 
 impl Member {
-    fn client(&self) -> &ClientId {
+    pub(super) fn client(&self) -> &ClientId {
         &self.session.client_id
     }
 }
@@ -174,16 +294,6 @@ impl Room {
             .map(|m| m.session.clone())
     }
 
-    /// Sessions of every member.
-    pub(super) fn sessions(&self) -> Vec<Arc<Session>> {
-        self.state
-            .read()
-            .members
-            .iter()
-            .map(|m| m.session.clone())
-            .collect()
-    }
-
     /// Sessions of every member but `me`.
     pub(super) fn other_sessions(&self, me: &Session) -> Vec<Arc<Session>> {
         self.state
@@ -206,7 +316,7 @@ impl Room {
     }
 }
 
-fn participant(m: &Member) -> ParticipantInfo {
+pub(super) fn participant(m: &Member) -> ParticipantInfo {
     ParticipantInfo {
         client_id: m.client().clone(),
         role: m.role,
@@ -221,7 +331,7 @@ fn participant(m: &Member) -> ParticipantInfo {
     }
 }
 
-fn member_records(room: &Room, m: &Member) -> MemberRecords {
+pub(super) fn member_records(room: &Room, m: &Member) -> MemberRecords {
     MemberRecords {
         client_in_room: ClientInRoomRecord {
             id: m.room_session,
@@ -248,7 +358,7 @@ fn member_records(room: &Room, m: &Member) -> MemberRecords {
     }
 }
 
-fn history(
+pub(super) fn history(
     room: &Room,
     m: &Member,
     reason: &str,
@@ -272,7 +382,7 @@ fn history(
 }
 
 /// `VoluntaryDisconnect` for a leave the client asked for, `Disconnected` otherwise.
-fn final_status(voluntary: bool) -> &'static str {
+pub(super) fn final_status(voluntary: bool) -> &'static str {
     if voluntary {
         "VoluntaryDisconnect"
     } else {
@@ -304,13 +414,48 @@ impl Hub {
                     except: except.cloned(),
                 },
                 event: env.event.clone(),
+                raw: None,
             })
             .await;
     }
 }
 
+/// A join of a client that is a member already.
+pub(super) fn already_in(client: &ClientId, room_id: &RoomId) -> CoreError {
+    CoreError::new(
+        ErrorKind::AlreadyInRoom,
+        format!("Client '{client}' is already in room '{room_id}'"),
+    )
+    .with("room_id", room_id.to_string())
+}
+
+/// A join of a room at its cap.
+pub(super) fn room_full(room_id: &RoomId, max: usize) -> CoreError {
+    CoreError::new(
+        ErrorKind::RoomFull,
+        format!("Room '{room_id}' is full ({max} participants)"),
+    )
+    .with("room_id", room_id.to_string())
+    .with("max_participants", max)
+}
+
+/// A second sender.
+pub(super) fn sender_taken(room_id: &RoomId) -> CoreError {
+    CoreError::bad_request(format!(
+        "Role 'sender' is not available: room '{room_id}' already has a sender"
+    ))
+}
+
+pub(super) fn not_found(room_id: &RoomId) -> CoreError {
+    CoreError::new(
+        ErrorKind::RoomNotFound,
+        format!("Room '{room_id}' not found"),
+    )
+    .with("room_id", room_id.to_string())
+}
+
 /// A media backend's failure as the client sees it; the cause is logged.
-fn media_error(context: &str, e: MediaError) -> CoreError {
+pub(super) fn media_error(context: &str, e: MediaError) -> CoreError {
     match e {
         MediaError::Refused(m) => CoreError::bad_request(format!("Media backend refused: {m}")),
         MediaError::Unavailable(m) => {
@@ -430,6 +575,7 @@ impl Hub {
             max_participants,
             control: tokio::sync::Mutex::new(()),
             state: RwLock::new(RoomState::default()),
+            joins: Mutex::new(JoinQueue::default()),
         });
         // Held until the room is committed: joiners that find it wait here.
         let Ok(_control) = room.control.try_lock() else {
@@ -447,8 +593,36 @@ impl Hub {
                 v.insert(room.clone());
             }
         }
-        // The id must be free on every node the router knows, not only here.
-        let claimed = self.inner.router.claim_room(&room_id).await;
+        let member = Member {
+            session: session.clone(),
+            role,
+            metadata: member_metadata,
+            capabilities,
+            joined_at: now,
+            room_session: Uuid::new_v4(),
+            admission: 0,
+        };
+        // The id must be free on every node the router knows, not only here. In a
+        // cluster the registry takes the room and its first member at once.
+        let claimed = if self.clustered() {
+            let entry = crate::router::RoomEntry {
+                uuid: room.uuid,
+                created_at: now,
+                max_participants,
+                metadata: room.metadata.clone(),
+                offer_sdp: if role == Role::Sender {
+                    offer_sdp.clone()
+                } else {
+                    None
+                },
+            };
+            self.inner
+                .router
+                .create_room(&room_id, &entry, &self.member_entry(&member))
+                .await
+        } else {
+            self.inner.router.claim_room(&room_id).await
+        };
         if !matches!(claimed, Ok(true)) {
             room.state.write().closed = true;
             self.inner
@@ -484,14 +658,6 @@ impl Hub {
                 self.inner.router.release_room(&room_id).await;
                 return Err(media_error("create_room", e));
             }
-        };
-        let member = Member {
-            session: session.clone(),
-            role,
-            metadata: member_metadata,
-            capabilities,
-            joined_at: now,
-            room_session: Uuid::new_v4(),
         };
         let record = RoomRecord {
             id: room.uuid,
@@ -607,7 +773,7 @@ impl Hub {
         let room_id = RoomId::parse(room_id)?;
         // A room may be created or terminated between the look-up and the lock: retry.
         for _ in 0..4 {
-            if self.room(room_id.as_str()).is_some() {
+            if self.room(room_id.as_str()).is_some() || self.clustered() {
                 match self
                     .join_inner(
                         session,
@@ -618,6 +784,8 @@ impl Hub {
                     )
                     .await
                 {
+                    // A cluster found no room in the registry: create it.
+                    Err(e) if e.kind == ErrorKind::RoomNotFound && self.clustered() => {}
                     Err(e) if e.kind == ErrorKind::RoomNotFound => continue,
                     other => return other,
                 }
@@ -657,6 +825,10 @@ impl Hub {
         ))
     }
 
+    /// Queues a join on the room and waits for its answer. Joins are run in batches by
+    /// one task per room at a time (see [`run_joins`](Self::run_joins)): every join
+    /// waiting when the room's control lock comes free is checked, written to the store
+    /// together (one group commit for the batch) and answered after that commit.
     async fn join_inner(
         &self,
         session: &Arc<Session>,
@@ -665,112 +837,253 @@ impl Hub {
         capabilities: Vec<String>,
         metadata: Option<Value>,
     ) -> Result<RoomJoined, CoreError> {
-        let not_found = || {
-            CoreError::new(
-                ErrorKind::RoomNotFound,
-                format!("Room '{room_id}' not found"),
-            )
-            .with("room_id", room_id.to_string())
-        };
-        let room = self
-            .inner
-            .rooms
-            .get(&room_id)
-            .map(|r| r.clone())
-            .ok_or_else(not_found)?;
-        let _control = room.control.lock().await;
         let metadata = metadata.unwrap_or_else(|| json!({}));
+        if !self.clustered() {
+            let room = self
+                .inner
+                .rooms
+                .get(&room_id)
+                .map(|r| r.clone())
+                .ok_or_else(|| not_found(&room_id))?;
+            return self
+                .queue_join(session, room, role, capabilities, metadata)
+                .await;
+        }
+        // A cluster: this node's replica of the room, made from the registry if this node
+        // holds none yet. A replica retired while the join waited (its last member here
+        // left) is made again.
+        let mut last = None;
+        for _ in 0..3 {
+            let room = match self.inner.rooms.get(&room_id).map(|r| r.clone()) {
+                Some(r) => r,
+                None => self.replica(&room_id).await?,
+            };
+            match self
+                .queue_join(session, room, role, capabilities.clone(), metadata.clone())
+                .await
+            {
+                Err(e) if e.kind == ErrorKind::RoomNotFound => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| not_found(&room_id)))
+    }
+
+    /// Queues a join on `room` and waits for its answer.
+    async fn queue_join(
+        &self,
+        session: &Arc<Session>,
+        room: Arc<Room>,
+        role: Role,
+        capabilities: Vec<String>,
+        metadata: Value,
+    ) -> Result<RoomJoined, CoreError> {
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut q = room.joins.lock();
+            q.waiting.push(PendingJoin {
+                session: session.clone(),
+                role,
+                capabilities,
+                metadata,
+                reply,
+            });
+            !std::mem::replace(&mut q.running, true)
+        };
+        if start {
+            // A task of its own, so that a caller that goes away (its connection closed)
+            // cannot leave a batch half done.
+            let hub = self.clone();
+            tokio::spawn(async move { hub.run_joins(room).await });
+        }
+        answer.await.unwrap_or_else(|_| Err(CoreError::internal()))
+    }
+
+    /// Runs a room's queued joins, a batch per turn of the control lock, until none is
+    /// left.
+    async fn run_joins(&self, room: Arc<Room>) {
+        let mut runner = JoinRunner {
+            room: &room,
+            armed: true,
+        };
+        loop {
+            let _control = room.control.lock().await;
+            let batch = {
+                let mut q = room.joins.lock();
+                if q.waiting.is_empty() {
+                    q.running = false;
+                    runner.armed = false;
+                    return;
+                }
+                std::mem::take(&mut q.waiting)
+            };
+            self.join_batch(&room, batch).await;
+        }
+    }
+
+    /// Checks each join of a batch in order against the room as the joins before it
+    /// leave it, then commits the accepted ones together and adds them in order: each
+    /// joiner's list of participants, and who gets its PEER_JOINED, are what they would
+    /// be had the joins run one by one. (If a store write fails, a later join of the same
+    /// batch may have been refused for a slot the failed one would have taken.)
+    async fn join_batch(&self, room: &Arc<Room>, batch: Vec<PendingJoin>) {
+        let room_id = &room.id;
+        let clustered = self.clustered();
+        let mut accepted: Vec<(PendingJoin, Member)> = Vec::with_capacity(batch.len());
         {
             let st = room.state.read();
-            if st.closed {
-                return Err(not_found());
-            }
-            if st.members.iter().any(|m| m.client() == &session.client_id) {
-                return Err(CoreError::new(
-                    ErrorKind::AlreadyInRoom,
-                    format!(
-                        "Client '{}' is already in room '{room_id}'",
-                        session.client_id
-                    ),
-                )
-                .with("room_id", room_id.to_string()));
-            }
-            if st.members.len() >= room.max_participants {
-                return Err(CoreError::new(
-                    ErrorKind::RoomFull,
-                    format!(
-                        "Room '{room_id}' is full ({} participants)",
-                        room.max_participants
-                    ),
-                )
-                .with("room_id", room_id.to_string())
-                .with("max_participants", room.max_participants));
-            }
-            if role == Role::Sender && st.members.iter().any(|m| m.role == Role::Sender) {
-                return Err(CoreError::bad_request(format!(
-                    "Role 'sender' is not available: room '{room_id}' already has a sender"
-                )));
+            let mut count = st.members.len();
+            let mut has_sender = st.members.iter().any(|m| m.role == Role::Sender);
+            for mut j in batch {
+                let client = &j.session.client_id;
+                let refused = if st.closed {
+                    Some(not_found(room_id))
+                } else if st.members.iter().any(|m| m.client() == client)
+                    || accepted.iter().any(|(a, _)| &a.session.client_id == client)
+                {
+                    Some(already_in(client, room_id))
+                } else if !clustered && count >= room.max_participants {
+                    Some(room_full(room_id, room.max_participants))
+                } else if !clustered && j.role == Role::Sender && has_sender {
+                    Some(sender_taken(room_id))
+                } else {
+                    None
+                };
+                if let Some(e) = refused {
+                    let _ = j.reply.send(Err(e));
+                    continue;
+                }
+                count += 1;
+                has_sender |= j.role == Role::Sender;
+                let member = Member {
+                    session: j.session.clone(),
+                    role: j.role,
+                    metadata: j.metadata.clone(),
+                    capabilities: std::mem::take(&mut j.capabilities),
+                    joined_at: Utc::now(),
+                    room_session: Uuid::new_v4(),
+                    admission: 0,
+                };
+                accepted.push((j, member));
             }
         }
-        let member = Member {
-            session: session.clone(),
-            role,
-            metadata: metadata.clone(),
-            capabilities,
-            joined_at: Utc::now(),
-            room_session: Uuid::new_v4(),
-        };
-        let media = self
-            .inner
-            .media
-            .member_joined(&room_id, &session.client_id)
-            .await
-            .map_err(|e| media_error("join_room", e))?;
-        if let Err(e) = self
-            .store()
-            .add_member(&member_records(&room, &member))
-            .await
-        {
-            self.inner
-                .media
-                .member_left(&room_id, &session.client_id)
+        if accepted.is_empty() {
+            return;
+        }
+        // In a cluster, the registry admits them against every node's members, and lists
+        // the members the first of them finds.
+        let mut cluster_before: Option<Vec<ParticipantInfo>> = None;
+        if clustered {
+            let Some((admitted, before)) = self.admit(room, accepted).await else {
+                return;
+            };
+            accepted = admitted;
+            cluster_before = Some(before);
+            if accepted.is_empty() {
+                return;
+            }
+        }
+        // The media backend, then the store: the writes go to the store together, so
+        // that a store committing in groups commits them at once.
+        let mut media = Vec::with_capacity(accepted.len());
+        for (j, _) in &accepted {
+            media.push(
+                self.inner
+                    .media
+                    .member_joined(room_id, &j.session.client_id)
+                    .await
+                    .map_err(|e| media_error("join_room", e)),
+            );
+        }
+        let records: Vec<Option<MemberRecords>> = accepted
+            .iter()
+            .zip(&media)
+            .map(|((_, m), md)| md.is_ok().then(|| member_records(room, m)))
+            .collect();
+        let stored = futures_util::future::join_all(records.iter().map(|r| async move {
+            match r {
+                Some(r) => Some(self.store().add_member(r).await),
+                None => None,
+            }
+        }))
+        .await;
+        for (((j, member), media), stored) in accepted.into_iter().zip(media).zip(stored) {
+            let media = match (media, stored) {
+                (Err(e), _) => {
+                    let _ = j.reply.send(Err(e));
+                    continue;
+                }
+                (Ok(_), Some(Err(e))) => {
+                    self.inner
+                        .media
+                        .member_left(room_id, &j.session.client_id)
+                        .await;
+                    if clustered {
+                        self.inner
+                            .router
+                            .forget_member(room_id, &j.session.client_id)
+                            .await;
+                    }
+                    let _ = j.reply.send(Err(CoreError::from_store("join_room", e)));
+                    continue;
+                }
+                (Ok(media), _) => media,
+            };
+            let PendingJoin {
+                session,
+                role,
+                metadata,
+                reply,
+                ..
+            } = j;
+            let room_session = member.room_session;
+            let env = Envelope::new(Event::PeerJoined {
+                room: room_id.clone(),
+                client: session.client_id.clone(),
+                role,
+                metadata,
+            });
+            let (participants, offer_sdp) = {
+                let mut st = room.state.write();
+                let participants: Vec<ParticipantInfo> = match &mut cluster_before {
+                    Some(list) => {
+                        let now = list.clone();
+                        list.push(participant(&member));
+                        now
+                    }
+                    None => st.members.iter().map(participant).collect(),
+                };
+                for m in &st.members {
+                    m.session.deliver(env.clone());
+                }
+                // What other nodes announced while it was being admitted.
+                if let Some(list) = &cluster_before {
+                    for missed in st.missed_by(list) {
+                        session.deliver(missed);
+                    }
+                }
+                st.members.push(member);
+                st.ever_joined += 1;
+                (participants, st.offer_sdp.clone())
+            };
+            session.add_room(room_id.clone());
+            self.tell_other_nodes(room_id, Some(&session.client_id), &env)
                 .await;
-            return Err(CoreError::from_store("join_room", e));
+            self.publish(events::Kind::MemberJoined, |e| {
+                e.room(room_id)
+                    .client(&session.client_id)
+                    .data(json!({ "role": role.as_str() }))
+            });
+            let _ = reply.send(Ok(RoomJoined {
+                room_id: room_id.clone(),
+                session_id: room_session,
+                role,
+                created_at: room.created_at,
+                participants,
+                offer_sdp,
+                media,
+            }));
         }
-        let room_session = member.room_session;
-        let (others, offer_sdp) = {
-            let mut st = room.state.write();
-            let others: Vec<Member> = st.members.clone();
-            st.members.push(member);
-            st.ever_joined += 1;
-            (others, st.offer_sdp.clone())
-        };
-        session.add_room(room_id.clone());
-        let env = Envelope::new(Event::PeerJoined {
-            room: room_id.clone(),
-            client: session.client_id.clone(),
-            role,
-            metadata,
-        });
-        for m in &others {
-            m.session.deliver(env.clone());
-        }
-        self.tell_other_nodes(&room_id, Some(&session.client_id), &env)
-            .await;
-        self.publish(events::Kind::MemberJoined, |e| {
-            e.room(&room_id)
-                .client(&session.client_id)
-                .data(json!({ "role": role.as_str() }))
-        });
-        Ok(RoomJoined {
-            room_id,
-            session_id: room_session,
-            role,
-            created_at: room.created_at,
-            participants: others.iter().map(participant).collect(),
-            offer_sdp,
-            media,
-        })
     }
 
     /// ROOM_LEAVE: the caller leaves; PEER_LEFT to the rest, or, when the sender or the
@@ -793,18 +1106,7 @@ impl Hub {
                 _ => e,
             })?;
         let room_id = RoomId::parse(room_id)?;
-        let room = self
-            .inner
-            .rooms
-            .get(&room_id)
-            .map(|r| r.clone())
-            .ok_or_else(|| {
-                CoreError::new(
-                    ErrorKind::RoomNotFound,
-                    format!("Room '{room_id}' not found"),
-                )
-                .with("room_id", room_id.to_string())
-            })?;
+        let room = self.room_to_leave(session, &room_id).await?;
         let reason = reason
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| "left".into());
@@ -829,13 +1131,7 @@ impl Hub {
         reason: &str,
     ) -> Result<(), CoreError> {
         let room_id = RoomId::parse(room_id)?;
-        let room = self.room(room_id.as_str()).ok_or_else(|| {
-            CoreError::new(
-                ErrorKind::RoomNotFound,
-                format!("Room '{room_id}' not found"),
-            )
-            .with("room_id", room_id.to_string())
-        })?;
+        let room = self.room_to_leave(session, &room_id).await?;
         if !self.leave(&room, session, reason, true).await {
             return Err(CoreError::new(
                 ErrorKind::NotMember,
@@ -844,6 +1140,29 @@ impl Hub {
             .with("room_id", room_id.to_string()));
         }
         Ok(())
+    }
+
+    /// The room `session` asks to leave: 404 if no node holds it; 403 if it exists (in a
+    /// cluster, perhaps only on other nodes) and this session is not in it.
+    async fn room_to_leave(
+        &self,
+        session: &Session,
+        room_id: &RoomId,
+    ) -> Result<Arc<Room>, CoreError> {
+        if let Some(r) = self.room(room_id.as_str()) {
+            return Ok(r);
+        }
+        let elsewhere =
+            self.clustered() && matches!(self.inner.router.room_entry(room_id).await, Ok(Some(_)));
+        Err(if elsewhere {
+            CoreError::new(
+                ErrorKind::NotMember,
+                format!("Client '{}' is not in room '{room_id}'", session.client_id),
+            )
+            .with("room_id", room_id.to_string())
+        } else {
+            not_found(room_id)
+        })
     }
 
     /// Takes a session out of every room it is in; `voluntary` when the client asked.
@@ -867,6 +1186,9 @@ impl Hub {
         reason: &str,
         voluntary: bool,
     ) -> bool {
+        if self.clustered() {
+            return self.leave_clustered(room, session, reason, voluntary).await;
+        }
         let _control = room.control.lock().await;
         let (member, remaining, terminate) = {
             let mut st = room.state.write();
@@ -879,11 +1201,13 @@ impl Hub {
             };
             let member = st.members.remove(pos);
             let terminate = member.role == Role::Sender || st.members.is_empty();
+            // The members themselves only if the room ends (their history is written);
+            // otherwise the others are only told, and their sessions are enough.
             let remaining = if terminate {
                 st.closed = true;
                 std::mem::take(&mut st.members)
             } else {
-                st.members.clone()
+                Vec::new()
             };
             (member, remaining, terminate)
         };
@@ -967,7 +1291,7 @@ impl Hub {
                 client: member.client().clone(),
                 reason: reason.to_owned(),
             });
-            for m in &remaining {
+            for m in &room.state.read().members {
                 m.session.deliver(env.clone());
             }
             self.tell_other_nodes(&room.id, Some(member.client()), &env)
@@ -1009,10 +1333,29 @@ impl Hub {
     /// without drain): their members are long gone. Returns how many were closed.
     pub async fn recover_rooms(&self) -> Result<usize, CoreError> {
         let store = self.store();
-        let rooms = store
+        let mut rooms = store
             .active_rooms()
             .await
             .map_err(|e| CoreError::from_store("recover", e))?;
+        if self.clustered() {
+            // Other nodes hold rooms of the shared store: only rooms the registry no
+            // longer knows were left behind (by a whole cluster stopping at once, or a
+            // registry lost with Redis's data).
+            let live: std::collections::HashSet<RoomId> = self
+                .inner
+                .router
+                .room_ids()
+                .await
+                .map_err(|e| {
+                    CoreError::new(
+                        ErrorKind::Unavailable,
+                        format!("recover: cluster registry unavailable: {e}"),
+                    )
+                })?
+                .into_iter()
+                .collect();
+            rooms.retain(|r| RoomId::parse(&r.room_id).map_or(true, |id| !live.contains(&id)));
+        }
         let now = Utc::now();
         for r in &rooms {
             let members = store

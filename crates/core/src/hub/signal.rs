@@ -19,7 +19,7 @@ use super::{
 use crate::{
     error::{CoreError, ErrorKind},
     ids::{ClientId, RoomId},
-    router::{NodeMessage, Recipient, Remote},
+    router::{NodeMessage, Recipient},
 };
 
 /// A signal as a dialect hands it to the hub.
@@ -53,6 +53,10 @@ pub struct Elsewhere {
     target: ClientId,
     env: Arc<Envelope>,
     kind: SignalKind,
+    /// The sender's rooms, for the shared-room rule on another node.
+    from_rooms: Vec<RoomId>,
+    /// The frame as the sender's edge encoded it, if it did.
+    raw: Option<crate::router::RawFrame>,
 }
 
 impl Hub {
@@ -113,14 +117,22 @@ impl Hub {
         body: impl FnOnce() -> Result<SignalBody, CoreError>,
     ) -> Result<Routed, CoreError> {
         let to = self.route(from, target, room)?;
-        if let (Some(s), Some((format, e))) = (&to, encoded)
-            && s.format() == Some(format)
-        {
-            s.send(Outbound::Encoded(e));
-            self.count_relayed(kind);
-            return Ok(Routed::Delivered);
-        }
+        let encoded = match (&to, encoded) {
+            (Some(s), Some((format, e))) if s.format() == Some(format) => {
+                s.send(Outbound::Encoded(e));
+                self.count_relayed(kind);
+                return Ok(Routed::Delivered);
+            }
+            (_, e) => e,
+        };
         let target = ClientId::parse("target_client_id", target)?;
+        // For another node, a frame its format can read back travels alone: the body is
+        // decoded there, and only for a receiver of another format.
+        let clustered = to.is_none() && self.clustered();
+        let raw_only = clustered
+            && encoded
+                .as_ref()
+                .is_some_and(|(f, _)| super::event::body_decoder(f.id()).is_some());
         let env = Envelope::with_id(
             id,
             Event::Signal(Signal {
@@ -128,7 +140,11 @@ impl Hub {
                 from: from.client_id.clone(),
                 target: Some(target.clone()),
                 room: room.map(RoomId::parse).transpose()?,
-                body: body()?,
+                body: if raw_only {
+                    SignalBody::default()
+                } else {
+                    body()?
+                },
             }),
         );
         match to {
@@ -137,38 +153,143 @@ impl Hub {
                 self.count_relayed(kind);
                 Ok(Routed::Delivered)
             }
-            None => Ok(Routed::Elsewhere(Elsewhere { target, env, kind })),
+            None => Ok(Routed::Elsewhere(Elsewhere {
+                target,
+                env,
+                kind,
+                // Only a cluster sends it on: a single node answers 404 at once.
+                from_rooms: if clustered { from.rooms() } else { Vec::new() },
+                raw: encoded
+                    .filter(|_| clustered)
+                    .map(|(format, e)| raw_frame(format, &e, raw_only)),
+            })),
         }
     }
 
-    /// Sends a signal [`relay`](Self::relay) found no session for here to the node
-    /// holding its target; 404 when no node does.
-    pub async fn send_elsewhere(&self, e: Elsewhere) -> Result<(), CoreError> {
-        let not_found = |target: &ClientId| {
-            CoreError::new(
-                ErrorKind::PeerNotFound,
-                format!("Target client '{target}' not found"),
-            )
-            .with("target_client_id", target.to_string())
-        };
-        if !self.inner.router.has_other_nodes() {
-            return Err(not_found(&e.target));
+    /// Sends a signal [`relay`](Self::relay) found no session for here on to the node
+    /// holding its target, without waiting, when this node knows that node already (the
+    /// target is a member elsewhere of a room the signal names, or of one the sender is
+    /// in): `Ok(None)` once queued. `Ok(Some(e))` when the target must be looked up in
+    /// the registry first: [`send_elsewhere`](Self::send_elsewhere) does that.
+    pub fn post_elsewhere(&self, e: Elsewhere) -> Result<Option<Elsewhere>, CoreError> {
+        if !self.clustered() {
+            return Err(peer_not_found(&e.target));
         }
+        let Some(node) = self.known_node(&e) else {
+            return Ok(Some(e));
+        };
+        self.post(&node, e)?;
+        Ok(None)
+    }
+
+    /// The node of `e`'s target as this node's replicas know it, if the rules let the
+    /// signal reach it there.
+    fn known_node(&self, e: &Elsewhere) -> Option<Arc<str>> {
+        let Event::Signal(sig) = &e.env.event else {
+            return None;
+        };
+        let lookup = |room: &RoomId| {
+            self.room(room.as_str())
+                .and_then(|r| r.state.read().remote.get(&e.target).map(|m| m.node.clone()))
+        };
+        match &sig.room {
+            Some(r) => lookup(r),
+            None => e.from_rooms.iter().find_map(lookup).or_else(|| {
+                if self.config().require_shared_room {
+                    None
+                } else {
+                    self.inner.located.get(&e.target).map(|n| n.value().clone())
+                }
+            }),
+        }
+    }
+
+    /// Remembers the node the registry gave for `client`, where no shared room is needed
+    /// to reach it.
+    fn remember_node(&self, client: &ClientId, node: &str) {
+        if self.config().require_shared_room {
+            return;
+        }
+        let located = &self.inner.located;
+        if located.len() >= super::LOCATED_CAP {
+            located.clear();
+        }
+        located.insert(client.clone(), Arc::from(node));
+    }
+
+    /// Queues `e` for `node`.
+    fn post(&self, node: &str, e: Elsewhere) -> Result<(), CoreError> {
+        let id = e.env.id;
+        // The envelope is this signal's alone: its event moves on, uncopied.
+        let event = Arc::try_unwrap(e.env).map_or_else(|env| env.event.clone(), |env| env.event);
         let msg = NodeMessage {
-            id: e.env.id,
+            id,
             from_node: self.inner.router.node_id().to_owned(),
-            to: Recipient::Client {
-                client: e.target.clone(),
-            },
-            event: e.env.event.clone(),
+            to: Recipient::Client { client: e.target },
+            event,
+            raw: e.raw,
         };
-        match self.inner.router.send(msg).await {
-            Remote::Delivered => {
-                self.count_relayed(e.kind);
-                Ok(())
+        self.inner.router.post(node, msg).map_err(|err| {
+            tracing::warn!(node = %node, error = %err, "signal: could not send to another node");
+            CoreError::new(
+                ErrorKind::Unavailable,
+                format!("Cluster link unavailable ({}), retry later", err.0),
+            )
+        })?;
+        self.count_relayed(e.kind);
+        Ok(())
+    }
+
+    /// Sends a signal [`relay`](Self::relay) found no session for here to the node
+    /// holding its target, looking it up in the registry when this node does not know
+    /// it; 404 when no node holds it.
+    pub async fn send_elsewhere(&self, e: Elsewhere) -> Result<(), CoreError> {
+        let Some(e) = self.post_elsewhere(e)? else {
+            return Ok(());
+        };
+        let Some(node) = self.inner.router.locate(&e.target).await else {
+            return Err(peer_not_found(&e.target));
+        };
+        // The routing rules [`route`](Self::route) checks here, checked against the
+        // registry for a target on another node.
+        if let Event::Signal(sig) = &e.env.event {
+            let rooms: Option<Vec<RoomId>> = match &sig.room {
+                Some(r) => Some(vec![r.clone()]),
+                None if self.config().require_shared_room => Some(e.from_rooms.clone()),
+                None => None,
+            };
+            if let Some(rooms) = rooms {
+                let shared = self
+                    .inner
+                    .router
+                    .in_any_room(&e.target, &rooms)
+                    .await
+                    .map_err(|err| {
+                        tracing::warn!(error = %err, "signal: cluster registry unavailable");
+                        CoreError::new(
+                            ErrorKind::Unavailable,
+                            "Cluster registry unavailable (Redis), retry later",
+                        )
+                    })?;
+                if !shared {
+                    return Err(match &sig.room {
+                        Some(r) => CoreError::new(
+                            ErrorKind::PeerNotFound,
+                            format!("Target client '{}' is not in room '{r}'", e.target),
+                        )
+                        .with("target_client_id", e.target.to_string())
+                        .with("room_id", r.to_string()),
+                        None => CoreError::new(
+                            ErrorKind::NoSharedRoom,
+                            format!("Clients '{}' and '{}' share no room", sig.from, e.target),
+                        )
+                        .with("target_client_id", e.target.to_string()),
+                    });
+                }
             }
-            Remote::NotFound => Err(not_found(&e.target)),
         }
+        self.remember_node(&e.target, &node);
+        self.post(&node, e)
     }
 
     /// Where a signal from `from` to `target` (within `room`, if named) goes: the
@@ -245,5 +366,30 @@ impl Hub {
             .with("room_id", room_id.to_string()));
         }
         Ok(r)
+    }
+}
+
+fn peer_not_found(target: &ClientId) -> CoreError {
+    CoreError::new(
+        ErrorKind::PeerNotFound,
+        format!("Target client '{target}' not found"),
+    )
+    .with("target_client_id", target.to_string())
+}
+
+/// A signal's encoded frame, as it travels to another node.
+fn raw_frame(format: Format, e: &Encoded, body_only_here: bool) -> crate::router::RawFrame {
+    crate::router::RawFrame {
+        body_only_here,
+        format: format.id(),
+        head: bytes::Bytes::copy_from_slice(&e.head[..usize::from(e.head_len)]),
+        body: if e.parts[1].is_empty() {
+            e.parts[0].clone()
+        } else {
+            let mut b = bytes::BytesMut::with_capacity(e.parts[0].len() + e.parts[1].len());
+            b.extend_from_slice(&e.parts[0]);
+            b.extend_from_slice(&e.parts[1]);
+            b.freeze()
+        },
     }
 }

@@ -36,9 +36,26 @@ fn creds(id: &str) -> Credentials {
     }
 }
 
+/// A session of a new client: CONNECT, then REGISTER.
 async fn connect(hub: &Hub, id: &str, cap: usize) -> (Arc<Session>, Arc<Outbox>) {
+    let (s, rx) = reconnect(hub, id, cap).await;
+    hub.register(
+        &s,
+        RegisterParams {
+            creds: creds(id),
+            room_id: None,
+            capabilities: vec![],
+            metadata: json!({}),
+        },
+    )
+    .await
+    .unwrap();
+    (s, rx)
+}
+
+/// A session of a client registered before (CONNECT only).
+async fn reconnect(hub: &Hub, id: &str, cap: usize) -> (Arc<Session>, Arc<Outbox>) {
     let rx = Outbox::new(cap);
-    let tx = rx.clone();
     let s = hub
         .connect(
             ConnectParams {
@@ -51,21 +68,10 @@ async fn connect(hub: &Hub, id: &str, cap: usize) -> (Arc<Session>, Arc<Outbox>)
                 display_name: None,
                 anonymous: false,
             },
-            tx,
+            rx.clone(),
         )
         .await
         .unwrap();
-    hub.register(
-        &s,
-        RegisterParams {
-            creds: creds(id),
-            room_id: None,
-            capabilities: vec![],
-            metadata: json!({}),
-        },
-    )
-    .await
-    .unwrap();
     (s, rx)
 }
 
@@ -298,11 +304,22 @@ async fn every_lifecycle_step_is_published_in_order() {
 }
 
 /// A router standing for a cluster: records what the hub sends other nodes, and says a
-/// client named `elsewhere` is on another node.
-#[derive(Default)]
+/// client named `elsewhere` is on another node; its room registry is an in-memory
+/// cluster's.
 struct RecordingRouter {
     sent: parking_lot::Mutex<Vec<NodeMessage>>,
     inbox: parking_lot::Mutex<Option<std::sync::Weak<dyn Inbox>>>,
+    registry: crate::router::memory::MemoryRouter,
+}
+
+impl Default for RecordingRouter {
+    fn default() -> Self {
+        Self {
+            sent: Default::default(),
+            inbox: Default::default(),
+            registry: crate::router::memory::MemoryCluster::new().node("node-a"),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -313,12 +330,15 @@ impl Router for RecordingRouter {
     fn attach(&self, inbox: std::sync::Weak<dyn Inbox>) {
         *self.inbox.lock() = Some(inbox);
     }
-    async fn session_opened(&self, _: &ClientId) -> Result<(), crate::router::RouterError> {
-        Ok(())
+    async fn session_opened(
+        &self,
+        _: &ClientId,
+    ) -> Result<Vec<String>, crate::router::RouterError> {
+        Ok(Vec::new())
     }
     async fn session_closed(&self, _: &ClientId) {}
-    async fn locate(&self, _: &ClientId) -> Option<String> {
-        None
+    async fn locate(&self, c: &ClientId) -> Option<String> {
+        (c.as_str() == "elsewhere").then(|| "node-b".to_owned())
     }
     async fn send(&self, msg: NodeMessage) -> crate::router::Remote {
         let found =
@@ -330,10 +350,51 @@ impl Router for RecordingRouter {
             crate::router::Remote::NotFound
         }
     }
+    fn post(&self, _: &str, msg: NodeMessage) -> Result<(), crate::router::RouterError> {
+        self.sent.lock().push(msg);
+        Ok(())
+    }
     async fn claim_room(&self, _: &RoomId) -> Result<bool, crate::router::RouterError> {
         Ok(true)
     }
     async fn release_room(&self, _: &RoomId) {}
+    async fn create_room(
+        &self,
+        room: &RoomId,
+        entry: &crate::router::RoomEntry,
+        creator: &crate::router::MemberEntry,
+    ) -> Result<bool, crate::router::RouterError> {
+        self.registry.create_room(room, entry, creator).await
+    }
+    async fn room_entry(
+        &self,
+        room: &RoomId,
+    ) -> Result<
+        Option<(crate::router::RoomEntry, Vec<crate::router::MemberEntry>)>,
+        crate::router::RouterError,
+    > {
+        self.registry.room_entry(room).await
+    }
+    async fn join_members(
+        &self,
+        room: &RoomId,
+        joins: &[crate::router::MemberEntry],
+    ) -> Result<
+        (
+            Vec<crate::router::JoinVerdict>,
+            Vec<crate::router::MemberEntry>,
+        ),
+        crate::router::RouterError,
+    > {
+        self.registry.join_members(room, joins).await
+    }
+    async fn leave_member(
+        &self,
+        room: &RoomId,
+        client: &ClientId,
+    ) -> Result<crate::router::LeaveVerdict, crate::router::RouterError> {
+        self.registry.leave_member(room, client).await
+    }
 }
 
 fn clustered(cfg: HubConfig) -> (Hub, Arc<RecordingRouter>) {
@@ -374,7 +435,7 @@ async fn a_target_on_no_session_here_goes_to_the_router() {
     let e = hub.signal(&a, offer("nowhere", None)).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::PeerNotFound, "{e:?}");
     let sent = router.sent.lock().clone();
-    assert_eq!(sent.len(), 2);
+    assert_eq!(sent.len(), 1, "a client no node holds is sent nowhere");
     assert_eq!(sent[0].id, id, "the frame id is kept end to end");
     assert_eq!(sent[0].from_node, "node-a");
     match &sent[0].event {
@@ -413,9 +474,255 @@ async fn room_events_go_to_the_other_nodes_too() {
         [
             ("peer_joined".to_owned(), Some("bob".to_owned())),
             ("peer_left".to_owned(), Some("bob".to_owned())),
-            ("room_closed".to_owned(), None),
-        ]
+        ],
+        "a room that ends with no member on another node tells no other node"
     );
+}
+
+/// Two hubs as two nodes of one in-memory cluster.
+fn two_nodes(
+    cfg: HubConfig,
+) -> (
+    Hub,
+    Hub,
+    Arc<MemoryStore>,
+    crate::router::memory::MemoryCluster,
+) {
+    let cluster = crate::router::memory::MemoryCluster::new();
+    let store = Arc::new(MemoryStore::new());
+    let node = |id: &str| {
+        Hub::new(
+            cfg.clone(),
+            Ports {
+                router: Arc::new(cluster.node(id)),
+                ..ports(store.clone())
+            },
+        )
+    };
+    (node("a"), node("b"), store, cluster)
+}
+
+#[tokio::test]
+async fn a_room_spans_nodes() {
+    let (a, b, store, _cluster) = two_nodes(HubConfig::default());
+    let (alice, ra) = connect(&a, "alice", 16).await;
+    let (bob, rb) = connect(&b, "bob", 16).await;
+    let (carol, rc) = connect(&b, "carol", 16).await;
+    a.create_room(&alice, create("alice", "r")).await.unwrap();
+    let e = b.create_room(&bob, create("bob", "r")).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::RoomExists, "ids are unique across nodes");
+    let joined = b.join_room(&bob, join("bob", "r")).await.unwrap();
+    assert_eq!(
+        joined
+            .participants
+            .iter()
+            .map(|p| p.client_id.as_str())
+            .collect::<Vec<_>>(),
+        ["alice"],
+        "a joiner sees members on other nodes"
+    );
+    assert!(
+        matches!(event(&ra).event, Event::PeerJoined { ref client, .. } if client.as_str() == "bob")
+    );
+    b.join_room(&carol, join("carol", "r")).await.unwrap();
+    assert!(
+        matches!(event(&ra).event, Event::PeerJoined { ref client, .. } if client.as_str() == "carol")
+    );
+    assert!(
+        matches!(event(&rb).event, Event::PeerJoined { ref client, .. } if client.as_str() == "carol")
+    );
+    let info = a.cluster_room("r").await.unwrap();
+    assert_eq!(
+        info.participants.len(),
+        3,
+        "every node's members are listed"
+    );
+
+    // Signals cross nodes, by target and to the room.
+    a.signal(&alice, offer("bob", Some("r"))).await.unwrap();
+    assert!(matches!(event(&rb).event, Event::Signal(ref s) if s.from.as_str() == "alice"));
+    let e = a
+        .signal(&alice, offer("dave", Some("r")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::PeerNotFound);
+
+    // The sender on node a leaves: the room ends on node b too, recorded once.
+    a.leave_room(&alice, creds("alice"), "r", None)
+        .await
+        .unwrap();
+    for rx in [&rb, &rc] {
+        assert!(matches!(event(rx).event, Event::RoomClosed { .. }));
+    }
+    assert!(!bob.in_room("r") && !carol.in_room("r"));
+    assert!(b.room_info("r").is_none(), "node b's replica is gone");
+    assert_eq!(store.terminated_rooms("r").await.unwrap().len(), 1);
+    assert_eq!(
+        store.member_history("r").await.unwrap().len(),
+        3,
+        "every member's history, once"
+    );
+}
+
+/// The members elsewhere each node knows, by client id.
+fn known_elsewhere(hub: &Hub, room: &str) -> Vec<(String, String)> {
+    let Some(r) = hub.room(room) else {
+        return Vec::new();
+    };
+    let mut v: Vec<(String, String)> = r
+        .state
+        .read()
+        .remote
+        .iter()
+        .map(|(c, m)| (c.to_string(), m.node.to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn each_node_knows_where_the_members_elsewhere_are() {
+    let (a, b, _store, _cluster) = two_nodes(HubConfig::default());
+    let (alice, _ra) = connect(&a, "alice", 16).await;
+    let (bob, rb) = connect(&b, "bob", 16).await;
+    let (carol, rc) = connect(&b, "carol", 16).await;
+    a.create_room(&alice, create("alice", "r")).await.unwrap();
+    b.join_room(&bob, join("bob", "r")).await.unwrap();
+    b.join_room(&carol, join("carol", "r")).await.unwrap();
+    assert!(matches!(event(&rb).event, Event::PeerJoined { .. }));
+    let pair = |c: &str, n: &str| (c.to_owned(), n.to_owned());
+    assert_eq!(
+        known_elsewhere(&a, "r"),
+        [pair("bob", "b"), pair("carol", "b")],
+        "from PEER_JOINED"
+    );
+    assert_eq!(
+        known_elsewhere(&b, "r"),
+        [pair("alice", "a")],
+        "from the members before the join"
+    );
+    // Straight to the node, with and without the room named.
+    a.signal(&alice, offer("bob", Some("r"))).await.unwrap();
+    assert!(matches!(event(&rb).event, Event::Signal(ref s) if s.from.as_str() == "alice"));
+    a.signal(&alice, offer("carol", None)).await.unwrap();
+    assert!(matches!(event(&rc).event, Event::Signal(ref s) if s.from.as_str() == "alice"));
+    // A member that left is forgotten, and refused as before.
+    b.leave_room(&bob, creds("bob"), "r", None).await.unwrap();
+    assert_eq!(known_elsewhere(&a, "r"), [pair("carol", "b")]);
+    let e = a.signal(&alice, offer("bob", Some("r"))).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::PeerNotFound, "{e:?}");
+    let e = a.signal(&alice, offer("bob", None)).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NoSharedRoom, "{e:?}");
+}
+
+#[tokio::test]
+async fn without_rooms_a_node_remembers_where_a_client_is_until_told_otherwise() {
+    let cfg = HubConfig {
+        require_shared_room: false,
+        ..HubConfig::default()
+    };
+    let cluster = crate::router::memory::MemoryCluster::new();
+    let store = Arc::new(MemoryStore::new());
+    let node = |id: &str| {
+        Hub::new(
+            cfg.clone(),
+            Ports {
+                router: Arc::new(cluster.node(id)),
+                ..ports(store.clone())
+            },
+        )
+    };
+    let (a, b, c) = (node("a"), node("b"), node("c"));
+    let (alice, _ra) = connect(&a, "alice", 16).await;
+    let (bob, rb) = connect(&b, "bob", 16).await;
+    a.signal(&alice, offer("bob", None)).await.unwrap();
+    assert!(matches!(event(&rb).event, Event::Signal(_)));
+    let known = |h: &Hub| h.inner.located.get("bob").map(|n| n.to_string());
+    assert_eq!(
+        known(&a).as_deref(),
+        Some("b"),
+        "found once in the registry"
+    );
+    // Bob moves to node c: node b tells node a it holds him no more, and node a finds
+    // him again.
+    b.disconnect(&bob, "gone", true).await;
+    let (bob2, rb2) = reconnect(&c, "bob", 16).await;
+    a.signal(&alice, offer("bob", None)).await.unwrap();
+    assert_eq!(known(&a), None, "node b said bob is not there");
+    a.signal(&alice, offer("bob", None)).await.unwrap();
+    assert!(matches!(event(&rb2).event, Event::Signal(_)));
+    assert_eq!(known(&a).as_deref(), Some("c"));
+    // A client no node holds any more is refused again.
+    c.disconnect(&bob2, "gone", true).await;
+    a.signal(&alice, offer("bob", None)).await.unwrap();
+    let e = a.signal(&alice, offer("bob", None)).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::PeerNotFound, "{e:?}");
+}
+
+#[tokio::test]
+async fn a_lost_nodes_members_leave_their_rooms() {
+    let (a, b, store, cluster) = two_nodes(HubConfig::default());
+    let (alice, ra) = connect(&a, "alice", 16).await;
+    let (bob, _rb) = connect(&b, "bob", 16).await;
+    a.create_room(&alice, create("alice", "r")).await.unwrap();
+    b.join_room(&bob, join("bob", "r")).await.unwrap();
+    let _ = event(&ra);
+    cluster.lose("b", "a");
+    let mut left = None;
+    for _ in 0..100 {
+        if let Some(o) = ra.try_pop() {
+            left = Some(o);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let Some(Outbound::Event(left)) = left else {
+        panic!("alice hears bob left");
+    };
+    assert!(
+        matches!(left.event, Event::PeerLeft { ref client, ref reason, .. } if client.as_str() == "bob" && reason == "node lost"),
+        "{left:?}"
+    );
+    assert_eq!(a.cluster_room("r").await.unwrap().participants.len(), 1);
+    assert_eq!(
+        store.member_history("r").await.unwrap().len(),
+        1,
+        "the lost member's leave is recorded"
+    );
+}
+
+#[tokio::test]
+async fn a_newer_session_on_another_node_replaces_the_older() {
+    let (a, b, _store, _cluster) = two_nodes(HubConfig::default());
+    let (old, _ro) = connect(&a, "alice", 16).await;
+    let (x, _rx) = connect(&a, "carol", 16).await;
+    a.create_room(&x, create("carol", "r")).await.unwrap();
+    a.join_room(&old, join("alice", "r")).await.unwrap();
+    let rn = Outbox::new(16);
+    let _new = b
+        .connect(
+            ConnectParams {
+                client_id: "alice".into(),
+                auth_token: "alice-token".into(),
+                version: None,
+                format: JSON,
+                capabilities: vec![],
+                metadata: json!({}),
+                display_name: None,
+                anonymous: false,
+            },
+            rn,
+        )
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), old.closed())
+        .await
+        .expect("the older session is closed");
+    assert_eq!(
+        closed.error().map(|e| e.kind),
+        Some(ErrorKind::SessionReplaced)
+    );
+    assert!(!old.in_room("r"), "the replaced session left its rooms");
 }
 
 #[tokio::test]
@@ -444,6 +751,7 @@ async fn messages_from_other_nodes_reach_this_nodes_sessions() {
             client: ClientId::parse("to", "bob").unwrap(),
         },
         event: signal.clone(),
+        raw: None,
     });
     assert_eq!(n, 1);
     let got = event(&rb);
@@ -462,6 +770,7 @@ async fn messages_from_other_nodes_reach_this_nodes_sessions() {
             except: Some(ClientId::parse("x", "alice").unwrap()),
         },
         event: joined.clone(),
+        raw: None,
     });
     assert_eq!(
         n, 1,

@@ -10,19 +10,257 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
-use super::{Inbox, NodeMessage, Recipient, Remote, Router};
+use super::{
+    Inbox, JoinVerdict, LeaveVerdict, MemberEntry, NodeMessage, Recipient, Remote, RoomEntry,
+    Router,
+};
 use crate::{
-    hub::{Event, Signal, SignalBody, SignalKind},
+    hub::{Event, Role, Signal, SignalBody, SignalKind},
     ids::{ClientId, RoomId},
 };
 
 /// Runs every check. Ids are fresh per run, so a shared backend may be reused.
-pub async fn run<R: Router>(make: impl Fn(&str) -> R, shared: bool) {
+pub async fn run<R: Router>(make: impl Fn(&str) -> Arc<R>, shared: bool) {
     node_id(&make).await;
     room_ids_are_claimed_once(&make, shared).await;
     presence_follows_sessions(&make, shared).await;
     delivery(&make, shared).await;
     messages_cross_processes_intact();
+    if shared {
+        registry(&make).await;
+        registry_races(&make).await;
+    }
+}
+
+fn member(client: &ClientId, node: &str, role: Role) -> MemberEntry {
+    MemberEntry {
+        client: client.clone(),
+        node: node.to_owned(),
+        role,
+        metadata: serde_json::json!({"n": node}),
+        capabilities: vec!["webrtc".into()],
+        display_name: None,
+        joined_at: chrono::Utc::now(),
+        room_session: Uuid::new_v4(),
+    }
+}
+
+fn entry(max: usize) -> RoomEntry {
+    RoomEntry {
+        uuid: Uuid::new_v4(),
+        created_at: chrono::Utc::now(),
+        max_participants: max,
+        metadata: serde_json::json!({"k": "v"}),
+        offer_sdp: Some("v=0\r\n".into()),
+    }
+}
+
+/// The cluster's room registry: one creator per id, the cap, the one sender, and the
+/// one leaver told the room ended, whichever node asks.
+async fn registry<R: Router>(make: &impl Fn(&str) -> Arc<R>) {
+    let (a, b) = (make(&fresh("a")), make(&fresh("b")));
+    let room = RoomId::parse(&fresh("room")).unwrap();
+    let (alice, bob, carol, dave) = (
+        client("alice"),
+        client("bob"),
+        client("carol"),
+        client("dave"),
+    );
+    let e = entry(3);
+    let creator = member(&alice, a.node_id(), Role::Sender);
+    assert!(a.create_room(&room, &e, &creator).await.unwrap());
+    assert!(
+        !b.create_room(&room, &entry(3), &member(&bob, b.node_id(), Role::Sender))
+            .await
+            .unwrap(),
+        "an id taken on one node is taken on every node"
+    );
+    let (got, members) = b
+        .room_entry(&room)
+        .await
+        .unwrap()
+        .expect("another node sees the room");
+    assert_eq!(got, e);
+    assert_eq!(members, vec![creator.clone()]);
+    assert!(b.room_ids().await.unwrap().contains(&room));
+
+    let joins = [
+        member(&bob, b.node_id(), Role::Receiver),
+        member(&bob, b.node_id(), Role::Receiver),
+        member(&carol, b.node_id(), Role::Sender),
+        member(&carol, b.node_id(), Role::Receiver),
+        member(&dave, b.node_id(), Role::Receiver),
+    ];
+    let (verdicts, before) = b.join_members(&room, &joins).await.unwrap();
+    assert_eq!(
+        verdicts,
+        [
+            JoinVerdict::Joined,
+            JoinVerdict::AlreadyIn,
+            JoinVerdict::SenderTaken,
+            JoinVerdict::Joined,
+            JoinVerdict::Full,
+        ]
+    );
+    assert_eq!(
+        before,
+        vec![creator.clone()],
+        "the members before the batch"
+    );
+    assert!(
+        a.in_any_room(&carol, std::slice::from_ref(&room))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !a.in_any_room(&dave, std::slice::from_ref(&room))
+            .await
+            .unwrap()
+    );
+    let mut on_b: Vec<String> = a
+        .members_on(b.node_id())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(r, _)| *r == room)
+        .map(|(_, c)| c.to_string())
+        .collect();
+    on_b.sort();
+    let mut want = vec![bob.to_string(), carol.to_string()];
+    want.sort();
+    assert_eq!(on_b, want, "a node's members are listed for its reaper");
+
+    match a.leave_member(&room, &bob).await.unwrap() {
+        LeaveVerdict::Left(m) => assert_eq!(m.client, bob),
+        other => panic!("a receiver leaves, the room goes on: {other:?}"),
+    }
+    assert_eq!(
+        a.leave_member(&room, &bob).await.unwrap(),
+        LeaveVerdict::NotMember
+    );
+    match b.leave_member(&room, &alice).await.unwrap() {
+        LeaveVerdict::Terminated {
+            entry: got,
+            member,
+            remaining,
+            ever_joined,
+        } => {
+            assert_eq!(got, e);
+            assert_eq!(member, creator);
+            assert_eq!(
+                remaining
+                    .iter()
+                    .map(|m| m.client.clone())
+                    .collect::<Vec<_>>(),
+                vec![carol.clone()]
+            );
+            assert_eq!(ever_joined, 3);
+        }
+        other => panic!("the sender leaving ends the room: {other:?}"),
+    }
+    assert_eq!(a.room_entry(&room).await.unwrap(), None);
+    assert!(!a.room_ids().await.unwrap().contains(&room));
+    assert_eq!(
+        a.join_members(&room, &[member(&dave, a.node_id(), Role::Receiver)])
+            .await
+            .unwrap()
+            .0,
+        vec![JoinVerdict::NoRoom]
+    );
+    assert!(
+        a.members_on(b.node_id())
+            .await
+            .unwrap()
+            .iter()
+            .all(|(r, _)| *r != room),
+        "an ended room leaves nothing in the index"
+    );
+    // The last member leaving ends a room with no sender; a join undone frees its place.
+    let open = RoomId::parse(&fresh("room")).unwrap();
+    assert!(
+        a.create_room(
+            &open,
+            &entry(2),
+            &member(&alice, a.node_id(), Role::Receiver)
+        )
+        .await
+        .unwrap()
+    );
+    let (v, _) = b
+        .join_members(&open, &[member(&bob, b.node_id(), Role::Sender)])
+        .await
+        .unwrap();
+    assert_eq!(v, [JoinVerdict::Joined]);
+    b.forget_member(&open, &bob).await;
+    let (v, _) = b
+        .join_members(&open, &[member(&carol, b.node_id(), Role::Sender)])
+        .await
+        .unwrap();
+    assert_eq!(
+        v,
+        [JoinVerdict::Joined],
+        "a forgotten join frees its place and its role"
+    );
+    assert!(matches!(
+        a.leave_member(&open, &alice).await.unwrap(),
+        LeaveVerdict::Left(_)
+    ));
+    assert!(matches!(
+        b.leave_member(&open, &carol).await.unwrap(),
+        LeaveVerdict::Terminated { .. }
+    ));
+}
+
+/// Many nodes joining one room at once: the cap holds, and exactly one leaver ends it.
+async fn registry_races<R: Router>(make: &impl Fn(&str) -> Arc<R>) {
+    let nodes: Vec<Arc<R>> = (0..4).map(|i| make(&fresh(&format!("n{i}")))).collect();
+    let room = RoomId::parse(&fresh("room")).unwrap();
+    let creator = client("creator");
+    assert!(
+        nodes[0]
+            .create_room(
+                &room,
+                &entry(5),
+                &member(&creator, nodes[0].node_id(), Role::Receiver)
+            )
+            .await
+            .unwrap()
+    );
+    let joiners: Vec<(usize, ClientId)> = (0..12).map(|i| (i % 4, client("j"))).collect();
+    let verdicts = futures_util::future::join_all(joiners.iter().map(|(n, c)| {
+        let r = &nodes[*n];
+        let m = member(c, r.node_id(), Role::Receiver);
+        let room = &room;
+        async move { r.join_members(room, &[m]).await.unwrap().0[0].clone() }
+    }))
+    .await;
+    let joined = verdicts
+        .iter()
+        .filter(|v| **v == JoinVerdict::Joined)
+        .count();
+    assert_eq!(
+        joined, 4,
+        "a cap of 5 admits 4 beside the creator: {verdicts:?}"
+    );
+    let mut members: Vec<ClientId> = vec![creator];
+    members.extend(
+        joiners
+            .iter()
+            .zip(&verdicts)
+            .filter(|(_, v)| **v == JoinVerdict::Joined)
+            .map(|((_, c), _)| c.clone()),
+    );
+    let outcomes = futures_util::future::join_all(members.iter().enumerate().map(|(i, c)| {
+        let r = &nodes[i % 4];
+        let room = &room;
+        async move { r.leave_member(room, c).await.unwrap() }
+    }))
+    .await;
+    let ended = outcomes
+        .iter()
+        .filter(|o| matches!(o, LeaveVerdict::Terminated { .. }))
+        .count();
+    assert_eq!(ended, 1, "exactly one leaver ends the room: {outcomes:?}");
 }
 
 fn fresh(prefix: &str) -> String {
@@ -33,12 +271,12 @@ fn client(prefix: &str) -> ClientId {
     ClientId::parse("client_id", &fresh(prefix)).unwrap()
 }
 
-async fn node_id<R: Router>(make: &impl Fn(&str) -> R) {
+async fn node_id<R: Router>(make: &impl Fn(&str) -> Arc<R>) {
     let n = fresh("node");
     assert_eq!(make(&n).node_id(), n, "a router names its node");
 }
 
-async fn room_ids_are_claimed_once<R: Router>(make: &impl Fn(&str) -> R, shared: bool) {
+async fn room_ids_are_claimed_once<R: Router>(make: &impl Fn(&str) -> Arc<R>, shared: bool) {
     let a = make(&fresh("a"));
     let room = RoomId::parse(&fresh("room")).unwrap();
     assert!(a.claim_room(&room).await.unwrap(), "a free id is taken");
@@ -58,7 +296,7 @@ async fn room_ids_are_claimed_once<R: Router>(make: &impl Fn(&str) -> R, shared:
     a.release_room(&room).await;
 }
 
-async fn presence_follows_sessions<R: Router>(make: &impl Fn(&str) -> R, shared: bool) {
+async fn presence_follows_sessions<R: Router>(make: &impl Fn(&str) -> Arc<R>, shared: bool) {
     let a = make(&fresh("a"));
     let c = client("c");
     assert_eq!(a.locate(&c).await, None, "an unknown client is nowhere");
@@ -111,7 +349,7 @@ fn signal(from: &ClientId, to: &ClientId) -> Event {
     })
 }
 
-async fn delivery<R: Router>(make: &impl Fn(&str) -> R, shared: bool) {
+async fn delivery<R: Router>(make: &impl Fn(&str) -> Arc<R>, shared: bool) {
     let a = make(&fresh("a"));
     let inbox_a = Arc::new(Recorder::default());
     a.attach(Arc::downgrade(&inbox_a) as Weak<dyn Inbox>);
@@ -121,6 +359,13 @@ async fn delivery<R: Router>(make: &impl Fn(&str) -> R, shared: bool) {
         from_node: a.node_id().to_owned(),
         to: Recipient::Client { client: to.clone() },
         event: signal(&from, to),
+        // The sender's frame travels byte for byte, whatever its bytes.
+        raw: Some(super::RawFrame {
+            format: 3,
+            head: bytes::Bytes::from_static(&[0x01, 0x00, 0xff]),
+            body: bytes::Bytes::from_static(b"{\"n\": 12345678901234567890123}\x00\xfe"),
+            body_only_here: true,
+        }),
     };
     assert_eq!(
         a.send(msg(&to)).await,
@@ -150,8 +395,31 @@ async fn delivery<R: Router>(make: &impl Fn(&str) -> R, shared: bool) {
             ..msg(&to)
         };
         assert_eq!(b.send(sent.clone()).await, Remote::Delivered);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while inbox_a.0.lock().is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         let got = inbox_a.0.lock().clone();
         assert_eq!(got, vec![sent], "the holding node receives it, intact");
+        inbox_a.0.lock().clear();
+
+        // Posted messages arrive, all of them and in the order posted.
+        let posted: Vec<NodeMessage> = (0..300)
+            .map(|_| NodeMessage {
+                from_node: b.node_id().to_owned(),
+                ..msg(&to)
+            })
+            .collect();
+        for m in &posted {
+            b.post(a.node_id(), m.clone()).unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while inbox_a.0.lock().len() < posted.len() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let got = inbox_a.0.lock().clone();
+        assert_eq!(got.len(), posted.len(), "every posted message arrives");
+        assert!(got == posted, "posted messages arrive in order, intact");
     } else {
         assert!(inbox_a.0.lock().is_empty());
     }
@@ -183,6 +451,7 @@ fn messages_cross_processes_intact() {
             room: Some(RoomId::parse("r-1").unwrap()),
             body,
         }),
+        raw: None,
     };
     let text = serde_json::to_string(&msg).unwrap();
     let back: NodeMessage = serde_json::from_str(&text).unwrap();

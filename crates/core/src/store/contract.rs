@@ -43,6 +43,7 @@ macro_rules! store_contract {
             room_id_reusable_after_termination,
             active_rooms_oldest_first,
             close_makes_store_unavailable,
+            export_pages_and_imports_history,
             concurrent_registrations_all_succeed,
             concurrent_duplicate_registration_one_wins,
             concurrent_rooms_and_members,
@@ -595,6 +596,64 @@ pub async fn active_rooms_oldest_first(s: &Arc<dyn Store>) {
         ids(&s.active_rooms().await.unwrap(), |r| &r.room_id),
         ["old", "middle", "young"]
     );
+}
+
+pub async fn export_pages_and_imports_history(s: &Arc<dyn Store>) {
+    assert!(s.export_clients(None, 10).await.unwrap().is_empty());
+    assert!(s.history_room_ids(None, 10).await.unwrap().is_empty());
+    for id in ["carol", "alice", "dave", "bob"] {
+        s.register_client(&client(id)).await.unwrap();
+    }
+    let page = s.export_clients(None, 3).await.unwrap();
+    assert_eq!(ids(&page, |c| &c.client_id), ["alice", "bob", "carol"]);
+    assert_eq!(page[0], s.get_client("alice").await.unwrap().unwrap());
+    let page = s.export_clients(Some("carol"), 3).await.unwrap();
+    assert_eq!(ids(&page, |c| &c.client_id), ["dave"]);
+    assert!(s.export_clients(Some("dave"), 3).await.unwrap().is_empty());
+
+    // r1 twice (created, terminated, created again), r2 once: two distinct ids.
+    for (name, secs) in [("r1", 0), ("r2", 5)] {
+        let r = room(name, secs, Some("alice"));
+        let m = member("alice", name, "sender", secs);
+        s.create_room(&r, &created(&r, "alice"), &m).await.unwrap();
+        if name == "r1" {
+            s.terminate_room(
+                &terminated(&r, 2, "alice"),
+                &[history(&m, 2, "alice", "Disconnected")],
+            )
+            .await
+            .unwrap();
+            let again = room(name, 3, Some("bob"));
+            s.create_room(
+                &again,
+                &created(&again, "bob"),
+                &member("bob", name, "sender", 3),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    assert_eq!(s.history_room_ids(None, 10).await.unwrap(), ["r1", "r2"]);
+    assert_eq!(s.history_room_ids(None, 1).await.unwrap(), ["r1"]);
+    assert_eq!(s.history_room_ids(Some("r1"), 1).await.unwrap(), ["r2"]);
+    assert!(s.history_room_ids(Some("r2"), 1).await.unwrap().is_empty());
+
+    // A creation record copied from another store, for a room long gone.
+    let gone = room("gone", -100, Some("zed"));
+    let record = created(&gone, "zed");
+    s.import_room_created(&record).await.unwrap();
+    assert_eq!(s.room_created("gone").await.unwrap(), vec![record.clone()]);
+    assert_eq!(s.get_room("gone").await.unwrap(), None);
+    match s.import_room_created(&record).await {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    assert_eq!(s.room_created("gone").await.unwrap().len(), 1);
+    assert_eq!(
+        s.history_room_ids(None, 10).await.unwrap(),
+        ["gone", "r1", "r2"]
+    );
+    assert_eq!(s.active_rooms().await.unwrap().len(), 2);
 }
 
 pub async fn close_makes_store_unavailable(s: &Arc<dyn Store>) {

@@ -337,6 +337,54 @@ impl Store for MemoryStore {
         ))
     }
 
+    async fn export_clients(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RegisteredClient>, StoreError> {
+        let t = self.tables()?;
+        let mut clients: Vec<RegisteredClient> = t
+            .registered_clients
+            .values()
+            .filter(|c| after.is_none_or(|a| c.client_id.as_str() > a))
+            .cloned()
+            .collect();
+        clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        clients.truncate(limit as usize);
+        Ok(clients)
+    }
+
+    async fn history_room_ids(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let t = self.tables()?;
+        let ids: std::collections::BTreeSet<&str> = t
+            .room_created
+            .iter()
+            .map(|r| r.room_id.as_str())
+            .filter(|id| after.is_none_or(|a| *id > a))
+            .collect();
+        Ok(ids
+            .into_iter()
+            .take(limit as usize)
+            .map(str::to_owned)
+            .collect())
+    }
+
+    async fn import_room_created(&self, created: &RoomCreatedRecord) -> Result<(), StoreError> {
+        let mut t = self.tables()?;
+        if t.room_created.iter().any(|r| r.id == created.id) {
+            return Err(StoreError::Conflict(format!(
+                "room_created row {} already exists",
+                created.id
+            )));
+        }
+        t.room_created.push(created.clone());
+        Ok(())
+    }
+
     async fn room_created(&self, room_id: &str) -> Result<Vec<RoomCreatedRecord>, StoreError> {
         let t = self.tables()?;
         Ok(sorted_by(

@@ -97,6 +97,25 @@ pub trait Store: Send + Sync + 'static {
         room_id: &str,
     ) -> Result<Vec<ClientInTerminatedRoomRecord>, StoreError>;
 
+    // ----- copying a store (`copy-store`) -----
+
+    /// Registered clients ordered by client id, at most `limit`, those after `after`.
+    async fn export_clients(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RegisteredClient>, StoreError>;
+    /// The distinct room ids that have `room_created` history, in order, at most `limit`,
+    /// those after `after`. Every room that ever existed has one.
+    async fn history_room_ids(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Inserts a `room_created` row copied from another store (its room need not be
+    /// active). `Conflict` if a row with its id exists.
+    async fn import_room_created(&self, created: &RoomCreatedRecord) -> Result<(), StoreError>;
+
     /// Flushes and closes; later calls fail with `Unavailable`.
     async fn close(&self);
 }

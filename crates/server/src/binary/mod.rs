@@ -43,6 +43,12 @@ pub const JSON: Format = Format::of(&JSON_SPEC);
 /// Binary frames with CBOR payloads.
 pub const CBOR: Format = Format::of(&CBOR_SPEC);
 
+/// Lets the hub read a binary-JSON frame's signal body back, so signals between
+/// binary-JSON clients cross nodes as their frames alone.
+pub(crate) fn register_formats() {
+    signal_core::hub::register_body_decoder(JSON, cmd::signal::json_body);
+}
+
 struct Binary;
 
 impl Dialect for Binary {
@@ -145,11 +151,16 @@ fn on_frame(conn: &mut Conn, bytes: Bytes) -> Step<'_> {
             match cmd::signal::forward(conn, &frame) {
                 Some(Ok(None)) => Step::Done(finish(conn, &frame, Ok(None))),
                 Some(Err(e)) => Step::Done(finish(conn, &frame, Err(e))),
-                Some(Ok(Some(elsewhere))) => Step::wait(async move {
-                    let hub = conn.state.hub.clone();
-                    let r = hub.send_elsewhere(elsewhere).await;
-                    finish(conn, &frame, r.map(|()| None))
-                }),
+                Some(Ok(Some(elsewhere))) => match conn.state.hub.post_elsewhere(elsewhere) {
+                    Ok(None) => Step::Done(finish(conn, &frame, Ok(None))),
+                    Err(e) => Step::Done(finish(conn, &frame, Err(e))),
+                    // Looked up in the registry first.
+                    Ok(Some(elsewhere)) => Step::wait(async move {
+                        let hub = conn.state.hub.clone();
+                        let r = hub.send_elsewhere(elsewhere).await;
+                        finish(conn, &frame, r.map(|()| None))
+                    }),
+                },
                 None => Step::wait(async move {
                     let r = cmd::signal::handle(conn, &frame).await;
                     finish(conn, &frame, r)

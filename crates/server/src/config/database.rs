@@ -13,6 +13,9 @@ pub enum DatabaseBackend {
     Sqlite,
     /// PostgreSQL: `postgres://…` or `postgresql://…`.
     Postgres,
+    /// Google Cloud Firestore: `firestore://PROJECT_ID` (or `firestore://` with
+    /// `[firestore] project_id`).
+    Firestore,
 }
 
 // === impl DatabaseBackend ===
@@ -25,6 +28,9 @@ impl DatabaseBackend {
         }
         if let Some(path) = url.strip_prefix("sqlite://") {
             return (!path.is_empty()).then_some(Self::Sqlite);
+        }
+        if url.starts_with("firestore://") {
+            return Some(Self::Firestore);
         }
         let rest = url
             .strip_prefix("postgres://")
@@ -39,7 +45,8 @@ impl DatabaseBackend {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// `sqlite://PATH`, `sqlite::memory:`, or `postgres://user:password@host/db`.
+    /// `sqlite://PATH`, `sqlite::memory:`, `postgres://user:password@host/db`, or
+    /// `firestore://PROJECT_ID`.
     pub url: String,
     /// Seconds one database operation may take.
     pub operation_timeout: u64,
@@ -96,7 +103,7 @@ impl DatabaseConfig {
                 "database.url",
                 format!(
                     "unsupported URL {:?}: expected sqlite://PATH, sqlite::memory:, \
-                     postgres://… or postgresql://…",
+                     postgres://…, postgresql://… or firestore://PROJECT_ID",
                     self.redacted_url()
                 ),
             );

@@ -32,9 +32,10 @@ pub use error::{ConfigError, ConfigIssue};
 pub use load::ENV_PREFIX;
 pub use secret::Secret;
 pub use sections::{
-    BundlePolicy, CloudflareConfig, DEFAULT_STUN_URLS, FirestoreConfig, HeartbeatConfig,
-    IceTransportPolicy, LogFormat, LoggingConfig, MAX_TURN_USERNAME_LEN, MetricsConfig,
-    RoomsConfig, RoutingConfig, RtcpMuxPolicy, SecurityConfig, SessionConfig, WebrtcConfig,
+    BundlePolicy, CloudflareConfig, ClusterConfig, DEFAULT_STUN_URLS, FirestoreConfig,
+    HeartbeatConfig, IceTransportPolicy, LogFormat, LoggingConfig, MAX_TURN_USERNAME_LEN,
+    MetricsConfig, RoomsConfig, RoutingConfig, RtcpMuxPolicy, SecurityConfig, SessionConfig,
+    WebrtcConfig,
 };
 pub use server::{MAX_SIZE_LIMIT, MIN_SIZE_LIMIT, ServerConfig};
 
@@ -70,12 +71,15 @@ pub struct Config {
     pub rooms: RoomsConfig,
     /// `[routing]`: who may signal whom.
     pub routing: RoutingConfig,
-    /// `[firestore]` (seed 000): accepted, not acted on.
+    /// `[firestore]` (seed 000): the Firestore store's project, database and credentials,
+    /// acted on when `database.url` is `firestore://…`.
     pub firestore: Option<FirestoreConfig>,
     /// `[cloudflare]`: accepted and validated, not yet acted on.
     pub cloudflare: Option<CloudflareConfig>,
     /// `[webrtc]` (seeds 001, 004): ICE servers and policies for `/webrtc/config`.
     pub webrtc: WebrtcConfig,
+    /// `[cluster]`: many nodes over Redis; absent, one node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 // === impl Config ===
@@ -115,11 +119,23 @@ impl Config {
         self.metrics.check(&mut c);
         self.check_metrics_port(&mut c);
         self.database.check(&mut c);
+        self.check_firestore(&mut c);
         self.rooms.check(&mut c);
         if let Some(cloudflare) = &self.cloudflare {
             cloudflare.check(&mut c);
         }
         self.webrtc.check(&mut c);
+        if let Some(cluster) = &self.cluster {
+            cluster.check(&mut c);
+            if self.database.backend() == DatabaseBackend::Sqlite {
+                c.fail(
+                    "cluster.redis_url",
+                    "cluster mode needs a store every node shares, and database.url names a \
+                     SQLite file: set database.url to postgres://… or firestore://…, or remove \
+                     [cluster] to run one node",
+                );
+            }
+        }
         let issues = c.into_issues();
         if issues.is_empty() {
             Ok(())
@@ -128,12 +144,15 @@ impl Config {
         }
     }
 
-    /// What the config sets that this build parses and validates but does not act on
-    /// yet: the sections `"firestore"` and `"cloudflare"` when present, and the keys
-    /// `"webrtc.session_timeout"` and `"webrtc.cloudflare_timeout"` when set.
+    /// What the config sets that this build parses and validates but does not act on:
+    /// the section `"firestore"` when present while the store is not Firestore,
+    /// `"cloudflare"` when present, and the keys `"webrtc.session_timeout"` and
+    /// `"webrtc.cloudflare_timeout"` when set.
     pub fn inactive_sections(&self) -> Vec<&'static str> {
+        let firestore_unused =
+            self.firestore.is_some() && self.database.backend() != DatabaseBackend::Firestore;
         let mut inactive: Vec<&'static str> = [
-            ("firestore", self.firestore.is_some()),
+            ("firestore", firestore_unused),
             ("cloudflare", self.cloudflare.is_some()),
         ]
         .into_iter()
@@ -141,6 +160,56 @@ impl Config {
         .collect();
         inactive.extend(self.webrtc.inactive_keys());
         inactive
+    }
+
+    /// The Firestore project: the one of `database.url = "firestore://PROJECT_ID"`, else
+    /// `[firestore] project_id`.
+    pub fn firestore_project(&self) -> Option<String> {
+        let from_url = self
+            .database
+            .url
+            .strip_prefix("firestore://")
+            .map(|p| p.trim_end_matches('/'))
+            .filter(|p| !p.is_empty());
+        from_url
+            .map(str::to_owned)
+            .or_else(|| self.firestore.as_ref()?.project_id.clone())
+            .filter(|p| !p.is_empty())
+    }
+
+    fn check_firestore(&self, c: &mut Checks) {
+        if self.database.backend() != DatabaseBackend::Firestore {
+            return;
+        }
+        match self.firestore_project() {
+            None => c.fail(
+                "database.url",
+                "firestore:// names no project: write firestore://PROJECT_ID or set \
+                 [firestore] project_id",
+            ),
+            Some(p)
+                if !p.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'_')
+                }) =>
+            {
+                c.fail(
+                    "database.url",
+                    format!("{p:?} is not a Google Cloud project id"),
+                );
+            }
+            Some(_) => {}
+        }
+        if let Some(path) = self
+            .firestore
+            .as_ref()
+            .and_then(|f| f.credentials_path.as_ref())
+            && !std::path::Path::new(path).is_file()
+        {
+            c.fail(
+                "firestore.credentials_path",
+                format!("{path:?} is not a readable file"),
+            );
+        }
     }
 
     /// Development mode: adds the seed test credentials ([`DEV_API_KEYS`]) for each

@@ -188,21 +188,25 @@ impl Default for RoutingConfig {
     }
 }
 
-/// `[firestore]` (seed 000): parsed and type-checked; this build stores data in SQL.
+/// `[firestore]` (seed 000): where the Firestore store (`database.url = "firestore://…"`)
+/// finds its project, database and credentials. `auth_method` and `region` are accepted
+/// for seed 000's files and not needed: credentials come from `credentials_path` or the
+/// standard Google environment, and a database's region is fixed when it is created.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FirestoreConfig {
-    /// Google Cloud project.
+    /// Google Cloud project (when `database.url` is just `firestore://`).
     pub project_id: Option<String>,
-    /// Service account credentials file.
+    /// Service account (or authorized user) key file; unset: `GOOGLE_APPLICATION_CREDENTIALS`,
+    /// gcloud's application default credentials, then the metadata server.
     pub credentials_path: Option<String>,
-    /// Firestore database name.
+    /// Firestore database name (default `(default)`).
     pub database_name: Option<String>,
     /// How to authenticate (`service_account`, …).
     pub auth_method: Option<String>,
     /// Google Cloud region.
     pub region: Option<String>,
-    /// `host:port` of a Firestore emulator.
+    /// `host:port` of a Firestore emulator (else `FIRESTORE_EMULATOR_HOST`).
     pub emulator_host: Option<String>,
 }
 
@@ -541,5 +545,81 @@ fn check_ice_urls(c: &mut Checks, key: &str, urls: &[String], schemes: &[&str]) 
                 ),
             );
         }
+    }
+}
+
+/// `[cluster]`: many nodes as one service over Redis. Present (with `redis_url`), it
+/// turns cluster mode on; the store must then be one every node shares (PostgreSQL or
+/// Firestore).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://HOST:PORT[/DB]`, or `rediss://` for TLS.
+    pub redis_url: String,
+    /// This node's id, unique in the cluster; unset: generated at start and logged.
+    pub node_id: Option<String>,
+    /// Seconds a node's presence lasts without renewal; a node silent this long is lost
+    /// and its members leave their rooms (seed 004's `WEBRTC_ROOM_PRESENCE_TTL`).
+    pub presence_ttl: u64,
+    /// Seconds one Redis command may take before it counts as failed.
+    pub command_timeout: u64,
+    /// With a `rediss://` URL: the CA (PEM) that signed Redis's certificate, when it is
+    /// not one the system trusts.
+    pub redis_ca_file: Option<PathBuf>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: String::new(),
+            node_id: None,
+            presence_ttl: 30,
+            command_timeout: 2,
+            redis_ca_file: None,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub(crate) fn check(&self, c: &mut Checks) {
+        let url = self.redis_url.trim();
+        if url.is_empty() {
+            c.fail(
+                "cluster.redis_url",
+                "must be set in [cluster] (redis://HOST:PORT)",
+            );
+        } else if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            c.fail(
+                "cluster.redis_url",
+                format!("{url:?} is not a redis:// or rediss:// URL"),
+            );
+        }
+        if let Some(id) = &self.node_id
+            && (id.is_empty()
+                || id.len() > 64
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
+        {
+            c.fail(
+                "cluster.node_id",
+                format!("{id:?}: use 1 to 64 letters, digits, '-', '_' or '.'"),
+            );
+        }
+        if let Some(ca) = &self.redis_ca_file {
+            if !url.starts_with("rediss://") {
+                c.fail(
+                    "cluster.redis_ca_file",
+                    "only with a rediss:// cluster.redis_url (TLS)",
+                );
+            } else if !ca.is_file() {
+                c.fail(
+                    "cluster.redis_ca_file",
+                    format!("no such file: {}", ca.display()),
+                );
+            }
+        }
+        c.between("cluster.presence_ttl", self.presence_ttl, 3, 3600);
+        c.between("cluster.command_timeout", self.command_timeout, 1, 60);
     }
 }

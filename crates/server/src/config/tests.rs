@@ -82,6 +82,37 @@ fn inactive_sections_in_order() {
     assert_eq!(config.inactive_sections(), ["firestore"]);
     config.cloudflare = Some(CloudflareConfig::default());
     assert_eq!(config.inactive_sections(), ["firestore", "cloudflare"]);
+    // With the Firestore store, [firestore] is what it reads.
+    config.database.url = "firestore://demo-project".to_owned();
+    assert_eq!(config.inactive_sections(), ["cloudflare"]);
+}
+
+#[test]
+fn firestore_needs_a_project_from_the_url_or_its_section() {
+    let mut config = Config::default();
+    config.database.url = "firestore://".to_owned();
+    let err = config.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("database.url") && err.contains("project"),
+        "{err}"
+    );
+    config.firestore = Some(FirestoreConfig {
+        project_id: Some("seed-project".to_owned()),
+        ..FirestoreConfig::default()
+    });
+    config.validate().unwrap();
+    assert_eq!(config.firestore_project().as_deref(), Some("seed-project"));
+    config.database.url = "firestore://from-url".to_owned();
+    assert_eq!(config.firestore_project().as_deref(), Some("from-url"));
+    config.database.url = "firestore://bad project".to_owned();
+    assert!(config.validate().is_err());
+    config.database.url = "firestore://ok".to_owned();
+    config.firestore = Some(FirestoreConfig {
+        credentials_path: Some("/nonexistent/key.json".to_owned()),
+        ..FirestoreConfig::default()
+    });
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("firestore.credentials_path"), "{err}");
 }
 
 #[test]

@@ -133,7 +133,29 @@ pub fn stats_of(hub: &Hub) -> Stats {
     }
 }
 
-/// `GET /api/stats`: peers and rooms on this node.
+/// Counts across a cluster: every live node's sessions (asked of each) and the
+/// registry's rooms; `None` on a single node, or when the cluster cannot be asked.
+async fn cluster_stats(hub: &Hub) -> Option<Stats> {
+    let router = hub.router();
+    if !router.has_other_nodes() {
+        return None;
+    }
+    let loads = router.cluster_load().await.ok()?;
+    let rooms = hub.cluster_rooms().await;
+    Some(Stats {
+        peers: PeerStats {
+            total: loads.iter().map(|(_, l)| l.sessions).sum(),
+            without_room: loads.iter().map(|(_, l)| l.sessions_without_room).sum(),
+        },
+        rooms: RoomStats {
+            total: rooms.len(),
+            total_peers: rooms.iter().map(|r| r.participants.len()).sum(),
+        },
+        timestamp: Utc::now().timestamp_millis(),
+    })
+}
+
+/// `GET /api/stats`: peers and rooms (in a cluster, on every node).
 #[utoipa::path(
     get,
     path = "/api/stats",
@@ -145,7 +167,10 @@ pub fn stats_of(hub: &Hub) -> Stats {
     )
 )]
 pub async fn stats(State(state): State<AppState>, _caller: Caller) -> Json<Stats> {
-    Json(stats_of(&state.hub))
+    match cluster_stats(&state.hub).await {
+        Some(s) => Json(s),
+        None => Json(stats_of(&state.hub)),
+    }
 }
 
 /// `GET /api/rooms`: every active room, oldest first.
@@ -160,7 +185,7 @@ pub async fn stats(State(state): State<AppState>, _caller: Caller) -> Json<Stats
     )
 )]
 pub async fn rooms(State(state): State<AppState>, _caller: Caller) -> Json<RoomList> {
-    let mut rooms = state.hub.list_rooms();
+    let mut rooms = state.hub.cluster_rooms().await;
     rooms.sort_by(|a, b| {
         (a.created_at, a.room_id.as_str()).cmp(&(b.created_at, b.room_id.as_str()))
     });
@@ -197,7 +222,8 @@ pub async fn room(
 ) -> Result<Json<RoomDetail>, ApiError> {
     let info = state
         .hub
-        .room_info(&id)
+        .cluster_room(&id)
+        .await
         .ok_or_else(|| ApiError::not_found(format!("room '{id}' not found")))?;
     Ok(Json(room_detail(info)))
 }

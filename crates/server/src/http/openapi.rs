@@ -22,9 +22,10 @@ use crate::state::AppState;
 pub const OPENAPI_PATH: &str = "/openapi.json";
 
 /// Every route template the document describes: the REST routes of this router, and
-/// `/health`, which the main router serves.
-pub const ROUTES: [&str; 6] = [
+/// `/health` and `/ready`, which the main router serves.
+pub const ROUTES: [&str; 7] = [
     "/health",
+    "/ready",
     "/api/stats",
     "/api/rooms",
     "/api/rooms/{id}",
@@ -42,7 +43,7 @@ pub const ROUTES: [&str; 6] = [
             Prometheus metrics are on their own listener (docs/http.md).",
         license(name = "MIT", identifier = "MIT")
     ),
-    paths(health),
+    paths(health, ready),
     modifiers(&BearerScheme),
     tags(
         (name = "api", description = "Seed 002: server statistics and rooms"),
@@ -80,12 +81,25 @@ impl Modify for BearerScheme {
     path = "/health",
     tag = "health",
     responses(
-        (status = 200, description = "Healthy: `{status: \"healthy\", timestamp, active_connections, registered_clients, webrtc_sessions, rooms, sessions}`", body = Object),
+        (status = 200, description = "Healthy: `{status: \"healthy\", timestamp, active_connections, registered_clients, webrtc_sessions, rooms, sessions}`; in a cluster also `cluster: {node_id, redis, nodes, rooms, sessions, webrtc_sessions}`, and `status: \"degraded\"` while Redis is unreachable", body = Object),
         (status = 503, description = "The store is unavailable: `{status: \"unhealthy\", timestamp, active_connections, error}`", body = Object),
     )
 )]
 #[allow(dead_code)] // Only its generated path item is used.
 fn health() {}
+
+/// `GET /ready` (served by [`crate::ops::ready`]; documented here).
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "health",
+    responses(
+        (status = 200, description = "This node should get new clients: `{status: \"ready\"}`", body = Object),
+        (status = 503, description = "Draining, store unreachable, or (in a cluster) Redis unreachable: `{status: \"not_ready\", reason}`", body = Object),
+    )
+)]
+#[allow(dead_code)] // Only its generated path item is used.
+fn ready() {}
 
 /// The REST routes and the document that describes them, served at [`OPENAPI_PATH`].
 pub fn router() -> Router<AppState> {

@@ -159,7 +159,8 @@ pub async fn participants(
     let room = RoomId::parse(&id)?;
     let participants: Vec<Participant> = state
         .hub
-        .room_info(room.as_str())
+        .cluster_room(room.as_str())
+        .await
         .map(|info| {
             info.participants
                 .into_iter()

@@ -116,7 +116,7 @@ async fn dispatch(
     match t {
         "JOIN" => join(conn, session, obj).await.map(Some),
         "LEAVE" => leave(conn, session, obj).await.map(Some),
-        "DISCOVER" => discover(conn, session, obj).map(Some),
+        "DISCOVER" => discover(conn, session, obj).await.map(Some),
         "OFFER" => signal(conn, session, obj, SignalKind::Offer, t).await,
         "ANSWER" => signal(conn, session, obj, SignalKind::Answer, t).await,
         "CANDIDATE" => signal(conn, session, obj, SignalKind::IceCandidate, t).await,
@@ -228,7 +228,7 @@ async fn leave(
     ))
 }
 
-fn discover(
+async fn discover(
     conn: &mut Conn,
     session: &Arc<Session>,
     obj: &Map<String, Value>,
@@ -239,12 +239,17 @@ fn discover(
             Fail::not_in_room("DISCOVER without 'room_id' requires being in a room")
         })?,
     };
-    let info = conn.state.hub.room_info(room.as_str()).ok_or_else(|| {
-        Fail::from(
-            CoreError::new(ErrorKind::RoomNotFound, format!("Room '{room}' not found"))
-                .with("room_id", room.as_str()),
-        )
-    })?;
+    let info = conn
+        .state
+        .hub
+        .cluster_room(room.as_str())
+        .await
+        .ok_or_else(|| {
+            Fail::from(
+                CoreError::new(ErrorKind::RoomNotFound, format!("Room '{room}' not found"))
+                    .with("room_id", room.as_str()),
+            )
+        })?;
     let peers: Vec<Value> = info
         .participants
         .iter()

@@ -25,12 +25,90 @@ pub fn token(id: &str) -> String {
     format!("{id}-token")
 }
 
-/// A running server with its own database file.
+#[path = "../../../store-firestore/tests/common/mod.rs"]
+pub mod emulator;
+#[path = "../../../store-postgres/tests/common/mod.rs"]
+pub mod pg;
+#[path = "../../../router-redis/tests/common/mod.rs"]
+pub mod redis;
+
+/// How many nodes a test server is: `SIGNAL_TEST_NODES` (default 1). With more than one,
+/// the nodes form a cluster over a `redis-server` of the test's own, on one PostgreSQL
+/// (SQLite cannot be shared), behind a round-robin TCP balancer: a test's first client
+/// lands on node 0, its second on node 1, and so on, as behind a load balancer.
+pub fn test_nodes() -> usize {
+    match std::env::var("SIGNAL_TEST_NODES").as_deref() {
+        Err(_) | Ok("") => 1,
+        Ok(n) => match n.parse::<usize>() {
+            Ok(n) if (1..=8).contains(&n) => n,
+            _ => panic!("SIGNAL_TEST_NODES={n:?}: expected a number from 1 to 8"),
+        },
+    }
+}
+
+/// A round-robin TCP balancer in front of a cluster's nodes.
+pub struct Balancer {
+    pub addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Balancer {
+    pub async fn start(backends: Vec<std::net::SocketAddr>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the balancer");
+        let addr = listener.local_addr().expect("balancer address");
+        let task = tokio::spawn(async move {
+            let mut next = 0usize;
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let backend = backends[next % backends.len()];
+                next += 1;
+                tokio::spawn(async move {
+                    let _ = inbound.set_nodelay(true);
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(backend).await {
+                        let _ = out.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        });
+        Self { addr, task }
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A running server with its own database: a SQLite file; with
+/// `SIGNAL_TEST_STORE=postgres` a PostgreSQL server of its own; with
+/// `SIGNAL_TEST_STORE=firestore` a database of its own on a Firestore emulator the test
+/// binary starts (the test command runs the room suites all three ways).
 pub struct TestServer {
     pub running: Option<Running>,
     pub url: String,
     pub dir: TempDir,
     pub config: Config,
+    pub pg: Option<pg::PgServer>,
+    /// The other nodes of a cluster (see [`test_nodes`]).
+    pub others: Vec<Running>,
+    pub redis: Option<redis::RedisServer>,
+    pub balancer: Option<Balancer>,
+}
+
+/// The store the tests run on: `SIGNAL_TEST_STORE` = `sqlite` (the default), `postgres`
+/// or `firestore`.
+pub fn test_store() -> &'static str {
+    match std::env::var("SIGNAL_TEST_STORE").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => "sqlite",
+        Ok("postgres") => "postgres",
+        Ok("firestore") => "firestore",
+        Ok(other) => {
+            panic!("SIGNAL_TEST_STORE={other:?}: expected sqlite, postgres or firestore")
+        }
+    }
 }
 
 pub fn base_config(db: &std::path::Path) -> Config {
@@ -51,34 +129,136 @@ impl TestServer {
     }
 
     pub async fn start_with(f: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = base_config(&dir.path().join("signal.db"));
-        f(&mut config);
-        config.validate().expect("test config is valid");
-        Self::launch(dir, config).await
+        Self::start_nodes(test_nodes(), f).await
     }
 
-    async fn launch(dir: TempDir, config: Config) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let running = signal_server::start(config.clone(), Some(listener))
-            .await
-            .expect("server starts");
-        let url = format!("ws://{}/", running.addr);
+    /// One node whatever `SIGNAL_TEST_NODES` says: for what is a node's own (its
+    /// connection limit, its store's pool failing).
+    pub async fn start_single_with(f: impl FnOnce(&mut Config)) -> Self {
+        Self::start_nodes(1, f).await
+    }
+
+    pub async fn start_nodes(nodes: usize, f: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = base_config(&dir.path().join("signal.db"));
+        let default_url = config.database.url.clone();
+        f(&mut config);
+        // A test that chose its own store keeps it.
+        let mut pg = None;
+        let nodes = if config.cluster.is_none() { nodes } else { 1 };
+        if config.database.url == default_url {
+            let store = match test_store() {
+                // A cluster shares its store: SQLite cannot be.
+                "sqlite" if nodes > 1 => "postgres",
+                s => s,
+            };
+            match store {
+                "postgres" => {
+                    let server = pg::PgServer::start().await;
+                    config.database.url = server.fresh_database().await;
+                    pg = Some(server);
+                }
+                "firestore" => {
+                    let host = tokio::task::spawn_blocking(|| emulator::shared().host.clone())
+                        .await
+                        .expect("the emulator starts");
+                    config.database.url = "firestore://demo-signal".into();
+                    config.firestore = Some(signal_server::config::FirestoreConfig {
+                        database_name: Some(emulator::fresh_database()),
+                        emulator_host: Some(host),
+                        ..Default::default()
+                    });
+                }
+                _ => {}
+            }
+        }
+        let mut redis = None;
+        if nodes > 1 {
+            let server = redis::RedisServer::start();
+            config.cluster = Some(signal_server::config::ClusterConfig {
+                redis_url: server.url(),
+                presence_ttl: 5,
+                ..Default::default()
+            });
+            redis = Some(server);
+        }
+        config.validate().expect("test config is valid");
+        Self::launch(dir, config, pg, redis, nodes).await
+    }
+
+    async fn launch(
+        dir: TempDir,
+        config: Config,
+        pg: Option<pg::PgServer>,
+        redis: Option<redis::RedisServer>,
+        nodes: usize,
+    ) -> Self {
+        let mut running = Vec::with_capacity(nodes);
+        for i in 0..nodes {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let mut c = config.clone();
+            if let Some(cl) = &mut c.cluster
+                && nodes > 1
+            {
+                cl.node_id = Some(format!("node-{i}"));
+            }
+            running.push(
+                signal_server::start(c, Some(listener))
+                    .await
+                    .expect("server starts"),
+            );
+        }
+        let balancer = if nodes > 1 {
+            Some(Balancer::start(running.iter().map(|r| r.addr).collect()).await)
+        } else {
+            None
+        };
+        let addr = balancer.as_ref().map_or(running[0].addr, |b| b.addr);
+        let mut it = running.into_iter();
         Self {
-            running: Some(running),
-            url,
+            running: it.next(),
+            others: it.collect(),
+            url: format!("ws://{addr}/"),
             dir,
             config,
+            pg,
+            redis,
+            balancer,
         }
     }
 
-    /// Drains the server and starts a new one on the same database file.
+    /// How many nodes this server is.
+    pub fn nodes(&self) -> usize {
+        1 + self.others.len()
+    }
+
+    /// Drains the server (every node) and starts it again on the same database.
     pub async fn restart(mut self) -> Self {
+        let nodes = self.nodes();
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
-        let Self { dir, config, .. } = self;
-        Self::launch(dir, config).await
+        for r in std::mem::take(&mut self.others) {
+            r.shutdown().await;
+        }
+        let Self {
+            dir,
+            config,
+            pg,
+            redis,
+            ..
+        } = self;
+        Self::launch(dir, config, pg, redis, nodes).await
+    }
+
+    /// `http://` of node `i` itself, not through the balancer.
+    pub fn node_http(&self, i: usize) -> String {
+        let r = if i == 0 {
+            self.running()
+        } else {
+            &self.others[i - 1]
+        };
+        format!("http://{}/", r.addr)
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -116,8 +296,27 @@ impl TestServer {
         c
     }
 
+    /// Waits until `/health` answers 200 (after the database came back), at most 20 s.
+    pub async fn wait_healthy(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, _) = http_get(&self.http(), "/health").await;
+            if status == 200 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the server did not recover"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+        for r in std::mem::take(&mut self.others) {
             r.shutdown().await;
         }
     }

@@ -62,6 +62,15 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
     Ok(None)
 }
 
+/// A signal's body read back from a binary-JSON frame's payload as [`forward`] relays it
+/// (the sender's object with `from_client_id` stamped first): how a node decodes a frame
+/// another node relayed alone, for a receiver of another format.
+pub(crate) fn json_body(payload: &[u8]) -> Result<SignalBody, CoreError> {
+    signal_protocol::decode_payload::<SignalPayload>(PayloadType::Json, payload)
+        .map(signal_body)
+        .map_err(|e| CoreError::bad_request(format!("signal payload: {e}")))
+}
+
 fn signal_body(p: SignalPayload) -> SignalBody {
     SignalBody {
         sdp: p.sdp,
