@@ -26,6 +26,7 @@ command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 # Redis: crates/router-redis/tests and the server's cluster tests start their own
 # redis-server on free ports, never the machine's shared instance.
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 # The Firestore tests sign a service-account JWT with a key openssl makes, and stop the
 # emulator's session with pkill.
@@ -67,6 +68,11 @@ done
 # different nodes.
 echo "== the server's room, session, dialect and HTTP suites again, as a cluster of two nodes"
 SIGNAL_TEST_NODES=2 cargo test --locked -p signal-server \
+    --test rooms --test session --test mixed_rooms --test json_dialects --test http_api
+# And on a Redis Cluster of three primaries (redis-server and redis-cli --cluster create,
+# on free ports), whose sharded channels and per-slot registry the nodes then use.
+echo "== the same suites as a cluster of two nodes on a Redis Cluster"
+SIGNAL_TEST_NODES=2 SIGNAL_TEST_REDIS=cluster cargo test --locked -p signal-server \
     --test rooms --test session --test mixed_rooms --test json_dialects --test http_api
 
 echo "== TypeScript client (clients/js)"

@@ -41,8 +41,11 @@ mod batch;
 use async_trait::async_trait;
 use parking_lot::RwLock;
 use redis::{
-    AsyncCommands, Client, PushInfo, PushKind, Script, Value as RedisValue,
-    aio::{ConnectionManager, ConnectionManagerConfig},
+    AsyncCommands, Client, FromRedisValue, PushInfo, PushKind, RedisFuture, RedisResult, Script,
+    Value as RedisValue,
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+    cluster::{ClusterClientBuilder, ClusterConfig},
+    cluster_async::ClusterConnection,
 };
 use serde::{Deserialize, Serialize};
 use signal_core::{
@@ -57,17 +60,74 @@ use signal_core::{
 /// How a [`RedisRouter`] is set up.
 #[derive(Debug, Clone)]
 pub struct RedisRouterConfig {
-    /// `redis://HOST:PORT[/DB]` (or `rediss://` for TLS).
-    pub url: String,
+    /// The Redis to use: one server, or a Redis Cluster.
+    pub redis: RedisTarget,
     /// This node's id, unique in the cluster.
     pub node_id: String,
     /// A node that has not renewed its presence for this long is lost.
     pub presence_ttl: Duration,
     /// How long one Redis command may take before it counts as a failure.
     pub command_timeout: Duration,
-    /// With a `rediss://` URL, the CA (PEM) that signed Redis's certificate, when the
+    /// With `rediss://` URLs, the CA (PEM) that signed Redis's certificates, when the
     /// system's roots do not hold it.
     pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// Where Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One server (or a primary behind a fixed address): `redis://HOST:PORT[/DB]`, or
+    /// `rediss://` for TLS.
+    Single(String),
+    /// A Redis Cluster, found from these seed nodes (`redis://HOST:PORT` each; any one
+    /// that answers is enough). Node channels are sharded (`SSUBSCRIBE`, `SPUBLISH`),
+    /// so each message crosses only the shard that owns its channel.
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    fn is_tls(&self) -> bool {
+        match self {
+            Self::Single(u) => u.starts_with("rediss://"),
+            Self::Cluster(us) => us.iter().any(|u| u.starts_with("rediss://")),
+        }
+    }
+}
+
+/// One connection to Redis, multiplexed, reconnecting by itself: to one server, or to
+/// every primary of a Redis Cluster (commands routed by their keys' hash slots).
+#[derive(Clone)]
+enum Con {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Con {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, RedisValue> {
+        match self {
+            Con::Single(c) => c.req_packed_command(cmd),
+            Con::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<RedisValue>> {
+        match self {
+            Con::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Con::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Con::Single(c) => c.get_db(),
+            Con::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 /// What travels on a node's channel.
@@ -111,7 +171,7 @@ pub struct RedisRouter {
     node_id: String,
     channel: String,
     ttl: Duration,
-    con: ConnectionManager,
+    con: Con,
     inbox: RwLock<Option<Weak<dyn Inbox>>>,
     /// Nodes seen alive at the last renewal (this one included).
     alive: RwLock<HashSet<String>>,
@@ -289,6 +349,16 @@ end
 return 1
 ";
 
+/// A URL asking for RESP3, which push messages (subscriptions) need.
+fn with_resp3(url: &str) -> String {
+    let mut url = url.to_owned();
+    if !url.contains("protocol=") {
+        url.push_str(if url.contains('?') { "&" } else { "?" });
+        url.push_str("protocol=resp3");
+    }
+    url
+}
+
 fn client_key(c: &ClientId) -> String {
     format!("sm:{{client:{c}}}")
 }
@@ -337,39 +407,61 @@ impl RedisRouter {
     /// subscription. Redis need not be reachable yet: the router reconnects by itself
     /// and reports unhealthy until it is.
     pub async fn start(cfg: RedisRouterConfig) -> Result<Arc<Self>, RouterError> {
-        let mut url = cfg.url.clone();
-        if !url.contains("protocol=") {
-            url.push_str(if url.contains('?') { "&" } else { "?" });
-            url.push_str("protocol=resp3");
-        }
-        if url.starts_with("rediss://") {
+        if cfg.redis.is_tls() {
             // The TLS connections' crypto (one process-wide default; the first to
             // install it wins, and every part of the server installs this one).
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         }
-        let client = match &cfg.ca_file {
-            None => Client::open(url.as_str()),
-            Some(ca) => {
-                let pem = std::fs::read(ca)
-                    .map_err(|e| err(format!("cluster.redis_ca_file {}: {e}", ca.display())))?;
-                Client::build_with_tls(
-                    url.as_str(),
-                    redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(pem),
-                    },
-                )
-            }
-        }
-        .map_err(|e| err(format!("invalid cluster.redis_url '{}': {e}", cfg.url)))?;
+        let certs = match &cfg.ca_file {
+            None => None,
+            Some(ca) => Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(
+                    std::fs::read(ca)
+                        .map_err(|e| err(format!("cluster.redis_ca_file {}: {e}", ca.display())))?,
+                ),
+            }),
+        };
         let (push_tx, mut push_rx) = tokio::sync::mpsc::unbounded_channel::<PushInfo>();
-        let mcfg = ConnectionManagerConfig::new()
-            .set_push_sender(push_tx)
-            .set_automatic_resubscription()
-            .set_response_timeout(Some(cfg.command_timeout))
-            .set_connection_timeout(Some(cfg.command_timeout))
-            .set_max_delay(Duration::from_secs(2));
-        let con = ConnectionManager::new_lazy_with_config(client, mcfg).map_err(err)?;
+        let con = match &cfg.redis {
+            RedisTarget::Single(u) => {
+                let url = with_resp3(u);
+                let client = match certs {
+                    None => Client::open(url.as_str()),
+                    Some(certs) => Client::build_with_tls(url.as_str(), certs),
+                }
+                .map_err(|e| err(format!("invalid cluster.redis_url '{u}': {e}")))?;
+                let mcfg = ConnectionManagerConfig::new()
+                    .set_push_sender(push_tx)
+                    .set_automatic_resubscription()
+                    .set_response_timeout(Some(cfg.command_timeout))
+                    .set_connection_timeout(Some(cfg.command_timeout))
+                    .set_max_delay(Duration::from_secs(2));
+                Con::Single(ConnectionManager::new_lazy_with_config(client, mcfg).map_err(err)?)
+            }
+            RedisTarget::Cluster(urls) => {
+                if urls.is_empty() {
+                    return Err(err("cluster.redis_cluster_urls lists no seed node"));
+                }
+                let mut builder = ClusterClientBuilder::new(urls.iter().map(|u| with_resp3(u)))
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .retries(2)
+                    .max_retry_wait(2000);
+                if let Some(certs) = certs {
+                    builder = builder.certs(certs);
+                }
+                let client = builder.build().map_err(|e| {
+                    err(format!("invalid cluster.redis_cluster_urls {urls:?}: {e}"))
+                })?;
+                // Subscriptions are kept by the connection and made again on whichever
+                // node owns their slot after a reconnect or a resharding.
+                let ccfg = ClusterConfig::new()
+                    .set_push_sender(push_tx)
+                    .set_connection_timeout(cfg.command_timeout)
+                    .set_response_timeout(cfg.command_timeout);
+                Con::Cluster(client.get_pending_async_connection_with_config(ccfg))
+            }
+        };
         let (outbox, out_rx) = tokio::sync::mpsc::channel(OUTBOX_CAP);
         let router = Arc::new_cyclic(|me| Self {
             outbox,
@@ -430,8 +522,45 @@ impl RedisRouter {
     }
 
     async fn subscribe(&self) -> Result<(), RouterError> {
-        let mut con = self.con.clone();
-        con.subscribe(&self.channel).await.map_err(err)
+        match self.con.clone() {
+            Con::Single(mut c) => c.subscribe(&self.channel).await.map_err(err),
+            Con::Cluster(mut c) => c.ssubscribe(&self.channel).await.map_err(err),
+        }
+    }
+
+    /// `PUBLISH` on one server, `SPUBLISH` (to the shard owning the channel) on a cluster.
+    fn publish_cmd(&self, node: &str, payload: Vec<u8>) -> redis::Cmd {
+        let mut c = redis::cmd(match self.con {
+            Con::Single(_) => "PUBLISH",
+            Con::Cluster(_) => "SPUBLISH",
+        });
+        c.arg(node_channel(node)).arg(payload);
+        c
+    }
+
+    /// Runs commands whose keys may lie in different hash slots, and returns their
+    /// answers in order: one pipeline on a single server; on a cluster, each command on
+    /// its own, all in flight at once (the connection to each primary pipelines them).
+    async fn query_all<T: FromRedisValue>(&self, cmds: Vec<redis::Cmd>) -> RedisResult<Vec<T>> {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.con {
+            Con::Single(c) => {
+                let mut p = redis::pipe();
+                for cmd in cmds {
+                    p.add_command(cmd);
+                }
+                p.query_async(&mut c.clone()).await
+            }
+            Con::Cluster(c) => {
+                futures_util::future::try_join_all(cmds.into_iter().map(|cmd| {
+                    let mut c = c.clone();
+                    async move { cmd.query_async::<T>(&mut c).await }
+                }))
+                .await
+            }
+        }
     }
 
     fn set_healthy(&self, ok: bool) {
@@ -525,7 +654,7 @@ impl RedisRouter {
 
     fn on_push(&self, push: PushInfo) {
         match push.kind {
-            PushKind::Message => {}
+            PushKind::Message | PushKind::SMessage => {}
             PushKind::Disconnection => {
                 self.set_healthy(false);
                 return;
@@ -623,14 +752,14 @@ impl RedisRouter {
                 None => groups.push((node, vec![msg])),
             }
         }
-        let mut p = redis::pipe();
+        let mut cmds = Vec::with_capacity(groups.len());
         let mut count = 0usize;
         let mut sent_to = Vec::with_capacity(groups.len());
         for (node, msgs) in groups {
             let n = msgs.len();
             match batch::encode(&self.node_id, &msgs) {
                 Ok(payload) => {
-                    p.publish(node_channel(&node), payload);
+                    cmds.push(self.publish_cmd(&node, payload));
                     sent_to.push(node);
                     count += n;
                 }
@@ -639,8 +768,7 @@ impl RedisRouter {
                 }
             }
         }
-        let mut con = self.con.clone();
-        match self.checked(p.query_async::<Vec<i64>>(&mut con).await) {
+        match self.checked(self.query_all::<i64>(cmds).await) {
             Ok(receivers) => {
                 metrics::counter!("signal_cluster_messages_sent_total").increment(count as u64);
                 metrics::histogram!("signal_cluster_batch_size").record(count as f64);
@@ -665,7 +793,7 @@ impl RedisRouter {
         // CBOR: compact, and a relayed frame's bytes travel as bytes.
         let payload = minicbor_serde::to_vec(wire).map_err(err)?;
         let mut con = self.con.clone();
-        let n: i64 = self.checked(con.publish(node_channel(node), payload).await)?;
+        let n: i64 = self.checked(self.publish_cmd(node, payload).query_async(&mut con).await)?;
         Ok(n > 0)
     }
 
@@ -702,18 +830,16 @@ impl RedisRouter {
         if members.is_empty() {
             return;
         }
-        let mut p = redis::pipe();
-        for m in members {
-            let key = node_members_key(&m.node);
-            let item = format!("{room}\n{}", m.client);
-            if add {
-                p.sadd(key, item).ignore();
-            } else {
-                p.srem(key, item).ignore();
-            }
-        }
-        let mut con = self.con.clone();
-        if let Err(e) = self.checked(p.query_async::<()>(&mut con).await) {
+        let cmds = members
+            .iter()
+            .map(|m| {
+                let mut c = redis::cmd(if add { "SADD" } else { "SREM" });
+                c.arg(node_members_key(&m.node))
+                    .arg(format!("{room}\n{}", m.client));
+                c
+            })
+            .collect();
+        if let Err(e) = self.checked(self.query_all::<RedisValue>(cmds).await) {
             tracing::debug!(error = %e, "cluster: could not index members");
         }
     }
@@ -769,21 +895,36 @@ impl Router for RedisRouter {
             .smembers(node_clients_key(node))
             .await
             .unwrap_or_default();
-        let mut p = redis::pipe();
-        p.load_script(&self.scripts.close).ignore();
-        for c in &clients {
-            if let Ok(c) = ClientId::parse("client_id", c) {
-                p.invoke_script(self.scripts.close.key(client_key(&c)).arg(node).arg("all"))
-                    .ignore();
-            }
+        let closes = clients
+            .iter()
+            .filter_map(|c| ClientId::parse("client_id", c).ok())
+            .map(|c| {
+                let mut con = con.clone();
+                let script = &self.scripts.close;
+                async move {
+                    script
+                        .key(client_key(&c))
+                        .arg(node)
+                        .arg("all")
+                        .invoke_async::<RedisValue>(&mut con)
+                        .await
+                }
+            });
+        let closed = futures_util::future::try_join_all(closes).await;
+        let mut cmds = Vec::with_capacity(3);
+        for key in [node_clients_key(node), node_members_key(node)] {
+            let mut c = redis::cmd("DEL");
+            c.arg(key);
+            cmds.push(c);
         }
-        p.del(node_clients_key(node))
-            .ignore()
-            .del(node_members_key(node))
-            .ignore()
-            .zrem(NODES, node)
-            .ignore();
-        if let Err(e) = self.checked(p.query_async::<()>(&mut con).await) {
+        let mut zrem = redis::cmd("ZREM");
+        zrem.arg(NODES).arg(node);
+        cmds.push(zrem);
+        let r = match closed {
+            Ok(_) => self.query_all::<RedisValue>(cmds).await.map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = self.checked(r) {
             tracing::warn!(lost = %node, error = %e, "cluster: could not forget a lost node");
         }
     }
@@ -914,17 +1055,17 @@ impl Router for RedisRouter {
             .iter()
             .filter_map(|m| decode_member(m).ok())
             .collect();
+        // The room's two keys share a hash slot; the list of rooms has its own.
         let _ = self.checked(
             redis::pipe()
                 .del(meta_key(room))
                 .ignore()
                 .del(members_key(room))
                 .ignore()
-                .srem(ROOMS, room.as_str())
-                .ignore()
                 .query_async::<()>(&mut con)
                 .await,
         );
+        let _ = self.checked(con.srem::<_, _, ()>(ROOMS, room.as_str()).await);
         self.index_members(room, &entries.iter().collect::<Vec<_>>(), false)
             .await;
     }
@@ -1101,12 +1242,15 @@ impl Router for RedisRouter {
         if rooms.is_empty() {
             return Ok(false);
         }
-        let mut p = redis::pipe();
-        for r in rooms {
-            p.hexists(members_key(r), client.as_str());
-        }
-        let mut con = self.con.clone();
-        let found: Vec<bool> = self.checked(p.query_async(&mut con).await)?;
+        let cmds = rooms
+            .iter()
+            .map(|r| {
+                let mut c = redis::cmd("HEXISTS");
+                c.arg(members_key(r)).arg(client.as_str());
+                c
+            })
+            .collect();
+        let found: Vec<bool> = self.checked(self.query_all(cmds).await)?;
         Ok(found.into_iter().any(|f| f))
     }
 

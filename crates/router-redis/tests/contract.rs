@@ -6,11 +6,11 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use signal_router_redis::{RedisRouter, RedisRouterConfig};
+use signal_router_redis::{RedisRouter, RedisRouterConfig, RedisTarget};
 
 fn config(url: &str, node: &str) -> RedisRouterConfig {
     RedisRouterConfig {
-        url: url.to_owned(),
+        redis: RedisTarget::Single(url.to_owned()),
         node_id: node.to_owned(),
         presence_ttl: Duration::from_secs(3),
         command_timeout: Duration::from_secs(2),
@@ -20,7 +20,7 @@ fn config(url: &str, node: &str) -> RedisRouterConfig {
 
 /// A router per node, sharing one Redis; built outside the async contract's closure.
 struct Nodes {
-    url: String,
+    redis: RedisTarget,
     ca: Option<std::path::PathBuf>,
     rt: tokio::runtime::Handle,
 }
@@ -28,8 +28,9 @@ struct Nodes {
 impl Nodes {
     fn make(&self, node: &str) -> Arc<RedisRouter> {
         let cfg = RedisRouterConfig {
+            redis: self.redis.clone(),
             ca_file: self.ca.clone(),
-            ..config(&self.url, node)
+            ..config("", node)
         };
         tokio::task::block_in_place(|| self.rt.block_on(RedisRouter::start(cfg))).unwrap()
     }
@@ -39,7 +40,7 @@ impl Nodes {
 async fn the_redis_router_keeps_the_contract() {
     let redis = common::RedisServer::start();
     let nodes = Nodes {
-        url: redis.url(),
+        redis: RedisTarget::Single(redis.url()),
         ca: None,
         rt: tokio::runtime::Handle::current(),
     };
@@ -65,6 +66,20 @@ async fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
         assert!(std::time::Instant::now() < deadline, "timed out: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The whole contract on a Redis Cluster of three primaries: the registry's scripts run
+/// where their room's or client's slot lives, node channels are sharded, and what spans
+/// slots (a lost node's clients, the list of rooms) is split per slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contract_holds_on_a_redis_cluster() {
+    let redis = common::RedisCluster::start();
+    let nodes = Nodes {
+        redis: RedisTarget::Cluster(redis.urls()),
+        ca: None,
+        rt: tokio::runtime::Handle::current(),
+    };
+    signal_core::router::contract::run(|node| nodes.make(node), true).await;
 }
 
 /// A node that stops renewing its presence is reported lost, once, to one live node.
@@ -160,7 +175,7 @@ async fn the_router_recovers_when_redis_returns() {
 async fn the_contract_holds_over_tls() {
     let redis = common::RedisServer::start_tls();
     let nodes = Nodes {
-        url: redis.tls_url(),
+        redis: RedisTarget::Single(redis.tls_url()),
         ca: Some(redis.ca_file()),
         rt: tokio::runtime::Handle::current(),
     };

@@ -134,7 +134,7 @@ async fn start_router(
         format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
     });
     let router = signal_router_redis::RedisRouter::start(signal_router_redis::RedisRouterConfig {
-        url: cluster.redis_url.clone(),
+        redis: cluster.redis_target(),
         node_id: node_id.clone(),
         presence_ttl: Duration::from_secs(cluster.presence_ttl.max(1)),
         command_timeout: Duration::from_secs(cluster.command_timeout.max(1)),

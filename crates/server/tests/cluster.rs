@@ -1,6 +1,7 @@
 //! Cluster mode with real parts: nodes of the real binary (and in-process nodes) on one
-//! PostgreSQL and one `redis-server`, both started by the test. A node killed with
-//! SIGKILL, Redis killed and restarted, and a rolling restart with SIGTERM.
+//! PostgreSQL and one `redis-server` (or a Redis Cluster of three), all started by the
+//! test. A node killed with SIGKILL, Redis killed and restarted, and a rolling restart
+//! with SIGTERM.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -28,12 +29,13 @@ struct Node {
 }
 
 impl Node {
+    /// `redis` is the `[cluster]` line naming Redis.
     fn start(dir: &std::path::Path, name: &str, db: &str, redis: &str, port: u16) -> Node {
         let config = format!(
             "[server]\nhost = \"127.0.0.1\"\nport = {port}\nshutdown_timeout = 5\n\n\
              [auth]\napi_keys = [\"alice:alice-token\", \"bob:bob-token\", \"carol:carol-token\", \"dave:dave-token\"]\n\n\
              [database]\nurl = \"{db}\"\n\n[metrics]\nenabled = false\n\n\
-             [cluster]\nredis_url = \"{redis}\"\nnode_id = \"{name}\"\npresence_ttl = 3\n"
+             [cluster]\n{redis}\nnode_id = \"{name}\"\npresence_ttl = 3\n"
         );
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config).unwrap();
@@ -79,22 +81,42 @@ impl Drop for Node {
     }
 }
 
+/// One Redis, or a Redis Cluster.
+enum Redis {
+    Single(common::redis::RedisServer),
+    Cluster(common::redis::RedisCluster),
+}
+
+impl Redis {
+    /// The `[cluster]` line that names it.
+    fn config_line(&self) -> String {
+        match self {
+            Redis::Single(r) => format!("redis_url = \"{}\"", r.url()),
+            Redis::Cluster(c) => format!("redis_cluster_urls = {:?}", c.urls()),
+        }
+    }
+}
+
 /// PostgreSQL and Redis of the test's own, and a directory for node configs.
 struct Backing {
     pg: common::pg::PgServer,
     db: String,
-    redis: common::redis::RedisServer,
+    redis: Redis,
     dir: tempfile::TempDir,
 }
 
 impl Backing {
     async fn start() -> Self {
+        Self::start_on(Redis::Single(common::redis::RedisServer::start())).await
+    }
+
+    async fn start_on(redis: Redis) -> Self {
         let pg = common::pg::PgServer::start().await;
         let db = pg.fresh_database().await;
         Self {
             pg,
             db,
-            redis: common::redis::RedisServer::start(),
+            redis,
             dir: tempfile::tempdir().unwrap(),
         }
     }
@@ -104,7 +126,13 @@ impl Backing {
     }
 
     async fn node_on(&self, name: &str, port: u16) -> Node {
-        let n = Node::start(self.dir.path(), name, &self.db, &self.redis.url(), port);
+        let n = Node::start(
+            self.dir.path(),
+            name,
+            &self.db,
+            &self.redis.config_line(),
+            port,
+        );
         wait_listening(n.port).await;
         n
     }
@@ -164,7 +192,20 @@ async fn peer_left(c: &mut Client, within: Duration) -> PeerLeft {
 /// carol are told, and the store records bob's leave once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_is_detected_and_its_members_leave_once() {
-    let b = Backing::start().await;
+    a_killed_node_case(Backing::start().await).await;
+}
+
+/// The same on a Redis Cluster of three primaries: node channels are sharded, and each
+/// room's and client's registry entries live on the primary owning their slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_a_killed_node_is_detected_and_its_members_leave_once() {
+    a_killed_node_case(
+        Backing::start_on(Redis::Cluster(common::redis::RedisCluster::start())).await,
+    )
+    .await;
+}
+
+async fn a_killed_node_case(b: Backing) {
     let (na, nb, nc) = (b.node("a").await, b.node("b").await, b.node("c").await);
     let mut alice = member(&na.url(), "alice").await;
     let bob = member(&nb.url(), "bob").await;

@@ -700,3 +700,28 @@ fn a_redis_ca_needs_a_tls_url_and_a_file() {
         "{e}"
     );
 }
+
+#[test]
+fn a_redis_cluster_is_named_by_its_seed_nodes_and_only_one_redis_is_set() {
+    let pg = "[database]\nurl = \"postgres://signal@127.0.0.1:5432/signal\"\n";
+    let e = validation_error(&format!(
+        "{pg}[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n\
+         redis_cluster_urls = [\"redis://127.0.0.1:7000\"]\n"
+    ));
+    assert!(
+        e.contains("cluster.redis_cluster_urls") && e.contains("not both"),
+        "{e}"
+    );
+    let e = validation_error(&format!(
+        "{pg}[cluster]\nredis_cluster_urls = [\"redis://127.0.0.1:7000\", \"127.0.0.1:7001\"]\n"
+    ));
+    assert!(
+        e.contains("cluster.redis_cluster_urls") && e.contains("\"127.0.0.1:7001\""),
+        "{e}"
+    );
+    let e = validation_error(&format!("{pg}[cluster]\nnode_id = \"a\"\n"));
+    assert!(
+        e.contains("cluster.redis_url") && e.contains("redis_cluster_urls"),
+        "{e}"
+    );
+}

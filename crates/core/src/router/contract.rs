@@ -117,6 +117,14 @@ async fn registry<R: Router>(make: &impl Fn(&str) -> Arc<R>) {
             .await
             .unwrap()
     );
+    // Many rooms at once (on a Redis Cluster, in different slots).
+    let others: Vec<RoomId> = (0..6)
+        .map(|_| RoomId::parse(&fresh("elsewhere")).unwrap())
+        .collect();
+    let mut several = others.clone();
+    several.insert(3, room.clone());
+    assert!(a.in_any_room(&carol, &several).await.unwrap());
+    assert!(!a.in_any_room(&carol, &others).await.unwrap());
     let mut on_b: Vec<String> = a
         .members_on(b.node_id())
         .await
@@ -324,6 +332,18 @@ async fn presence_follows_sessions<R: Router>(make: &impl Fn(&str) -> Arc<R>, sh
     );
     a.session_closed(&c).await;
     assert_eq!(a.locate(&c).await, None, "the last session ended");
+
+    // A lost node's clients are forgotten, however many there are (on a Redis Cluster,
+    // their presence spans many slots).
+    let lost: Vec<ClientId> = (0..8).map(|i| client(&format!("lost{i}"))).collect();
+    for c in &lost {
+        b.session_opened(c).await.unwrap();
+    }
+    assert_eq!(a.locate(&lost[7]).await.as_deref(), Some(b.node_id()));
+    a.forget_node(b.node_id()).await;
+    for c in &lost {
+        assert_eq!(a.locate(c).await, None, "{c} was only on the lost node");
+    }
 }
 
 #[derive(Default)]

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 /// A running server; stopped on drop.
 pub struct RedisServer {
+    /// Extra arguments (a cluster node's settings).
+    extra: Vec<String>,
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
@@ -42,6 +44,7 @@ impl RedisServer {
 
     fn unstarted(tls: bool) -> Self {
         Self {
+            extra: Vec::new(),
             child: None,
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
@@ -167,6 +170,7 @@ impl RedisServer {
                 "--loglevel",
                 "warning",
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -221,5 +225,78 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A Redis Cluster of three primaries (no replicas), each a `redis-server` of the test's
+/// own on a free port, formed with `redis-cli --cluster create`; stopped on drop.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three primaries, forms the cluster (16,384 slots split among them), and
+    /// waits until every node reports `cluster_state:ok`.
+    pub fn start() -> Self {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let mut s = RedisServer::unstarted(false);
+            // The cluster bus listens on port + 10000: keep it below 65,536.
+            while s.port > 55_000 || TcpListener::bind(("127.0.0.1", s.port + 10_000)).is_err() {
+                s.port = free_port();
+            }
+            s.extra = vec![
+                "--cluster-enabled".into(),
+                "yes".into(),
+                "--cluster-config-file".into(),
+                s.dir.path().join("nodes.conf").to_str().unwrap().to_owned(),
+                "--cluster-node-timeout".into(),
+                "2000".into(),
+            ];
+            s.spawn();
+            nodes.push(s);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("redis-cli could not run ({e}); install the Debian package redis-tools")
+            });
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let c = Self { nodes };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !c.nodes.iter().all(|n| n.cluster_ok()) {
+            assert!(
+                Instant::now() < deadline,
+                "the Redis Cluster did not become ok"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c
+    }
+
+    /// The seed nodes' URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
+
+impl RedisServer {
+    fn cluster_ok(&self) -> bool {
+        Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "cluster", "info"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
     }
 }

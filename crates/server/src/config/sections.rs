@@ -548,14 +548,17 @@ fn check_ice_urls(c: &mut Checks, key: &str, urls: &[String], schemes: &[&str]) 
     }
 }
 
-/// `[cluster]`: many nodes as one service over Redis. Present (with `redis_url`), it
-/// turns cluster mode on; the store must then be one every node shares (PostgreSQL or
+/// `[cluster]`: many nodes as one service over Redis. Present (with `redis_url`, or
+/// `redis_cluster_urls` for a Redis Cluster), it turns cluster mode on; the store must then be one every node shares (PostgreSQL or
 /// Firestore).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// `redis://HOST:PORT[/DB]`, or `rediss://` for TLS.
     pub redis_url: String,
+    /// A Redis Cluster instead of one Redis: seed nodes (`redis://HOST:PORT` each), from
+    /// which the cluster's other nodes are found.
+    pub redis_cluster_urls: Vec<String>,
     /// This node's id, unique in the cluster; unset: generated at start and logged.
     pub node_id: Option<String>,
     /// Seconds a node's presence lasts without renewal; a node silent this long is lost
@@ -572,6 +575,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             redis_url: String::new(),
+            redis_cluster_urls: Vec::new(),
             node_id: None,
             presence_ttl: 30,
             command_timeout: 2,
@@ -583,17 +587,37 @@ impl Default for ClusterConfig {
 impl ClusterConfig {
     pub(crate) fn check(&self, c: &mut Checks) {
         let url = self.redis_url.trim();
-        if url.is_empty() {
-            c.fail(
+        let is_redis = |u: &str| u.starts_with("redis://") || u.starts_with("rediss://");
+        match (url.is_empty(), self.redis_cluster_urls.is_empty()) {
+            (true, true) => c.fail(
                 "cluster.redis_url",
-                "must be set in [cluster] (redis://HOST:PORT)",
-            );
-        } else if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            c.fail(
+                "must be set in [cluster] (redis://HOST:PORT), or cluster.redis_cluster_urls \
+                 for a Redis Cluster",
+            ),
+            (false, false) => c.fail(
+                "cluster.redis_cluster_urls",
+                "set either cluster.redis_url (one Redis) or cluster.redis_cluster_urls (a \
+                 Redis Cluster), not both",
+            ),
+            (false, true) if !is_redis(url) => c.fail(
                 "cluster.redis_url",
                 format!("{url:?} is not a redis:// or rediss:// URL"),
-            );
+            ),
+            _ => {}
         }
+        for u in &self.redis_cluster_urls {
+            if !is_redis(u.trim()) {
+                c.fail(
+                    "cluster.redis_cluster_urls",
+                    format!("{u:?} is not a redis:// or rediss:// URL"),
+                );
+            }
+        }
+        let tls = url.starts_with("rediss://")
+            || self
+                .redis_cluster_urls
+                .iter()
+                .any(|u| u.trim().starts_with("rediss://"));
         if let Some(id) = &self.node_id
             && (id.is_empty()
                 || id.len() > 64
@@ -607,10 +631,10 @@ impl ClusterConfig {
             );
         }
         if let Some(ca) = &self.redis_ca_file {
-            if !url.starts_with("rediss://") {
+            if !tls {
                 c.fail(
                     "cluster.redis_ca_file",
-                    "only with a rediss:// cluster.redis_url (TLS)",
+                    "only with rediss:// Redis URLs (TLS)",
                 );
             } else if !ca.is_file() {
                 c.fail(
@@ -621,5 +645,21 @@ impl ClusterConfig {
         }
         c.between("cluster.presence_ttl", self.presence_ttl, 3, 3600);
         c.between("cluster.command_timeout", self.command_timeout, 1, 60);
+    }
+}
+
+impl ClusterConfig {
+    /// The Redis the router uses, as configured.
+    pub fn redis_target(&self) -> signal_router_redis::RedisTarget {
+        if self.redis_cluster_urls.is_empty() {
+            signal_router_redis::RedisTarget::Single(self.redis_url.trim().to_owned())
+        } else {
+            signal_router_redis::RedisTarget::Cluster(
+                self.redis_cluster_urls
+                    .iter()
+                    .map(|u| u.trim().to_owned())
+                    .collect(),
+            )
+        }
     }
 }

@@ -95,7 +95,19 @@ pub struct TestServer {
     /// The other nodes of a cluster (see [`test_nodes`]).
     pub others: Vec<Running>,
     pub redis: Option<redis::RedisServer>,
+    /// The Redis Cluster the nodes use instead, with `SIGNAL_TEST_REDIS=cluster`.
+    pub redis_cluster: Option<std::sync::Arc<redis::RedisCluster>>,
     pub balancer: Option<Balancer>,
+}
+
+/// The Redis a cluster of test nodes uses: `SIGNAL_TEST_REDIS` = `single` (one
+/// `redis-server`, the default) or `cluster` (a Redis Cluster of three primaries).
+pub fn test_redis() -> &'static str {
+    match std::env::var("SIGNAL_TEST_REDIS").as_deref() {
+        Err(_) | Ok("") | Ok("single") => "single",
+        Ok("cluster") => "cluster",
+        Ok(other) => panic!("SIGNAL_TEST_REDIS={other:?}: expected single or cluster"),
+    }
 }
 
 /// The store the tests run on: `SIGNAL_TEST_STORE` = `sqlite` (the default), `postgres`
@@ -173,17 +185,29 @@ impl TestServer {
             }
         }
         let mut redis = None;
+        let mut redis_cluster = None;
         if nodes > 1 {
-            let server = redis::RedisServer::start();
-            config.cluster = Some(signal_server::config::ClusterConfig {
-                redis_url: server.url(),
+            let mut cluster = signal_server::config::ClusterConfig {
                 presence_ttl: 5,
                 ..Default::default()
-            });
-            redis = Some(server);
+            };
+            if test_redis() == "cluster" {
+                let c = tokio::task::spawn_blocking(redis::RedisCluster::start)
+                    .await
+                    .expect("the Redis Cluster starts");
+                cluster.redis_cluster_urls = c.urls();
+                redis_cluster = Some(std::sync::Arc::new(c));
+            } else {
+                let server = redis::RedisServer::start();
+                cluster.redis_url = server.url();
+                redis = Some(server);
+            }
+            config.cluster = Some(cluster);
         }
         config.validate().expect("test config is valid");
-        Self::launch(dir, config, pg, redis, nodes).await
+        let mut s = Self::launch(dir, config, pg, redis, nodes).await;
+        s.redis_cluster = redis_cluster;
+        s
     }
 
     async fn launch(
@@ -223,6 +247,7 @@ impl TestServer {
             config,
             pg,
             redis,
+            redis_cluster: None,
             balancer,
         }
     }
@@ -246,9 +271,12 @@ impl TestServer {
             config,
             pg,
             redis,
+            redis_cluster,
             ..
         } = self;
-        Self::launch(dir, config, pg, redis, nodes).await
+        let mut s = Self::launch(dir, config, pg, redis, nodes).await;
+        s.redis_cluster = redis_cluster;
+        s
     }
 
     /// `http://` of node `i` itself, not through the balancer.
