@@ -12,7 +12,14 @@
 //! # let _ = room; Ok(()) }
 //! ```
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt, stream::SplitSink};
@@ -23,8 +30,9 @@ use signal_protocol::{
     frame::encode_parts,
     payload::{
         ConnectAck, ConnectRequest, ErrorPayload, Heartbeat, HeartbeatAck, RegisterAck,
-        RegisterRequest, RoomCreateAck, RoomCreateRequest, RoomJoinAck, RoomJoinRequest,
-        RoomLeaveAck, RoomLeaveRequest, SignalPayload, UnregisterAck, UnregisterRequest,
+        RegisterRequest, ResumeAck, ResumeRequest, RoomCreateAck, RoomCreateRequest, RoomJoinAck,
+        RoomJoinRequest, RoomLeaveAck, RoomLeaveRequest, SignalPayload, UnregisterAck,
+        UnregisterRequest,
     },
 };
 use tokio::{
@@ -102,6 +110,11 @@ pub struct Client {
     /// How long a request waits for its answer.
     pub timeout: Duration,
     reader: tokio::task::JoinHandle<()>,
+    /// Frames received from the server on this session (its last sequence number):
+    /// every frame but a RESUME_ACK counts, ACKs and events alike.
+    received: Arc<AtomicU64>,
+    /// The token that resumes this session, once a resumable CONNECT or a RESUME gave one.
+    resume_token: Option<String>,
 }
 
 impl Drop for Client {
@@ -122,6 +135,8 @@ impl Client {
         let (ev_tx, events) = mpsc::unbounded_channel();
         let (closed_tx, closed) = watch::channel(None);
         let p = pending.clone();
+        let received = Arc::new(AtomicU64::new(0));
+        let count = received.clone();
         let reader = tokio::spawn(async move {
             let mut close = Closed {
                 code: 1006,
@@ -131,8 +146,12 @@ impl Client {
                 match msg {
                     Ok(Message::Binary(b)) => {
                         let Ok(frame) = Frame::decode(b) else {
+                            count.fetch_add(1, Ordering::AcqRel);
                             continue;
                         };
+                        if frame.msg_type != MessageType::ResumeAck {
+                            count.fetch_add(1, Ordering::AcqRel);
+                        }
                         let answer = frame.msg_type == MessageType::Error || is_ack(frame.msg_type);
                         let waiter = if answer {
                             p.0.lock().ok().and_then(|mut m| m.remove(&frame.id))
@@ -177,7 +196,70 @@ impl Client {
             payload_type: PayloadType::Json,
             timeout: Duration::from_secs(10),
             reader,
+            received,
+            resume_token: None,
         })
+    }
+
+    /// Frames received from the server on this session so far: the `last_seq` a RESUME
+    /// sends.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Acquire)
+    }
+
+    /// The token that resumes this session, if it is resumable.
+    pub fn resume_token(&self) -> Option<&str> {
+        self.resume_token.as_deref()
+    }
+
+    /// CONNECT asking for a resumable session: the ACK carries `resume_token` (kept, see
+    /// [`resume_token`](Self::resume_token)) unless the server has resume turned off.
+    pub async fn authenticate_resumable(
+        &mut self,
+        client_id: &str,
+        auth_token: &str,
+    ) -> Result<ConnectAck, ClientError> {
+        let ack: ConnectAck = self
+            .request(
+                MessageType::Connect,
+                &ConnectRequest {
+                    resume: Some(true),
+                    ..connect_request(client_id, auth_token)
+                },
+            )
+            .await?;
+        self.client_id = Some(client_id.to_owned());
+        self.resume_token = ack.resume_token.clone();
+        Ok(ack)
+    }
+
+    /// Opens a new connection to `url` and takes back the session this client had
+    /// (RESUME with its token and the frames it received). What the client missed
+    /// arrives after the ACK, in order, as events; requests this client was waiting on
+    /// are not answered on the new connection.
+    pub async fn resume(&self, url: &str) -> Result<(Client, ResumeAck), ClientError> {
+        let token = self
+            .resume_token
+            .clone()
+            .ok_or_else(|| ClientError::Payload("this session is not resumable".into()))?;
+        let last_seq = self.received();
+        let mut next = Client::connect(url).await?;
+        next.payload_type = self.payload_type;
+        next.timeout = self.timeout;
+        next.received.store(last_seq, Ordering::Release);
+        let ack: ResumeAck = next
+            .request(
+                MessageType::Resume,
+                &ResumeRequest {
+                    client_id: self.client_id().to_owned(),
+                    resume_token: token,
+                    last_seq,
+                },
+            )
+            .await?;
+        next.client_id = self.client_id.clone();
+        next.resume_token = Some(ack.resume_token.clone());
+        Ok((next, ack))
     }
 
     /// Uses CBOR payloads from now on.
@@ -296,17 +378,7 @@ impl Client {
         let ack = self
             .request(
                 MessageType::Connect,
-                &ConnectRequest {
-                    client_id: client_id.into(),
-                    auth_token: auth_token.into(),
-                    version: Some(signal_protocol::PROTOCOL_VERSION.into()),
-                    capabilities: Some(vec![
-                        "websocket".into(),
-                        "heartbeat".into(),
-                        "webrtc".into(),
-                    ]),
-                    metadata: Some(json!({"platform": "rust", "client": "signal-client"})),
-                },
+                &connect_request(client_id, auth_token),
             )
             .await?;
         self.client_id = Some(client_id.to_owned());
@@ -550,10 +622,26 @@ impl Client {
     }
 }
 
+fn connect_request(client_id: &str, auth_token: &str) -> ConnectRequest {
+    ConnectRequest {
+        client_id: client_id.into(),
+        auth_token: auth_token.into(),
+        version: Some(signal_protocol::PROTOCOL_VERSION.into()),
+        capabilities: Some(vec![
+            "websocket".into(),
+            "heartbeat".into(),
+            "webrtc".into(),
+        ]),
+        metadata: Some(json!({"platform": "rust", "client": "signal-client"})),
+        resume: None,
+    }
+}
+
 fn is_ack(t: MessageType) -> bool {
     matches!(
         t,
         MessageType::ConnectAck
+            | MessageType::ResumeAck
             | MessageType::HeartbeatAck
             | MessageType::RegisterAck
             | MessageType::UnregisterAck

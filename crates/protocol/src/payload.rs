@@ -23,6 +23,9 @@ pub struct ConnectRequest {
     /// Free-form client information.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
+    /// Extension: `true` asks for a resumable session (a `resume_token` in the ACK).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<bool>,
 }
 
 /// CONNECT_ACK (0x02).
@@ -40,6 +43,57 @@ pub struct ConnectAck {
     pub heartbeat_interval: u64,
     /// What the server supports.
     pub capabilities: Vec<String>,
+    /// Extension, for a CONNECT with `resume: true`: the token that takes this session
+    /// back with RESUME after the connection drops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_token: Option<String>,
+    /// Extension: seconds a dropped session waits for its RESUME.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_window: Option<u64>,
+}
+
+/// RESUME (0x06), extension: the first frame of a new connection, instead of CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeRequest {
+    /// The client whose session this is.
+    pub client_id: String,
+    /// The latest `resume_token` the server gave (CONNECT_ACK or RESUME_ACK).
+    pub resume_token: String,
+    /// How many frames the client received from the server on this session.
+    pub last_seq: u64,
+}
+
+/// RESUME_ACK (0x07), extension.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeAck {
+    /// Always 200.
+    pub status: u16,
+    /// "Session resumed".
+    pub message: String,
+    /// The session taken back (the same id as before).
+    pub session_id: String,
+    /// A new token for the next resume (the old one is spent).
+    pub resume_token: String,
+    /// The client's `last_seq`. This ACK is not counted: the frame after it is
+    /// `last_seq + 1`.
+    pub last_seq: u64,
+    /// Frames sent before the drop that the client missed, sent again right after this
+    /// ACK; what was queued while the connection was down follows them.
+    pub replayed: u64,
+    /// Seconds between the client's heartbeats.
+    pub heartbeat_interval: u64,
+}
+
+/// PEER_RECONNECTING (0x39), extension: to the other members of a room when a member's
+/// connection dropped and its session waits for a RESUME.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerReconnecting {
+    /// The room.
+    pub room_id: String,
+    /// Whose connection dropped.
+    pub client_id: String,
+    /// Seconds it has to come back before it leaves (PEER_LEFT).
+    pub window: u64,
 }
 
 /// HEARTBEAT / PING (0x04).

@@ -16,6 +16,10 @@ pub enum MessageType {
     Heartbeat = 0x04,
     /// S→C: keep-alive answer (PING_ACK).
     HeartbeatAck = 0x05,
+    /// C→S: take a dropped session back (extension); instead of CONNECT.
+    Resume = 0x06,
+    /// S→C: session taken back; what was missed follows (extension).
+    ResumeAck = 0x07,
     /// Both: SDP offer relayed to a target.
     SignalOffer = 0x10,
     /// Both: SDP answer relayed to a target.
@@ -48,18 +52,22 @@ pub enum MessageType {
     PeerLeft = 0x37,
     /// S→C: a room this client was in has terminated.
     RoomClosed = 0x38,
+    /// S→C: another member's connection dropped; it may resume (extension).
+    PeerReconnecting = 0x39,
     /// S→C: a request failed.
     Error = 0xFF,
 }
 
 impl MessageType {
     /// Every message type, in wire order.
-    pub const ALL: [MessageType; 22] = [
+    pub const ALL: [MessageType; 25] = [
         Self::Connect,
         Self::ConnectAck,
         Self::Disconnect,
         Self::Heartbeat,
         Self::HeartbeatAck,
+        Self::Resume,
+        Self::ResumeAck,
         Self::SignalOffer,
         Self::SignalAnswer,
         Self::SignalIceCandidate,
@@ -76,6 +84,7 @@ impl MessageType {
         Self::PeerJoined,
         Self::PeerLeft,
         Self::RoomClosed,
+        Self::PeerReconnecting,
         Self::Error,
     ];
 
@@ -92,6 +101,8 @@ impl MessageType {
             Self::Disconnect => "DISCONNECT",
             Self::Heartbeat => "HEARTBEAT",
             Self::HeartbeatAck => "HEARTBEAT_ACK",
+            Self::Resume => "RESUME",
+            Self::ResumeAck => "RESUME_ACK",
             Self::SignalOffer => "SIGNAL_OFFER",
             Self::SignalAnswer => "SIGNAL_ANSWER",
             Self::SignalIceCandidate => "SIGNAL_ICE_CANDIDATE",
@@ -108,6 +119,7 @@ impl MessageType {
             Self::PeerJoined => "PEER_JOINED",
             Self::PeerLeft => "PEER_LEFT",
             Self::RoomClosed => "ROOM_CLOSED",
+            Self::PeerReconnecting => "PEER_RECONNECTING",
             Self::Error => "ERROR",
         }
     }
@@ -117,6 +129,7 @@ impl MessageType {
         matches!(
             self,
             Self::Connect
+                | Self::Resume
                 | Self::Disconnect
                 | Self::Heartbeat
                 | Self::SignalOffer
@@ -134,6 +147,7 @@ impl MessageType {
     pub fn ack(self) -> Option<Self> {
         Some(match self {
             Self::Connect => Self::ConnectAck,
+            Self::Resume => Self::ResumeAck,
             Self::Heartbeat => Self::HeartbeatAck,
             Self::Register => Self::RegisterAck,
             Self::Unregister => Self::UnregisterAck,

@@ -204,6 +204,13 @@ impl Conn {
         Ok(session)
     }
 
+    /// Takes over a resumed session: its queue becomes this connection's.
+    pub(crate) fn adopt(&mut self, session: Arc<Session>) {
+        tracing::Span::current().record("client_id", tracing::field::display(&session.client_id));
+        self.outbox = session.outbox().clone();
+        self.session = Some(session);
+    }
+
     /// Counts a message against the per-connection rate; false when over it.
     pub(crate) fn within_rate(&self) -> bool {
         self.limiter.as_ref().is_none_or(|l| l.check().is_ok())
@@ -220,8 +227,10 @@ pub(crate) struct Guard {
 /// Why a connection ends. The one place each cause gets its close code, its close
 /// reason, and the reason its session's rooms are told.
 enum Cause {
-    /// The client closed (close frame or end of stream).
+    /// The client closed (a close frame).
     ClientClosed,
+    /// The stream ended without a close frame.
+    Lost,
     /// The dialect ended the connection while it opened (a refused credential or room).
     Refused(u16, String),
     /// The dialect ended the connection on a message (DISCONNECT, a fatal error).
@@ -249,7 +258,7 @@ enum Cause {
 impl Cause {
     fn code(&self) -> u16 {
         match self {
-            Self::ClientClosed => close::NORMAL,
+            Self::ClientClosed | Self::Lost => close::NORMAL,
             Self::Refused(code, _) | Self::Dialect(code, _) => *code,
             Self::PingsBeforeSession
             | Self::PingRate(_)
@@ -260,7 +269,7 @@ impl Cause {
             Self::Failed => close::ABNORMAL,
             Self::Hub(r) => match r {
                 CloseReason::SlowConsumer(_) | CloseReason::Replaced => close::POLICY,
-                CloseReason::RoomClosed => close::NORMAL,
+                CloseReason::RoomClosed | CloseReason::Resumed => close::NORMAL,
                 CloseReason::ShuttingDown => close::GOING_AWAY,
             },
             Self::Shutdown => close::GOING_AWAY,
@@ -269,7 +278,7 @@ impl Cause {
 
     fn reason(&self) -> String {
         match self {
-            Self::ClientClosed | Self::Failed => String::new(),
+            Self::ClientClosed | Self::Lost | Self::Failed => String::new(),
             Self::Refused(_, r) | Self::Dialect(_, r) => r.clone(),
             Self::PingsBeforeSession => {
                 format!("more than {PINGS_BEFORE_SESSION} pings before CONNECT")
@@ -302,6 +311,15 @@ impl Cause {
         }
     }
 
+    /// Whether a resumable session waits for a RESUME after this (rather than leaving its
+    /// rooms): when the connection was lost, not when it was ended on purpose.
+    fn parks(&self) -> bool {
+        matches!(
+            self,
+            Self::Lost | Self::Failed | Self::HeartbeatTimeout(_) | Self::Hub(CloseReason::Resumed)
+        )
+    }
+
     /// Whether what is queued is still sent before the close: not to a client that is
     /// not reading it.
     fn drains(&self) -> bool {
@@ -329,8 +347,10 @@ enum Wake {
     Message(Message),
     /// A ping, answered (the latest of several pending) if within the rate limit.
     Ping(Bytes),
-    /// The client closed (close frame or end of stream).
+    /// The client closed (a close frame).
     Closed,
+    /// The stream ended without a close frame.
+    Lost,
     /// The client broke the WebSocket protocol.
     Invalid(WsError),
     /// Reading or writing failed.
@@ -463,9 +483,15 @@ impl<D: Dialect> Link<D> {
                 let limit = self.write_size;
                 // One clock read per batch, for the relay latency of what it holds.
                 let now = std::time::Instant::now();
+                // A resumable session's queue keeps what was sent, for a RESUME.
+                let keep = outbox.keeps_sent();
                 self.more_queued = outbox.drain(usize::MAX, |item| {
+                    let copy = keep.then(|| item.clone());
                     if self.encode(item, &mut out, format, now) {
                         n += 1;
+                        if let Some(c) = copy {
+                            outbox.sent(c);
+                        }
                     }
                     out.len() < limit
                 });
@@ -589,7 +615,7 @@ pub(crate) fn drive<D: Dialect>(
 ) -> impl Future<Output = ()> + Send {
     let cfg = state.config.clone();
     let s = &cfg.server;
-    let outbox = Outbox::with_limits(s.outbound_queue.max(1), s.outbound_queue_bytes);
+    let mut outbox = Outbox::with_limits(s.outbound_queue.max(1), s.outbound_queue_bytes);
     let limiter = if cfg.security.rate_limit_enabled {
         std::num::NonZeroU32::new(cfg.security.max_messages_per_minute)
             .map(|n| Box::new(RateLimiter::direct(Quota::per_minute(n))))
@@ -685,7 +711,7 @@ pub(crate) fn drive<D: Dialect>(
                         if link.wbuf.len() < link.write_size {
                             match link.poll_fill(cx) {
                                 Poll::Ready(Ok(true)) => continue,
-                                Poll::Ready(Ok(false)) => return Poll::Ready(Wake::Closed),
+                                Poll::Ready(Ok(false)) => return Poll::Ready(Wake::Lost),
                                 Poll::Ready(Err(e)) => return Poll::Ready(Wake::Failed(e)),
                                 Poll::Pending => {}
                             }
@@ -744,6 +770,10 @@ pub(crate) fn drive<D: Dialect>(
                         conn.received_at = link.last_in.into_std();
                         let flow =
                             run(dialect.on_message(&mut conn, msg), &mut link, &outbox).await;
+                        // A RESUME hands the connection the resumed session's queue.
+                        if !Arc::ptr_eq(&outbox, &conn.outbox) {
+                            outbox = conn.outbox.clone();
+                        }
                         // Once the session opens, the heartbeat deadline may come before the
                         // CONNECT deadline the timer was set for.
                         if conn.session.is_some() {
@@ -760,6 +790,7 @@ pub(crate) fn drive<D: Dialect>(
                         }
                     }
                     Wake::Closed => break End::from(Cause::ClientClosed),
+                    Wake::Lost => break End::from(Cause::Lost),
                     Wake::Invalid(e) => {
                         tracing::debug!(error = %e, "WebSocket protocol error");
                         break End::from(Cause::Protocol(e));
@@ -797,18 +828,27 @@ pub(crate) fn drive<D: Dialect>(
 
 /// Leaves the session's rooms, then closes the socket.
 async fn teardown<D: Dialect>(mut conn: Conn, link: Link<D>, outbox: Arc<Outbox>, end: End) {
+    let mut parked = false;
     if let Some(session) = conn.session.take() {
         let leave = end.cause.leave();
-        conn.state
-            .hub
-            .disconnect(&session, leave, matches!(end.cause, Cause::Dialect(..)))
-            .await;
-        tracing::debug!(code = end.cause.code(), reason = %end.cause.reason(), "session closed");
+        let hub = &conn.state.hub;
+        if session.is_resumable() && !hub.resume_window().is_zero() && end.cause.parks() {
+            // What is queued stays queued, for the connection that resumes it.
+            let announce = !matches!(end.cause, Cause::Hub(CloseReason::Resumed));
+            hub.park(&session, leave, announce).await;
+            parked = true;
+        } else {
+            hub.disconnect(&session, leave, matches!(end.cause, Cause::Dialect(..)))
+                .await;
+        }
+        tracing::debug!(code = end.cause.code(), reason = %end.cause.reason(), parked, "session closed");
     }
     drop(conn);
-    let drain = end.cause.drains();
+    let drain = end.cause.drains() && !parked;
     finish(link, &outbox, end, drain).await;
-    outbox.close();
+    if !parked {
+        outbox.close();
+    }
 }
 
 /// Sends what is queued (unless `drain` is false), the error and the close frame, then

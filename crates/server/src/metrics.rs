@@ -39,7 +39,7 @@ pub(crate) struct HotMetrics {
     /// `signal_ws_messages_out_total` by endpoint.
     pub(crate) ws_out: [metrics::Counter; 3],
     /// `signal_events_out_total` by event (see [`event_index`](Self::event_index)).
-    pub(crate) events_out: [metrics::Counter; 6],
+    pub(crate) events_out: [metrics::Counter; 7],
     /// [`RELAY_LATENCY`] by signal kind.
     pub(crate) relay_latency: [metrics::Histogram; 3],
     /// `signal_frames_in_total` by binary message type byte (unknown bytes: a no-op).
@@ -47,13 +47,14 @@ pub(crate) struct HotMetrics {
 }
 
 const ENDPOINTS: [&str; 3] = ["binary", "ws", "room_path"];
-const EVENTS: [&str; 6] = [
+const EVENTS: [&str; 7] = [
     "peer_joined",
     "peer_left",
     "room_closed",
     "offer",
     "answer",
     "ice_candidate",
+    "peer_reconnecting",
 ];
 
 impl HotMetrics {
@@ -99,6 +100,7 @@ impl HotMetrics {
             Event::PeerLeft { .. } => 1,
             Event::RoomClosed { .. } => 2,
             Event::Signal(s) => 3 + Self::kind_index(s.kind),
+            Event::PeerReconnecting { .. } => 6,
         }
     }
 }

@@ -159,6 +159,10 @@ pub fn hub_config(config: &Config) -> HubConfig {
         default_max_participants: config.rooms.max_participants as usize,
         max_rooms: config.rooms.max_rooms as usize,
         require_shared_room: config.routing.require_shared_room,
+        resume_window: Duration::from_secs(config.session.resume_window),
+        resume_buffer: config.session.resume_buffer as usize,
+        resume_buffer_bytes: usize::try_from(config.session.resume_buffer_bytes)
+            .unwrap_or(usize::MAX),
         ..HubConfig::default()
     }
 }

@@ -206,6 +206,16 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// Another member's connection dropped; its session waits `window` seconds for a
+    /// RESUME before it leaves.
+    PeerReconnecting {
+        /// The room.
+        room: RoomId,
+        /// Whose connection dropped.
+        client: ClientId,
+        /// Seconds it has to come back.
+        window: u64,
+    },
     /// A room the receiver was in has terminated.
     RoomClosed {
         /// The room.
@@ -236,6 +246,9 @@ impl Event {
                     reason,
                 } => room.as_str().len() + client.as_str().len() + reason.len(),
                 Self::RoomClosed { room, reason } => room.as_str().len() + reason.len(),
+                Self::PeerReconnecting { room, client, .. } => {
+                    room.as_str().len() + client.as_str().len() + 8
+                }
                 Self::Signal(s) => {
                     let b = &s.body;
                     s.from.as_str().len()
@@ -258,6 +271,7 @@ impl Event {
             Self::PeerJoined { .. } => "peer_joined",
             Self::PeerLeft { .. } => "peer_left",
             Self::RoomClosed { .. } => "room_closed",
+            Self::PeerReconnecting { .. } => "peer_reconnecting",
             Self::Signal(s) => s.kind.label(),
         }
     }
@@ -338,6 +352,8 @@ pub enum CloseReason {
     RoomClosed,
     /// The server is shutting down.
     ShuttingDown,
+    /// A new connection resumed the session: this one ends without it.
+    Resumed,
 }
 
 impl CloseReason {
@@ -348,6 +364,7 @@ impl CloseReason {
             Self::Replaced => "session replaced by a newer connection".into(),
             Self::RoomClosed => "room closed".into(),
             Self::ShuttingDown => "server shutting down".into(),
+            Self::Resumed => "session resumed on another connection".into(),
         }
     }
 

@@ -6,6 +6,7 @@
 mod cluster;
 mod event;
 mod outbox;
+mod resume;
 mod room;
 mod session;
 mod signal;
@@ -16,6 +17,7 @@ pub use event::{
     SignalBody, SignalKind, register_body_decoder,
 };
 pub use outbox::{Outbox, Overflow, PushError};
+pub use resume::{ResumeParams, Resumed};
 pub use room::{
     CreateRoomParams, JoinRoomParams, ParticipantInfo, RoomCreated, RoomInfo, RoomJoined,
 };
@@ -64,6 +66,13 @@ pub struct HubConfig {
     pub stun_url: Option<String>,
     /// Capabilities announced in CONNECT_ACK.
     pub capabilities: Vec<String>,
+    /// How long a resumable session whose connection dropped waits for its RESUME
+    /// (zero: sessions are never resumable).
+    pub resume_window: std::time::Duration,
+    /// Frames a resumable session keeps after sending them, for a RESUME to send again.
+    pub resume_buffer: usize,
+    /// Bytes of those frames at most.
+    pub resume_buffer_bytes: usize,
 }
 
 impl Default for HubConfig {
@@ -79,6 +88,9 @@ impl Default for HubConfig {
             app_id: String::new(),
             stun_url: None,
             capabilities: vec!["websocket".into(), "heartbeat".into(), "webrtc".into()],
+            resume_window: std::time::Duration::from_secs(30),
+            resume_buffer: 1024,
+            resume_buffer_bytes: 1 << 20,
         }
     }
 }
@@ -114,6 +126,9 @@ pub struct ConnectParams {
     /// Admit without credentials under a server-assigned id (only where configuration
     /// allows anonymous access; the caller decides).
     pub anonymous: bool,
+    /// The client asks for a resumable session (granted while the resume window is not
+    /// zero: see [`Session::resume_token`]).
+    pub resume: bool,
 }
 
 /// REGISTER / UNREGISTER / ROOM_* share these request fields.
@@ -190,6 +205,8 @@ struct Inner {
     /// that were signalled, as the registry said, until that node says it holds them no
     /// more ([`Inbox::gone`]). Bounded by [`LOCATED_CAP`].
     located: DashMap<ClientId, Arc<str>>,
+    /// Resumable sessions by their resume token.
+    resumable: DashMap<String, Arc<Session>>,
     session_count: AtomicUsize,
     shutting_down: AtomicBool,
     /// `signal_relayed_total` by kind, registered once (a labelled lookup per message
@@ -231,6 +248,7 @@ impl Hub {
                 sessions: DashMap::new(),
                 rooms: DashMap::new(),
                 located: DashMap::new(),
+                resumable: DashMap::new(),
                 session_count: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
                 relayed: [
@@ -331,14 +349,33 @@ impl Hub {
                 .await?;
             id
         };
-        let session = Session::new(
-            client_id.clone(),
-            p.format,
-            outbox,
-            p.capabilities,
-            p.metadata,
-            p.display_name,
-        );
+        let session = if p.resume && !self.inner.cfg.resume_window.is_zero() {
+            outbox.keep_sent(
+                self.inner.cfg.resume_buffer,
+                self.inner.cfg.resume_buffer_bytes,
+            );
+            let token = resume::new_token();
+            let s = Session::new_resumable(
+                client_id.clone(),
+                p.format,
+                outbox,
+                p.capabilities,
+                p.metadata,
+                p.display_name,
+                token.clone(),
+            );
+            self.inner.resumable.insert(token, s.clone());
+            s
+        } else {
+            Session::new(
+                client_id.clone(),
+                p.format,
+                outbox,
+                p.capabilities,
+                p.metadata,
+                p.display_name,
+            )
+        };
         let evicted: Vec<Arc<Session>> = {
             let mut list = self.inner.sessions.entry(client_id).or_default();
             list.push(session.clone());
@@ -397,6 +434,14 @@ impl Hub {
                 .remove_if(&session.client_id, |_, list| list.is_empty());
             removed
         };
+        if let Some(r) = session.resumable() {
+            // Not resumable any more, whether it waited for a RESUME or not.
+            r.parked.lock().take();
+            let token = r.token.lock().clone();
+            self.inner
+                .resumable
+                .remove_if(token.as_str(), |_, s| Arc::ptr_eq(s, session));
+        }
         if removed {
             self.inner.session_count.fetch_sub(1, Ordering::Relaxed);
             self.inner.router.session_closed(&session.client_id).await;

@@ -61,6 +61,39 @@ pub struct Outbox {
     waker: AtomicWaker,
     /// The format the consumer encodes events for, fixed when its session opens.
     format: OnceLock<Format>,
+    /// For a resumable session: what was sent lately, by sequence number.
+    replay: OnceLock<Mutex<Replay>>,
+}
+
+/// The frames a resumable session's connection sent lately, numbered: the `n`th frame
+/// sent (counting from the connection's first) is sequence number `n`. Bounded in count
+/// and bytes; the oldest go first.
+#[derive(Debug)]
+struct Replay {
+    /// The sequence number of the last frame sent.
+    sent: u64,
+    /// The last frames sent, oldest first; the last is `sent`.
+    items: VecDeque<Outbound>,
+    bytes: usize,
+    max_items: usize,
+    max_bytes: usize,
+    /// Frames at the queue's front that are not counted (a RESUME_ACK).
+    uncounted: usize,
+}
+
+/// Why [`Outbox::rewind`] could not go back to a sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewindError {
+    /// The client says it received more than was sent.
+    Ahead {
+        /// The last frame sent.
+        sent: u64,
+    },
+    /// Frames after the client's number are no longer kept.
+    Dropped {
+        /// The oldest number still kept.
+        oldest: u64,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -90,7 +123,91 @@ impl Outbox {
             ready: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             format: OnceLock::new(),
+            replay: OnceLock::new(),
         })
+    }
+
+    /// Keeps the last frames sent, up to `max_items` and `max_bytes`, so that a resumed
+    /// session can have them again ([`rewind`](Self::rewind)). Once per queue.
+    pub fn keep_sent(&self, max_items: usize, max_bytes: usize) {
+        let _ = self.replay.set(Mutex::new(Replay {
+            sent: 0,
+            items: VecDeque::new(),
+            bytes: 0,
+            max_items: max_items.max(1),
+            max_bytes,
+            uncounted: 0,
+        }));
+    }
+
+    /// Whether [`keep_sent`](Self::keep_sent) was called: the writer then hands each
+    /// frame it sent to [`sent`](Self::sent).
+    pub fn keeps_sent(&self) -> bool {
+        self.replay.get().is_some()
+    }
+
+    /// Counts a frame the writer sent, and keeps it.
+    pub fn sent(&self, item: Outbound) {
+        let Some(r) = self.replay.get() else { return };
+        let mut r = r.lock();
+        if r.uncounted > 0 {
+            r.uncounted -= 1;
+            return;
+        }
+        r.sent += 1;
+        r.bytes += item.size();
+        r.items.push_back(item);
+        while r.items.len() > r.max_items || (r.bytes > r.max_bytes && r.items.len() > 1) {
+            if let Some(old) = r.items.pop_front() {
+                r.bytes -= old.size();
+            }
+        }
+    }
+
+    /// How many frames were sent (the last sequence number), 0 without
+    /// [`keep_sent`](Self::keep_sent).
+    pub fn sent_count(&self) -> u64 {
+        self.replay.get().map_or(0, |r| r.lock().sent)
+    }
+
+    /// Goes back to frame `last_seq`, the last one the client received: `first` (not
+    /// counted) and then the frames sent after `last_seq` are put at the front of the
+    /// queue, before what was queued since, and numbering goes on from `last_seq`.
+    /// Returns how many sent frames are sent again. The queue is reopened if it was
+    /// closed.
+    pub fn rewind(&self, last_seq: u64, first: Outbound) -> Result<u64, RewindError> {
+        let Some(r) = self.replay.get() else {
+            return Err(RewindError::Dropped { oldest: 0 });
+        };
+        let mut r = r.lock();
+        if last_seq > r.sent {
+            return Err(RewindError::Ahead { sent: r.sent });
+        }
+        let missed = r.sent - last_seq;
+        if missed > r.items.len() as u64 {
+            return Err(RewindError::Dropped {
+                oldest: r.sent + 1 - r.items.len() as u64,
+            });
+        }
+        let keep = r.items.len() - missed as usize;
+        let again: Vec<Outbound> = r.items.drain(keep..).collect();
+        r.bytes = r.items.iter().map(Outbound::size).sum();
+        r.sent = last_seq;
+        r.uncounted = 1;
+        // One lock at a time (the writer takes the queue's, then this one).
+        drop(r);
+        {
+            let mut q = self.items.lock();
+            q.closed = false;
+            for item in again.into_iter().rev() {
+                q.bytes += item.size();
+                q.items.push_front(item);
+            }
+            q.bytes += first.size();
+            q.items.push_front(first);
+        }
+        self.notify();
+        Ok(missed)
     }
 
     /// The format of the session this queue belongs to, once one opened.
@@ -350,5 +467,43 @@ mod tests {
         assert_eq!(q.push(sized(1)), Err(PushError::Full(Overflow::Bytes(10))));
         q.close();
         assert_eq!(q.bytes(), 0);
+    }
+
+    /// Sends (drains and counts) everything queued, returning the bytes' first byte each.
+    fn send_all(q: &Outbox) -> Vec<u8> {
+        let mut got = vec![];
+        q.drain(usize::MAX, |i| {
+            got.push(byte(i.clone()));
+            q.sent(i);
+            true
+        });
+        got
+    }
+
+    #[test]
+    fn a_rewind_sends_again_what_followed_the_clients_last_frame() {
+        let q = Outbox::new(16);
+        q.keep_sent(3, usize::MAX);
+        for n in 1..=5 {
+            q.push(frame(n)).unwrap();
+        }
+        assert_eq!(send_all(&q), [1, 2, 3, 4, 5]);
+        assert_eq!(q.sent_count(), 5);
+        // Frames 1 and 2 are no longer kept; 6 was never sent.
+        assert_eq!(
+            q.rewind(1, frame(0)),
+            Err(RewindError::Dropped { oldest: 3 })
+        );
+        assert_eq!(q.rewind(6, frame(0)), Err(RewindError::Ahead { sent: 5 }));
+        // Queued while the connection was down.
+        q.push(frame(6)).unwrap();
+        assert_eq!(q.rewind(3, frame(100)), Ok(2));
+        // The ACK first (not counted), then 4 and 5 again, then 6.
+        assert_eq!(send_all(&q), [100, 4, 5, 6]);
+        assert_eq!(q.sent_count(), 6);
+        // A second rewind counts the same way.
+        assert_eq!(q.rewind(5, frame(101)), Ok(1));
+        assert_eq!(send_all(&q), [101, 6]);
+        assert_eq!(q.sent_count(), 6);
     }
 }

@@ -41,6 +41,21 @@ pub struct Session {
     /// Set once at most; boxed, as most sessions never carry one.
     close_reason: Mutex<Option<Box<CloseReason>>>,
     kill: Notify,
+    /// For a session that may be resumed after its connection drops.
+    resume: Option<Box<Resumable>>,
+}
+
+/// What a resumable session keeps.
+#[derive(Debug)]
+pub(crate) struct Resumable {
+    /// The token that takes it back.
+    pub(crate) token: Mutex<String>,
+    /// Set while the session waits for a RESUME: which park this is.
+    pub(crate) parked: Mutex<Option<u64>>,
+    /// Parks so far.
+    pub(crate) parks: std::sync::atomic::AtomicU64,
+    /// Woken when the session parks.
+    pub(crate) on_park: Notify,
 }
 
 /// Handed back by [`Session::try_send`] when the queue is full or closed.
@@ -73,7 +88,69 @@ impl Session {
             close_with_room: AtomicBool::new(false),
             close_reason: Mutex::new(None),
             kill: Notify::new(),
+            resume: None,
         })
+    }
+
+    /// A new resumable session: [`Hub::resume`](super::Hub::resume) takes it back with
+    /// `token` after its connection drops.
+    pub(crate) fn new_resumable(
+        client_id: ClientId,
+        format: Format,
+        outbox: Arc<Outbox>,
+        capabilities: Vec<String>,
+        metadata: Value,
+        display_name: Option<String>,
+        token: String,
+    ) -> Arc<Self> {
+        let mut s = Arc::into_inner(Self::new(
+            client_id,
+            format,
+            outbox,
+            capabilities,
+            metadata,
+            display_name,
+        ))
+        .unwrap_or_else(|| unreachable!("a new session has one owner"));
+        s.resume = Some(Box::new(Resumable {
+            token: Mutex::new(token),
+            parked: Mutex::new(None),
+            parks: std::sync::atomic::AtomicU64::new(0),
+            on_park: Notify::new(),
+        }));
+        Arc::new(s)
+    }
+
+    /// Whether the session may be resumed after its connection drops.
+    pub fn is_resumable(&self) -> bool {
+        self.resume.is_some()
+    }
+
+    /// The token that resumes this session, for a resumable one.
+    pub fn resume_token(&self) -> Option<String> {
+        self.resume.as_ref().map(|r| r.token.lock().clone())
+    }
+
+    pub(crate) fn resumable(&self) -> Option<&Resumable> {
+        self.resume.as_deref()
+    }
+
+    /// Whether the session waits for a RESUME (its connection dropped).
+    pub fn is_parked(&self) -> bool {
+        self.resume
+            .as_ref()
+            .is_some_and(|r| r.parked.lock().is_some())
+    }
+
+    /// The session's queue.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// Clears a close request, for a session taken back by a new connection.
+    pub(crate) fn reopen(&self) {
+        *self.close_reason.lock() = None;
+        self.closing.store(false, Ordering::Release);
     }
 
     /// The connection's wire format (kept by its queue, which encodes for it).

@@ -67,6 +67,7 @@ async fn reconnect(hub: &Hub, id: &str, cap: usize) -> (Arc<Session>, Arc<Outbox
                 metadata: json!({}),
                 display_name: None,
                 anonymous: false,
+                resume: false,
             },
             rx.clone(),
         )
@@ -220,6 +221,7 @@ async fn a_replaced_session_leaves_its_rooms_before_the_new_one_is_acknowledged(
                 metadata: json!({}),
                 display_name: None,
                 anonymous: false,
+                resume: false,
             },
             tx,
         )
@@ -463,6 +465,7 @@ async fn room_events_go_to_the_other_nodes_too() {
                     Event::PeerLeft { .. } => "peer_left",
                     Event::RoomClosed { .. } => "room_closed",
                     Event::Signal(_) => "signal",
+                    Event::PeerReconnecting { .. } => "peer_reconnecting",
                 };
                 (kind.to_owned(), except.as_ref().map(|c| c.to_string()))
             }
@@ -710,6 +713,7 @@ async fn a_newer_session_on_another_node_replaces_the_older() {
                 metadata: json!({}),
                 display_name: None,
                 anonymous: false,
+                resume: false,
             },
             rn,
         )

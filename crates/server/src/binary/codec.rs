@@ -123,6 +123,20 @@ pub fn encode_event(env: &Envelope, pt: PayloadType) -> Option<Bytes> {
                 reason: reason.clone(),
             },
         ),
+        Event::PeerReconnecting {
+            room,
+            client,
+            window,
+        } => encode(
+            MessageType::PeerReconnecting,
+            env.id,
+            pt,
+            &signal_protocol::payload::PeerReconnecting {
+                room_id: room.to_string(),
+                client_id: client.to_string(),
+                window: *window,
+            },
+        ),
         Event::RoomClosed { room, reason } => encode(
             MessageType::RoomClosed,
             env.id,

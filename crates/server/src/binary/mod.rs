@@ -132,7 +132,7 @@ fn on_frame(conn: &mut Conn, bytes: Bytes) -> Step<'_> {
         let err = CoreError::bad_request(format!("{t} is sent by the server, not by clients"));
         return Step::Done(finish(conn, &frame, Err(err)));
     }
-    if conn.session.is_none() && t != MessageType::Connect {
+    if conn.session.is_none() && t != MessageType::Connect && t != MessageType::Resume {
         let err = CoreError::unauthorized(format!(
             "Not connected: CONNECT must be the first frame, got {t}"
         ));
@@ -170,6 +170,7 @@ fn on_frame(conn: &mut Conn, bytes: Bytes) -> Step<'_> {
         _ => Step::wait(async move {
             let r = match t {
                 MessageType::Connect => cmd::connect::handle(conn, &frame).await,
+                MessageType::Resume => cmd::resume::handle(conn, &frame).await,
                 MessageType::Register => cmd::register::handle(conn, &frame).await,
                 MessageType::Unregister => cmd::unregister::handle(conn, &frame).await,
                 MessageType::RoomCreate => cmd::room_create::handle(conn, &frame).await,

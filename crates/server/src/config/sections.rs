@@ -39,6 +39,13 @@ pub struct SessionConfig {
     pub cleanup_interval: u64,
     /// Concurrent sessions one `client_id` may hold.
     pub max_sessions_per_client: u32,
+    /// Seconds a resumable session whose connection dropped waits for its RESUME, in its
+    /// rooms; 0 turns resume off.
+    pub resume_window: u64,
+    /// Frames a resumable session keeps after sending them, for a RESUME to send again.
+    pub resume_buffer: u32,
+    /// Bytes of those frames at most.
+    pub resume_buffer_bytes: u64,
 }
 
 impl Default for SessionConfig {
@@ -47,6 +54,9 @@ impl Default for SessionConfig {
             session_timeout: 3600,
             cleanup_interval: 300,
             max_sessions_per_client: 1,
+            resume_window: 30,
+            resume_buffer: 1024,
+            resume_buffer_bytes: 1 << 20,
         }
     }
 }
@@ -359,6 +369,14 @@ impl SessionConfig {
             "session.max_sessions_per_client",
             self.max_sessions_per_client,
             1,
+        );
+        c.between("session.resume_window", self.resume_window, 0, 3600);
+        c.between("session.resume_buffer", self.resume_buffer, 1, 65_536);
+        c.between(
+            "session.resume_buffer_bytes",
+            self.resume_buffer_bytes,
+            1024,
+            1 << 30,
         );
     }
 }

@@ -341,6 +341,8 @@ pub fn encode_event(env: &Envelope) -> Option<Bytes> {
             "payload": { "peer_id": client.as_str(), "reason": reason },
             "timestamp": now,
         }),
+        // Resume is the binary protocol's for now: JSON clients are not told.
+        Event::PeerReconnecting { .. } => return None,
         Event::RoomClosed { room, reason } => json!({
             "type": "ROOM_CLOSED",
             "room_id": room.as_str(),

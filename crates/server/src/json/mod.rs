@@ -143,6 +143,7 @@ pub(crate) async fn open_session(
         metadata: json!({ "dialect": format.label() }),
         display_name,
         anonymous,
+        resume: false,
     })
     .await
 }

@@ -273,6 +273,8 @@ pub fn encode_event(env: &Envelope) -> Option<Bytes> {
             "server",
             Some(room.as_str()),
         ),
+        // Resume is the binary protocol's for now: JSON clients are not told.
+        Event::PeerReconnecting { .. } => return None,
         Event::RoomClosed { room, reason } => message(
             "error",
             json!({ "code": "ROOM_CLOSED", "message": format!("Room closed: {reason}") }),

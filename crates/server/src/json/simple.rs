@@ -245,6 +245,8 @@ pub fn encode_event(env: &Envelope) -> Option<Bytes> {
             "room": room.as_str(),
             "sender": client.as_str(),
         }),
+        // Resume is the binary protocol's for now: JSON clients are not told.
+        Event::PeerReconnecting { .. } => return None,
         Event::RoomClosed { room, reason } => json!({
             "type": "room_closed",
             "room": room.as_str(),

@@ -36,6 +36,7 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
             metadata: req.metadata.unwrap_or(Value::Null),
             display_name: None,
             anonymous: false,
+            resume: req.resume == Some(true),
         })
         .await?;
     let hub = conn.state.hub.config();
@@ -46,6 +47,10 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
         server_version: hub.protocol_version.to_string(),
         heartbeat_interval: hub.heartbeat_interval,
         capabilities: hub.capabilities.clone(),
+        resume_token: session.resume_token(),
+        resume_window: session
+            .is_resumable()
+            .then_some(hub.resume_window.as_secs()),
     };
     codec::encode(
         MessageType::ConnectAck,

@@ -5,6 +5,7 @@
 pub mod connect;
 pub mod heartbeat;
 pub mod register;
+pub mod resume;
 pub mod room_create;
 pub mod room_join;
 pub mod room_leave;

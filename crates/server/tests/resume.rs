@@ -1,0 +1,345 @@
+//! Resume: a session whose connection drops waits for a RESUME in its rooms, and takes
+//! back everything sent to it meanwhile, in order, once. The connection is cut with a
+//! TCP proxy of the test's own between the client and the server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use common::{TestServer, WAIT};
+use signal_client::{
+    Client, ClientError, decode,
+    protocol::{
+        MessageType,
+        payload::{PeerLeft, PeerReconnecting, SignalPayload},
+    },
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// A TCP proxy for one connection at a time: bytes flow both ways until [`cut`]; while
+/// [`hold`] is on, what the server sends is read and thrown away, as bytes lost in the
+/// network when a phone changes networks.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    hold: Arc<AtomicBool>,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(server: std::net::SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hold = Arc::new(AtomicBool::new(false));
+        let tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (h, t) = (hold.clone(), tasks.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let upstream = TcpStream::connect(server).await.unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut ur, mut uw) = upstream.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut uw).await;
+                });
+                let hold = h.clone();
+                let down = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match ur.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if !hold.load(Ordering::Acquire) && cw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                t.lock().unwrap().extend([up, down]);
+            }
+        });
+        Proxy {
+            addr,
+            hold,
+            tasks,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// Throws away what the server sends from now on.
+    fn hold(&self) {
+        self.hold.store(true, Ordering::Release);
+    }
+
+    /// Drops both sides of every connection, without a WebSocket close.
+    fn cut(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+async fn member(url: &str, id: &str) -> Client {
+    let mut c = Client::connect(url).await.unwrap();
+    c.authenticate(id, &format!("{id}-token")).await.unwrap();
+    c.register(&format!("{id}-token")).await.unwrap();
+    c
+}
+
+/// Bob (direct) creates room `room`; alice, resumable, joins it through `proxy`.
+async fn pair(s: &TestServer, proxy: &Proxy, room: &str) -> (Client, Client) {
+    let mut bob = member(&s.url, "bob").await;
+    bob.create_room("bob-token", Some(room), Some("v=0"))
+        .await
+        .unwrap();
+    let mut alice = Client::connect(&proxy.url()).await.unwrap();
+    let ack = alice
+        .authenticate_resumable("alice", "alice-token")
+        .await
+        .unwrap();
+    assert!(
+        ack.resume_token.is_some(),
+        "a resumable session gets a token"
+    );
+    assert_eq!(ack.resume_window, Some(s.config.session.resume_window));
+    alice.register("alice-token").await.unwrap();
+    alice.join_room("alice-token", room).await.unwrap();
+    bob.expect_event(MessageType::PeerJoined, WAIT)
+        .await
+        .unwrap();
+    (alice, bob)
+}
+
+async fn offers(c: &mut Client, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let f = c
+            .expect_event(MessageType::SignalOffer, WAIT)
+            .await
+            .unwrap();
+        let p: SignalPayload = decode(&f).unwrap();
+        got.push(p.sdp.unwrap_or_default());
+    }
+    got
+}
+
+fn numbered(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("v=0 n={i}")).collect()
+}
+
+/// 100 offers to alice while her connection is lost: the first 50 are sent by the server
+/// into a connection that no longer delivers, the rest while her session waits. Alice
+/// resumes on a new connection and gets all 100, in order, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_resumes_and_misses_nothing() {
+    let s = TestServer::start_single_with(|_| {}).await;
+    let proxy = Proxy::start(s.running().addr).await;
+    let (alice, mut bob) = pair(&s, &proxy, "resume-r").await;
+
+    proxy.hold();
+    for sdp in numbered(0..50) {
+        bob.send_offer("alice", Some("resume-r"), &sdp)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.cut();
+    // The others are told the connection dropped, not that alice left.
+    let f = bob
+        .expect_event(MessageType::PeerReconnecting, WAIT)
+        .await
+        .unwrap();
+    let r: PeerReconnecting = decode(&f).unwrap();
+    assert_eq!(
+        (r.room_id.as_str(), r.client_id.as_str(), r.window),
+        ("resume-r", "alice", 30)
+    );
+    for sdp in numbered(50..100) {
+        bob.send_offer("alice", Some("resume-r"), &sdp)
+            .await
+            .unwrap();
+    }
+
+    let (mut back, ack) = alice.resume(&s.url).await.unwrap();
+    assert!(
+        ack.replayed >= 50,
+        "the 50 lost in the network are sent again: {ack:?}"
+    );
+    assert_ne!(Some(ack.resume_token.as_str()), alice.resume_token());
+    assert_eq!(offers(&mut back, 100).await, numbered(0..100));
+    assert!(
+        back.next_event_within(Duration::from_millis(500))
+            .await
+            .is_err(),
+        "nothing twice"
+    );
+    // The session goes on: signals both ways, and nobody was told alice left.
+    bob.send_offer("alice", Some("resume-r"), "v=0 after")
+        .await
+        .unwrap();
+    assert_eq!(offers(&mut back, 1).await, ["v=0 after"]);
+    back.send_offer("bob", Some("resume-r"), "v=0 back")
+        .await
+        .unwrap();
+    assert_eq!(offers(&mut bob, 1).await, ["v=0 back"]);
+    assert!(
+        bob.next_event_within(Duration::from_millis(300))
+            .await
+            .is_err(),
+        "bob was never told alice left"
+    );
+}
+
+/// A second resume of the same session works too (the token changes each time), and a
+/// spent token is refused with 401 while the connection stays open for a CONNECT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_resume_gives_a_new_token_and_a_spent_one_is_refused() {
+    let s = TestServer::start_single_with(|_| {}).await;
+    let proxy = Proxy::start(s.running().addr).await;
+    let (alice, bob) = pair(&s, &proxy, "twice").await;
+    let spent = alice.resume_token().unwrap().to_owned();
+    proxy.cut();
+    let (mut back, _) = alice.resume(&proxy.url()).await.unwrap();
+    bob.send_offer("alice", Some("twice"), "v=0 one")
+        .await
+        .unwrap();
+    assert_eq!(offers(&mut back, 1).await, ["v=0 one"]);
+    proxy.cut();
+    let (mut again, _) = back.resume(&s.url).await.unwrap();
+    bob.send_offer("alice", Some("twice"), "v=0 two")
+        .await
+        .unwrap();
+    assert_eq!(offers(&mut again, 1).await, ["v=0 two"]);
+
+    let mut other = Client::connect(&s.url).await.unwrap();
+    let f = other
+        .request_frame(
+            MessageType::Resume,
+            &signal_client::protocol::payload::ResumeRequest {
+                client_id: "alice".into(),
+                resume_token: spent,
+                last_seq: 0,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(f.msg_type, MessageType::Error);
+    let e: signal_client::protocol::payload::ErrorPayload = decode(&f).unwrap();
+    assert_eq!(e.error_code, 401, "{e:?}");
+    assert!(e.error_message.contains("resume_token"), "{e:?}");
+    other.authenticate("carol", "carol-token").await.unwrap();
+}
+
+/// A window that ends without a RESUME ends as a lost connection always did: the others
+/// get PEER_LEFT ("disconnected"), and the token no longer works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_that_expires_ends_in_an_ordinary_leave() {
+    let s = TestServer::start_single_with(|c| c.session.resume_window = 1).await;
+    let proxy = Proxy::start(s.running().addr).await;
+    let (alice, mut bob) = pair(&s, &proxy, "expire").await;
+    proxy.cut();
+    let f = bob
+        .expect_event(MessageType::PeerReconnecting, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(decode::<PeerReconnecting>(&f).unwrap().window, 1);
+    let f = bob.expect_event(MessageType::PeerLeft, WAIT).await.unwrap();
+    let left: PeerLeft = decode(&f).unwrap();
+    assert_eq!(
+        (left.client_id.as_str(), left.reason.as_str()),
+        ("alice", "disconnected")
+    );
+    match alice.resume(&s.url).await {
+        Err(ClientError::Server(e)) => assert_eq!(e.error_code, 401),
+        other => panic!("an expired window cannot be resumed: {:?}", other.err()),
+    }
+}
+
+/// A client that did not ask for resume sees exactly what it always did: its connection
+/// dropping makes it leave at once, and CONNECT_ACK has no resume fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_resume_a_lost_connection_leaves_at_once() {
+    let s = TestServer::start_single_with(|_| {}).await;
+    let proxy = Proxy::start(s.running().addr).await;
+    let mut alice = Client::connect(&proxy.url()).await.unwrap();
+    let ack = alice.authenticate("alice", "alice-token").await.unwrap();
+    assert_eq!((ack.resume_token, ack.resume_window), (None, None));
+    alice.register("alice-token").await.unwrap();
+    let mut bob = member(&s.url, "bob").await;
+    bob.create_room("bob-token", Some("plain"), Some("v=0"))
+        .await
+        .unwrap();
+    alice.join_room("alice-token", "plain").await.unwrap();
+    bob.expect_event(MessageType::PeerJoined, WAIT)
+        .await
+        .unwrap();
+    proxy.cut();
+    let f = bob.next_event_within(WAIT).await.unwrap();
+    assert_eq!(
+        f.msg_type,
+        MessageType::PeerLeft,
+        "no PEER_RECONNECTING first"
+    );
+    assert_eq!(decode::<PeerLeft>(&f).unwrap().reason, "disconnected");
+}
+
+/// A RESUME while the old connection is still open (the server has not seen it drop)
+/// takes the session from it: the old connection is closed, the new one carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_takes_the_session_from_a_connection_still_open() {
+    let s = TestServer::start_single_with(|_| {}).await;
+    let proxy = Proxy::start(s.running().addr).await;
+    let (mut alice, bob) = pair(&s, &proxy, "takeover").await;
+    let (mut back, ack) = alice.resume(&s.url).await.unwrap();
+    assert_eq!(ack.replayed, 0);
+    let closed = alice.closed_within(WAIT).await.unwrap();
+    assert_eq!(closed.code, 1000);
+    assert!(closed.reason.contains("resumed"), "{closed:?}");
+    bob.send_offer("alice", Some("takeover"), "v=0 new")
+        .await
+        .unwrap();
+    assert_eq!(offers(&mut back, 1).await, ["v=0 new"]);
+}
+
+/// More queued for a waiting session than its queue holds ends the window at once,
+/// with a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overflowing_a_waiting_session_ends_its_window() {
+    let s = TestServer::start_single_with(|c| c.server.outbound_queue = 16).await;
+    let proxy = Proxy::start(s.running().addr).await;
+    let (alice, mut bob) = pair(&s, &proxy, "overflow").await;
+    proxy.cut();
+    bob.expect_event(MessageType::PeerReconnecting, WAIT)
+        .await
+        .unwrap();
+    for sdp in numbered(0..40) {
+        bob.send_offer("alice", Some("overflow"), &sdp)
+            .await
+            .unwrap();
+    }
+    let f = bob.expect_event(MessageType::PeerLeft, WAIT).await.unwrap();
+    let left: PeerLeft = decode(&f).unwrap();
+    assert_eq!(left.reason, "resume buffer overflow");
+    assert!(alice.resume(&s.url).await.is_err());
+}
