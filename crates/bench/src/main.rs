@@ -184,6 +184,10 @@ struct Global {
     /// Read buffer of each client socket, bytes.
     #[arg(long, default_value_t = 16384)]
     read_buffer: usize,
+    /// signal-manager: every client asks for a resumable session (CONNECT `resume: true`),
+    /// so the server keeps what it sends each one for a RESUME.
+    #[arg(long)]
+    resume: bool,
     /// Free-form label stored in the result.
     #[arg(long)]
     label: Option<String>,
@@ -203,6 +207,7 @@ impl Global {
             source_net: source_net(),
             run_id: run_id(),
             read_buffer: self.read_buffer,
+            resume: self.resume,
         }
     }
     fn common(&self) -> Common {

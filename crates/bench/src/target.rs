@@ -115,6 +115,8 @@ pub struct Endpoint {
     pub run_id: String,
     /// Read buffer of client sockets.
     pub read_buffer: usize,
+    /// signal-manager: CONNECT asking for resumable sessions (`"resume": true`).
+    pub resume: bool,
 }
 
 impl Endpoint {
@@ -201,9 +203,12 @@ impl Endpoint {
                 let jwt = signal_core::auth::issue_jwt(secret, &id, None, 24 * 3600)
                     .map_err(|e| err(e.message))?;
                 token = jwt.clone();
-                let body = serde_json::json!({
+                let mut body = serde_json::json!({
                     "client_id": id, "auth_token": jwt, "version": "1.0.0",
                 });
+                if self.resume {
+                    body["resume"] = serde_json::Value::Bool(true);
+                }
                 sm_request(&mut ws, 0x01, &body, 0x02).await?;
                 id
             }

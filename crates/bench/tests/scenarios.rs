@@ -92,6 +92,7 @@ fn endpoint(target: Target, addr: SocketAddr) -> Endpoint {
         source_net: signal_bench::source_net(),
         run_id: run_id(),
         read_buffer: 16384,
+        resume: false,
     }
 }
 

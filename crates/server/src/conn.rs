@@ -381,6 +381,11 @@ struct Link<D> {
     opcode: Opcode,
     /// The queue had more than one batch the last time it was drained.
     more_queued: bool,
+    /// Where the payloads of a resumable session's batch lie in it (reused, empty
+    /// between batches).
+    kept: Vec<std::ops::Range<usize>>,
+    /// Frames this connection sent from its queue.
+    frames_out: u64,
     write_failed: bool,
     /// When the last message (of any kind) arrived.
     last_in: Instant,
@@ -483,18 +488,26 @@ impl<D: Dialect> Link<D> {
                 let limit = self.write_size;
                 // One clock read per batch, for the relay latency of what it holds.
                 let now = std::time::Instant::now();
-                // A resumable session's queue keeps what was sent, for a RESUME.
+                // A resumable session's queue keeps what was sent, for a RESUME: the
+                // payloads' places in the batch, handed over once the batch is made.
                 let keep = outbox.keeps_sent();
+                let mut kept = std::mem::take(&mut self.kept);
                 self.more_queued = outbox.drain(usize::MAX, |item| {
-                    let copy = keep.then(|| item.clone());
+                    let start = out.len();
                     if self.encode(item, &mut out, format, now) {
                         n += 1;
-                        if let Some(c) = copy {
-                            outbox.sent(c);
+                        if keep && let Some(h) = frame::header_len(&out[start..]) {
+                            kept.push(start + h..out.len());
                         }
                     }
                     out.len() < limit
                 });
+                if !kept.is_empty() {
+                    outbox.sent(&out, &kept, self.frames_out);
+                    kept.clear();
+                }
+                self.kept = kept;
+                self.frames_out += n;
                 self.wbuf = out;
                 self.hot.ws_out[self.endpoint].increment(n);
             }
@@ -640,6 +653,8 @@ pub(crate) fn drive<D: Dialect>(
             Opcode::Binary
         },
         more_queued: false,
+        kept: Vec::new(),
+        frames_out: 0,
         write_failed: false,
         last_in: Instant::now(),
         hot: state.metrics.clone(),

@@ -114,6 +114,8 @@ async fn pair(s: &TestServer, proxy: &Proxy, room: &str) -> (Client, Client) {
         .await
         .unwrap();
     let mut alice = Client::connect(&proxy.url()).await.unwrap();
+    // A frame before CONNECT (an ERROR) counts like any other.
+    alice.heartbeat().await.unwrap_err();
     let ack = alice
         .authenticate_resumable("alice", "alice-token")
         .await

@@ -89,8 +89,8 @@ impl Default for HubConfig {
             stun_url: None,
             capabilities: vec!["websocket".into(), "heartbeat".into(), "webrtc".into()],
             resume_window: std::time::Duration::from_secs(30),
-            resume_buffer: 1024,
-            resume_buffer_bytes: 1 << 20,
+            resume_buffer: 128,
+            resume_buffer_bytes: 64 << 10,
         }
     }
 }

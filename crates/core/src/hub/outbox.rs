@@ -67,18 +67,43 @@ pub struct Outbox {
 
 /// The frames a resumable session's connection sent lately, numbered: the `n`th frame
 /// sent (counting from the connection's first) is sequence number `n`. Bounded in count
-/// and bytes; the oldest go first.
+/// and bytes; the oldest go first. The frames' payloads are copied, one after another,
+/// into one buffer: nothing is allocated per frame, and nothing kept holds on to a
+/// larger buffer a frame was sliced from.
 #[derive(Debug)]
 struct Replay {
     /// The sequence number of the last frame sent.
     sent: u64,
-    /// The last frames sent, oldest first; the last is `sent`.
-    items: VecDeque<Outbound>,
-    bytes: usize,
+    /// The lengths of the last frames sent, oldest first; the last is `sent`.
+    lens: VecDeque<u32>,
+    /// Their payloads, in the same order.
+    bytes: VecDeque<u8>,
     max_items: usize,
     max_bytes: usize,
     /// Frames at the queue's front that are not counted (a RESUME_ACK).
     uncounted: usize,
+    /// Whether a frame was kept yet: the first one's number comes from the connection.
+    started: bool,
+}
+
+impl Replay {
+    fn keep(&mut self, payload: &[u8]) {
+        if self.uncounted > 0 {
+            self.uncounted -= 1;
+            return;
+        }
+        self.sent += 1;
+        self.lens
+            .push_back(u32::try_from(payload.len()).unwrap_or(u32::MAX));
+        self.bytes.extend(payload);
+        while self.lens.len() > self.max_items
+            || (self.bytes.len() > self.max_bytes && self.lens.len() > 1)
+        {
+            if let Some(n) = self.lens.pop_front() {
+                self.bytes.drain(..(n as usize).min(self.bytes.len()));
+            }
+        }
+    }
 }
 
 /// Why [`Outbox::rewind`] could not go back to a sequence number.
@@ -132,35 +157,34 @@ impl Outbox {
     pub fn keep_sent(&self, max_items: usize, max_bytes: usize) {
         let _ = self.replay.set(Mutex::new(Replay {
             sent: 0,
-            items: VecDeque::new(),
-            bytes: 0,
+            lens: VecDeque::new(),
+            bytes: VecDeque::new(),
             max_items: max_items.max(1),
             max_bytes,
             uncounted: 0,
+            started: false,
         }));
     }
 
-    /// Whether [`keep_sent`](Self::keep_sent) was called: the writer then hands each
-    /// frame it sent to [`sent`](Self::sent).
+    /// Whether [`keep_sent`](Self::keep_sent) was called: the writer then hands the
+    /// payload of each frame it sent to [`sent`](Self::sent).
     pub fn keeps_sent(&self) -> bool {
         self.replay.get().is_some()
     }
 
-    /// Counts a frame the writer sent, and keeps it.
-    pub fn sent(&self, item: Outbound) {
+    /// Counts the frames the writer sent, given by their payloads (`buf[range]` each, in
+    /// the order sent), and keeps copies. `before`: how many frames the connection sent
+    /// before these (the first batch kept numbers on from there; frames sent before the
+    /// session asked for resume count too).
+    pub fn sent(&self, buf: &[u8], payloads: &[std::ops::Range<usize>], before: u64) {
         let Some(r) = self.replay.get() else { return };
         let mut r = r.lock();
-        if r.uncounted > 0 {
-            r.uncounted -= 1;
-            return;
+        if !r.started {
+            r.started = true;
+            r.sent = before;
         }
-        r.sent += 1;
-        r.bytes += item.size();
-        r.items.push_back(item);
-        while r.items.len() > r.max_items || (r.bytes > r.max_bytes && r.items.len() > 1) {
-            if let Some(old) = r.items.pop_front() {
-                r.bytes -= old.size();
-            }
+        for p in payloads {
+            r.keep(buf.get(p.clone()).unwrap_or_default());
         }
     }
 
@@ -184,15 +208,26 @@ impl Outbox {
             return Err(RewindError::Ahead { sent: r.sent });
         }
         let missed = r.sent - last_seq;
-        if missed > r.items.len() as u64 {
+        if missed > r.lens.len() as u64 {
             return Err(RewindError::Dropped {
-                oldest: r.sent + 1 - r.items.len() as u64,
+                oldest: r.sent + 1 - r.lens.len() as u64,
             });
         }
-        let keep = r.items.len() - missed as usize;
-        let again: Vec<Outbound> = r.items.drain(keep..).collect();
-        r.bytes = r.items.iter().map(Outbound::size).sum();
+        let keep = r.lens.len() - missed as usize;
+        let lens: Vec<u32> = r.lens.drain(keep..).collect();
+        let total: usize = lens.iter().map(|n| *n as usize).sum();
+        let from = r.bytes.len().saturating_sub(total);
+        let mut tail = r.bytes.split_off(from);
+        let again: Vec<Outbound> = lens
+            .iter()
+            .map(|n| {
+                let rest = tail.split_off((*n as usize).min(tail.len()));
+                let frame: Vec<u8> = std::mem::replace(&mut tail, rest).into();
+                Outbound::Frame(bytes::Bytes::from(frame))
+            })
+            .collect();
         r.sent = last_seq;
+        r.started = true;
         r.uncounted = 1;
         // One lock at a time (the writer takes the queue's, then this one).
         drop(r);
@@ -473,10 +508,11 @@ mod tests {
     fn send_all(q: &Outbox) -> Vec<u8> {
         let mut got = vec![];
         q.drain(usize::MAX, |i| {
-            got.push(byte(i.clone()));
-            q.sent(i);
+            got.push(byte(i));
             true
         });
+        let ranges: Vec<_> = (0..got.len()).map(|i| i..i + 1).collect();
+        q.sent(&got, &ranges, 0);
         got
     }
 

@@ -55,8 +55,8 @@ impl Default for SessionConfig {
             cleanup_interval: 300,
             max_sessions_per_client: 1,
             resume_window: 30,
-            resume_buffer: 1024,
-            resume_buffer_bytes: 1 << 20,
+            resume_buffer: 128,
+            resume_buffer_bytes: 64 << 10,
         }
     }
 }

@@ -135,6 +135,17 @@ pub fn encode_header(opcode: Opcode, payload_len: usize, out: &mut [u8; 10]) -> 
     }
 }
 
+/// The length of the header at the start of an unmasked frame `encode_header` wrote;
+/// `None` if `frame` is shorter than its header.
+pub fn header_len(frame: &[u8]) -> Option<usize> {
+    let n = match frame.get(1)? & 0x7F {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    (frame.len() >= n).then_some(n)
+}
+
 /// Appends a complete unmasked server frame (header + payload) to `out`.
 ///
 /// Control frames (close, ping, pong) must carry at most 125 bytes; that is
