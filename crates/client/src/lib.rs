@@ -47,6 +47,9 @@ use uuid::Uuid;
 
 pub use signal_protocol as protocol;
 
+mod resuming;
+pub use resuming::{Backoff, Resuming, Update};
+
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// What can go wrong for a client.

@@ -345,3 +345,50 @@ async fn overflowing_a_waiting_session_ends_its_window() {
     assert_eq!(left.reason, "resume buffer overflow");
     assert!(alice.resume(&s.url).await.is_err());
 }
+
+/// The Rust client resumes by itself: its connection is cut twice while bob keeps
+/// signalling; it reconnects (through the same proxy) and gets every offer, in order,
+/// once, without the application doing anything but read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_resumes_by_itself() {
+    let s = TestServer::start_single_with(|_| {}).await;
+    let proxy = Proxy::start(s.running().addr).await;
+    let (alice, bob) = pair(&s, &proxy, "auto").await;
+    let mut alice = alice
+        .resuming(
+            &proxy.url(),
+            signal_client::Backoff {
+                first: Duration::from_millis(50),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut resumed = 0;
+    let mut got = Vec::new();
+    for (i, sdp) in numbered(0..90).into_iter().enumerate() {
+        bob.send_offer("alice", Some("auto"), &sdp).await.unwrap();
+        if i == 30 || i == 60 {
+            proxy.cut();
+        }
+    }
+    while got.len() < 90 {
+        match tokio::time::timeout(WAIT, alice.next()).await.unwrap() {
+            Some(signal_client::Update::Frame(f)) => {
+                if f.msg_type == MessageType::SignalOffer {
+                    got.push(decode::<SignalPayload>(&f).unwrap().sdp.unwrap_or_default());
+                }
+            }
+            Some(signal_client::Update::Resumed { .. }) => resumed += 1,
+            Some(signal_client::Update::Reconnecting { .. }) => {}
+            other => panic!("unexpected: {other:?}"),
+        }
+    }
+    assert_eq!(got, numbered(0..90));
+    assert!(resumed >= 1, "it resumed");
+    // And it still sends, on whatever connection it holds now.
+    alice
+        .client()
+        .send_offer("bob", Some("auto"), "v=0 from alice")
+        .await
+        .unwrap();
+}
