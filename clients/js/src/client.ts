@@ -41,7 +41,10 @@ import {
   type JsonValue,
   type PeerJoined,
   type PeerLeft,
+  type PeerReconnecting,
   type RegisterAck,
+  type ResumeAck,
+  type ResumeRequest,
   type Role,
   type RoomClosed,
   type RoomCreateAck,
@@ -92,6 +95,26 @@ export interface ConnectOptions {
   /** The WebSocket implementation (default: the global `WebSocket`). On Node 20, pass the
    * `ws` package's export, or run Node with `--experimental-websocket`. */
   WebSocket?: WebSocketConstructor;
+  /** Ask for a resumable session, and resume it by itself when the connection is lost:
+   * `true`, or how to retry. The session's rooms, and every frame sent to it meanwhile,
+   * survive (see the protocol's "Resume"). */
+  resume?: boolean | ResumeOptions;
+}
+
+/** How a resumable client retries after a lost connection. */
+export interface ResumeOptions {
+  /** The first wait, in milliseconds (default 100); doubled after each failed try. */
+  firstDelayMs?: number;
+  /** The longest wait between tries (default 5000). */
+  maxDelayMs?: number;
+  /** Give up after this long (default: the server's `resume_window`). */
+  giveUpAfterMs?: number;
+}
+
+/** Handed to `resumed` listeners. */
+export interface ResumedInfo {
+  /** Frames the network had lost, sent again (they arrive as ordinary events next). */
+  replayed: number;
 }
 
 /** Per-request options. */
@@ -188,7 +211,15 @@ export interface SignalClientEvents {
   /** An error no request is waiting for: an ERROR answering a signal (signals have no
    * ACK), an unsolicited ERROR (session replaced), an undecodable frame, a failed heartbeat. */
   error: SignalClientError;
-  /** The connection closed. Pending requests have been rejected. */
+  /** Another member's connection was lost; it may resume within `window` seconds. */
+  peerReconnecting: PeerReconnecting;
+  /** A resumable client lost its connection and is reconnecting. Pending requests have
+   * been rejected; signals sent meanwhile throw. */
+  reconnecting: CloseInfo;
+  /** A resumable client took its session back on a new connection. */
+  resumed: ResumedInfo;
+  /** The connection closed for good (a resumable client: it could not resume). Pending
+   * requests have been rejected. */
   close: CloseInfo;
   /** Every frame received, before it is matched or dispatched (for logging). */
   frame: Frame;
@@ -221,29 +252,47 @@ export class SignalClient {
   #closed: CloseInfo | undefined;
   #connectAck: ConnectAck | undefined;
   #opened: Promise<void>;
+  #url = "";
+  #options: ConnectOptions;
+  /** Frames received on the session: every one but RESUME_ACK (the last sequence number). */
+  #received = 0;
+  #resumeToken: string | undefined;
+  #reconnecting = false;
+  #closedByUser = false;
 
   private constructor(ws: WebSocketLike, options: ConnectOptions) {
     this.#ws = ws;
+    this.#options = options;
     this.clientId = options.clientId;
     this.#token = options.token;
     this.#version = options.version ?? PROTOCOL_VERSION;
     this.payloadType = options.payload === "cbor" ? PayloadType.Cbor : PayloadType.Json;
     this.timeoutMs = options.timeoutMs ?? 10_000;
     ws.binaryType = "arraybuffer";
-    this.#opened = new Promise<void>((resolve, reject) => {
+    this.#opened = this.#attach(ws);
+  }
+
+  /** Listens to `ws`; events of a socket that is no longer this client's are ignored.
+   * Resolves once it opens. */
+  #attach(ws: WebSocketLike): Promise<void> {
+    ws.binaryType = "arraybuffer";
+    const opened = new Promise<void>((resolve, reject) => {
       ws.addEventListener("open", () => resolve());
       ws.addEventListener("close", (ev: { code?: number; reason?: string }) => {
         reject(new ConnectionClosedError(ev.code ?? 1006, ev.reason ?? "", "the WebSocket could not be opened"));
       });
     });
-    // Nobody may be awaiting `#opened` when the socket closes later; that is not an error.
-    this.#opened.catch(() => {});
-    ws.addEventListener("message", (ev: { data: unknown }) => this.#onMessage(ev.data));
-    ws.addEventListener("close", (ev: { code?: number; reason?: string }) =>
-      this.#onClose({ code: ev.code ?? 1006, reason: ev.reason ?? "" }),
-    );
+    // Nobody may be awaiting it when the socket closes later; that is not an error.
+    opened.catch(() => {});
+    ws.addEventListener("message", (ev: { data: unknown }) => {
+      if (ws === this.#ws) this.#onMessage(ev.data);
+    });
+    ws.addEventListener("close", (ev: { code?: number; reason?: string }) => {
+      if (ws === this.#ws) this.#onSocketClose({ code: ev.code ?? 1006, reason: ev.reason ?? "" });
+    });
     // Browsers fire `error` without details and always follow it with `close`.
     ws.addEventListener("error", () => {});
+    return opened;
   }
 
   /**
@@ -267,6 +316,7 @@ export class SignalClient {
       throw new SignalClientError(`cannot open a WebSocket to ${url}: ${(e as Error).message ?? e}`, { cause: e });
     }
     const client = new SignalClient(ws, options);
+    client.#url = url;
     try {
       await client.#withTimeout(client.#opened, "opening the WebSocket");
       const request: ConnectRequest = {
@@ -276,8 +326,10 @@ export class SignalClient {
         capabilities: options.capabilities ?? ["websocket", "heartbeat", "webrtc"],
         metadata: options.metadata ?? defaultMetadata(),
       };
+      if (options.resume) request.resume = true;
       const ack = await client.request<ConnectAck>(MessageType.Connect, request);
       client.#connectAck = ack;
+      client.#resumeToken = ack.resume_token;
       if (options.heartbeat !== false) client.#startHeartbeat(ack.heartbeat_interval);
       return client;
     } catch (e) {
@@ -295,6 +347,16 @@ export class SignalClient {
   /** Whether the socket is open. */
   get isOpen(): boolean {
     return this.#closed === undefined && this.#ws.readyState === WS_OPEN;
+  }
+
+  /** Whether the session is resumable (the server gave a `resume_token`). */
+  get isResumable(): boolean {
+    return this.#resumeToken !== undefined;
+  }
+
+  /** Frames received on the session so far: the `last_seq` a RESUME sends. */
+  get received(): number {
+    return this.#received;
   }
 
   /** How the connection ended, once it has. */
@@ -527,8 +589,9 @@ export class SignalClient {
     return this.#closed ?? { code: 1000, reason: "disconnect" };
   }
 
-  /** Closes the WebSocket from this side without DISCONNECT. */
+  /** Closes the WebSocket from this side without DISCONNECT (and without resuming). */
   close(code = 1000, reason = ""): void {
+    this.#closedByUser = true;
     this.#stopHeartbeat();
     try {
       this.#ws.close(code, reason);
@@ -584,9 +647,11 @@ export class SignalClient {
     try {
       frame = decodeFrame(data);
     } catch (e) {
+      this.#received += 1;
       this.#events.emit("error", asClientError(e));
       return;
     }
+    if (frame.type !== MessageType.ResumeAck) this.#received += 1;
     this.#events.emit("frame", frame);
     const answers = isAck(frame.type) || frame.type === MessageType.Error;
     const pending = answers ? this.#pending.get(frame.id) : undefined;
@@ -636,6 +701,9 @@ export class SignalClient {
       case MessageType.RoomClosed:
         this.#events.emit("roomClosed", payload as RoomClosed);
         break;
+      case MessageType.PeerReconnecting:
+        this.#events.emit("peerReconnecting", payload as PeerReconnecting);
+        break;
       case MessageType.SignalOffer:
       case MessageType.SignalAnswer: {
         const p = payload as SignalPayload;
@@ -666,6 +734,86 @@ export class SignalClient {
       default:
         // An ACK whose request already timed out, or a type a newer server sends.
         break;
+    }
+  }
+
+  /** The current socket closed: resume, or end. */
+  #onSocketClose(info: CloseInfo): void {
+    if (this.#reconnecting) {
+      // A try of the reconnect loop failed: its request (if any) fails with it.
+      this.#rejectPending(info);
+      return;
+    }
+    // Closed on purpose by the server (1000: DISCONNECT, a resume elsewhere; 1008:
+    // replaced, refused) or by this side: no resume.
+    const resumable =
+      this.#resumeToken !== undefined && !this.#closedByUser && info.code !== 1000 && info.code !== 1008;
+    if (!resumable) {
+      this.#onClose(info);
+      return;
+    }
+    this.#stopHeartbeat();
+    this.#rejectPending(info);
+    this.#reconnecting = true;
+    this.#events.emit("reconnecting", info);
+    void this.#resume(info);
+  }
+
+  /** Reconnects with backoff and sends RESUME until the session is back or given up. */
+  async #resume(lost: CloseInfo): Promise<void> {
+    const o: ResumeOptions = typeof this.#options.resume === "object" ? this.#options.resume : {};
+    const window = (this.#connectAck?.resume_window ?? 30) * 1000;
+    const giveUp = Date.now() + (o.giveUpAfterMs ?? window);
+    let delay = o.firstDelayMs ?? 100;
+    const Ctor = this.#options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    for (;;) {
+      await new Promise((r) => setTimeout(r, delay));
+      if (this.#closedByUser || !Ctor) break;
+      let ws: WebSocketLike;
+      try {
+        ws = new Ctor(this.#url);
+      } catch {
+        break;
+      }
+      this.#ws = ws;
+      try {
+        await this.#withTimeout(this.#attach(ws), "opening the WebSocket");
+        const request: ResumeRequest = {
+          client_id: this.clientId,
+          resume_token: this.#resumeToken ?? "",
+          last_seq: this.#received,
+        };
+        const ack = await this.request<ResumeAck>(MessageType.Resume, request);
+        this.#resumeToken = ack.resume_token;
+        this.#reconnecting = false;
+        if (this.#options.heartbeat !== false) this.#startHeartbeat(ack.heartbeat_interval);
+        this.#events.emit("resumed", { replayed: ack.replayed });
+        // It may have closed while the listeners ran.
+        if (ws.readyState !== WS_OPEN) this.#onSocketClose({ code: 1006, reason: "" });
+        return;
+      } catch (e) {
+        try {
+          ws.close();
+        } catch {
+          // Already closed.
+        }
+        if (e instanceof SignalError) {
+          this.#events.emit("error", e);
+          break;
+        }
+        if (Date.now() + delay > giveUp) break;
+        delay = Math.min(delay * 2, o.maxDelayMs ?? 5_000);
+      }
+    }
+    this.#reconnecting = false;
+    this.#onClose(lost);
+  }
+
+  #rejectPending(info: CloseInfo): void {
+    for (const [id, pending] of this.#pending) {
+      clearTimeout(pending.timer);
+      pending.reject(new ConnectionClosedError(info.code, info.reason));
+      this.#pending.delete(id);
     }
   }
 

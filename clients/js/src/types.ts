@@ -19,6 +19,10 @@ export const MessageType = {
   Heartbeat: 0x04,
   /** S→C: keep-alive answer (PING_ACK). */
   HeartbeatAck: 0x05,
+  /** C→S: take a dropped session back, instead of CONNECT (extension). */
+  Resume: 0x06,
+  /** S→C: session taken back; what was missed follows (extension). */
+  ResumeAck: 0x07,
   /** Both: SDP offer relayed to a target. */
   SignalOffer: 0x10,
   /** Both: SDP answer relayed to a target. */
@@ -51,6 +55,8 @@ export const MessageType = {
   PeerLeft: 0x37,
   /** S→C: a room this client was in has terminated. */
   RoomClosed: 0x38,
+  /** S→C: another member's connection was lost; it may resume (extension). */
+  PeerReconnecting: 0x39,
   /** S→C: a request failed. */
   Error: 0xff,
 } as const;
@@ -81,6 +87,8 @@ const MESSAGE_TYPE_NAMES: Readonly<Record<number, string>> = {
   0x03: "DISCONNECT",
   0x04: "HEARTBEAT",
   0x05: "HEARTBEAT_ACK",
+  0x06: "RESUME",
+  0x07: "RESUME_ACK",
   0x10: "SIGNAL_OFFER",
   0x11: "SIGNAL_ANSWER",
   0x12: "SIGNAL_ICE_CANDIDATE",
@@ -97,6 +105,7 @@ const MESSAGE_TYPE_NAMES: Readonly<Record<number, string>> = {
   0x36: "PEER_JOINED",
   0x37: "PEER_LEFT",
   0x38: "ROOM_CLOSED",
+  0x39: "PEER_RECONNECTING",
   0xff: "ERROR",
 };
 
@@ -140,6 +149,8 @@ export function ackTypeOf(t: MessageType): MessageType | undefined {
       return MessageType.ConnectAck;
     case MessageType.Heartbeat:
       return MessageType.HeartbeatAck;
+    case MessageType.Resume:
+      return MessageType.ResumeAck;
     case MessageType.Register:
       return MessageType.RegisterAck;
     case MessageType.Unregister:
@@ -160,6 +171,7 @@ export function isAck(t: number): boolean {
   return (
     t === MessageType.ConnectAck ||
     t === MessageType.HeartbeatAck ||
+    t === MessageType.ResumeAck ||
     t === MessageType.RegisterAck ||
     t === MessageType.UnregisterAck ||
     t === MessageType.RoomCreateAck ||
@@ -183,6 +195,8 @@ export interface ConnectRequest {
   version?: string;
   capabilities?: string[];
   metadata?: JsonValue;
+  /** Extension: `true` asks for a resumable session. */
+  resume?: boolean;
 }
 
 /** CONNECT_ACK (0x02). */
@@ -194,6 +208,40 @@ export interface ConnectAck {
   /** Seconds between the client's heartbeats. */
   heartbeat_interval: number;
   capabilities: string[];
+  /** For a CONNECT with `resume: true`: the token RESUME takes the session back with. */
+  resume_token?: string;
+  /** Seconds a lost session waits for its RESUME. */
+  resume_window?: number;
+}
+
+/** RESUME (0x06), extension: the first frame of a new connection, instead of CONNECT. */
+export interface ResumeRequest {
+  client_id: string;
+  /** The latest token (from CONNECT_ACK or the last RESUME_ACK). */
+  resume_token: string;
+  /** How many frames the client received on the session (every frame but RESUME_ACK). */
+  last_seq: number;
+}
+
+/** RESUME_ACK (0x07), extension. Not counted: the frame after it is `last_seq + 1`. */
+export interface ResumeAck {
+  status: number;
+  message: string;
+  session_id: string;
+  /** A new token for the next resume. */
+  resume_token: string;
+  last_seq: number;
+  /** Frames the network lost, sent again right after this ACK. */
+  replayed: number;
+  heartbeat_interval: number;
+}
+
+/** PEER_RECONNECTING (0x39), extension: a member's connection was lost; it has `window`
+ * seconds to resume before it leaves (PEER_LEFT). */
+export interface PeerReconnecting {
+  room_id: string;
+  client_id: string;
+  window: number;
 }
 
 /** HEARTBEAT / PING (0x04). */

@@ -5,6 +5,7 @@
 // one); skipped otherwise. Node 20 needs --experimental-websocket for its WebSocket.
 
 import assert from "node:assert/strict";
+import net from "node:net";
 import { describe, test } from "node:test";
 
 import { SignalClient, SignalError } from "../dist/index.js";
@@ -111,5 +112,63 @@ describe("against a real server", { skip, timeout: 30_000 }, () => {
       SignalClient.connect(url, { clientId: "test_client_1", token: "wrong", timeoutMs: TIMEOUT }),
       (e) => e instanceof SignalError && e.code === 401 && e.requestType === "CONNECT",
     );
+  });
+
+  test("a resumable client takes its session back by itself after its connection is cut", async () => {
+    // A TCP proxy of the test's own between alice and the server; cut() drops every
+    // connection through it without a WebSocket close, as a network change does.
+    const target = new URL(url);
+    const sockets = new Set();
+    const proxy = net.createServer((client) => {
+      const upstream = net.connect(Number(target.port), target.hostname);
+      for (const s of [client, upstream]) {
+        sockets.add(s);
+        s.on("error", () => {});
+        s.on("close", () => sockets.delete(s));
+      }
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+    await new Promise((r) => proxy.listen(0, "127.0.0.1", r));
+    const proxyUrl = `ws://127.0.0.1:${proxy.address().port}/`;
+    const cut = () => {
+      for (const s of sockets) s.destroy();
+    };
+    const room = `resume-${Math.random().toString(36).slice(2, 10)}`;
+    const bob = await registered("test_client_2", "test_token_2", "json");
+    const alice = await SignalClient.connect(proxyUrl, {
+      clientId: "test_client_1",
+      token: "test_token_1",
+      timeoutMs: TIMEOUT,
+      resume: { firstDelayMs: 50 },
+    });
+    try {
+      assert.equal(alice.isResumable, true);
+      await bob.joinOrCreate(room);
+      const joined = next(bob, "peerJoined");
+      await alice.joinRoom(room, { role: "receiver" });
+      await joined;
+
+      const got = [];
+      alice.on("offer", (o) => got.push(o.sdp));
+      const reconnecting = next(alice, "reconnecting");
+      const resumed = next(alice, "resumed");
+      const told = next(bob, "peerReconnecting");
+      cut();
+      assert.equal((await reconnecting).code, 1006);
+      assert.equal((await told).client_id, "test_client_1");
+      for (let i = 0; i < 20; i++) bob.sendOffer("test_client_1", `v=0 n=${i}`, room);
+      await resumed;
+      const deadline = Date.now() + TIMEOUT;
+      while (got.length < 20 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(got, Array.from({ length: 20 }, (_, i) => `v=0 n=${i}`));
+      // The session goes on: alice signals back on her new connection.
+      const back = next(bob, "offer");
+      alice.sendOffer("test_client_2", "v=0 back", room);
+      assert.equal((await back).sdp, "v=0 back");
+    } finally {
+      await Promise.all([alice.disconnect(), bob.disconnect()]);
+      proxy.close();
+    }
   });
 });
