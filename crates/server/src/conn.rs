@@ -847,7 +847,11 @@ async fn teardown<D: Dialect>(mut conn: Conn, link: Link<D>, outbox: Arc<Outbox>
     if let Some(session) = conn.session.take() {
         let leave = end.cause.leave();
         let hub = &conn.state.hub;
-        if session.is_resumable() && !hub.resume_window().is_zero() && end.cause.parks() {
+        if session.is_resumable()
+            && !hub.resume_window().is_zero()
+            && !hub.is_shutting_down()
+            && end.cause.parks()
+        {
             // What is queued stays queued, for the connection that resumes it.
             let announce = !matches!(end.cause, Cause::Hub(CloseReason::Resumed));
             hub.park(&session, leave, announce).await;
@@ -859,6 +863,12 @@ async fn teardown<D: Dialect>(mut conn: Conn, link: Link<D>, outbox: Arc<Outbox>
         tracing::debug!(code = end.cause.code(), reason = %end.cause.reason(), parked, "session closed");
     }
     drop(conn);
+    if parked && !matches!(end.cause, Cause::Hub(CloseReason::Resumed)) {
+        // The connection was lost: no close frame, which a half-open socket could still
+        // carry to the client as a deliberate end. The client sees the stream end and
+        // resumes.
+        return;
+    }
     let drain = end.cause.drains() && !parked;
     finish(link, &outbox, end, drain).await;
     if !parked {

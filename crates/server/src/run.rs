@@ -348,6 +348,7 @@ impl Running {
         // Stop accepting; upgraded WebSockets are not tracked by hyper, we close them.
         self.handle.graceful_shutdown(Some(timeout));
         self.state.hub.begin_shutdown();
+        self.state.hub.end_parked().await;
         self.state.shutdown.cancel();
         self.state.tracker.close();
         if tokio::time::timeout(timeout, self.state.tracker.wait())

@@ -117,6 +117,24 @@ impl Hub {
         });
     }
 
+    /// Ends every session waiting for a RESUME (the server drains: nobody would resume
+    /// them here). Each leaves its rooms with reason `server shutting down`.
+    pub async fn end_parked(&self) {
+        let parked: Vec<Arc<Session>> = self
+            .inner
+            .resumable
+            .iter()
+            .filter(|e| e.value().is_parked())
+            .map(|e| e.value().clone())
+            .collect();
+        for s in parked {
+            if let Some(r) = s.resumable() {
+                r.parked.lock().take();
+            }
+            self.disconnect(&s, "server shutting down", false).await;
+        }
+    }
+
     /// RESUME: takes a session back for a new connection. A session whose old connection
     /// is still open (the server has not seen it drop) is taken from it: that connection
     /// is closed first.
