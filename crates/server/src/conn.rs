@@ -687,6 +687,10 @@ pub(crate) fn drive<D: Dialect>(
         ));
 
         let first = run(dialect.start(&mut conn), &mut link, &outbox).await;
+        // A resume at the start hands the connection the resumed session's queue.
+        if !Arc::ptr_eq(&outbox, &conn.outbox) {
+            outbox = conn.outbox.clone();
+        }
         if conn.session.is_some() {
             let due = Instant::now() + heartbeat_timeout;
             if due < timer.deadline() {

@@ -392,3 +392,76 @@ async fn the_rust_client_resumes_by_itself() {
         .await
         .unwrap();
 }
+
+/// A JSON dialect resumes too: a simple-dialect client that connected with `?resume=1`
+/// gets a `session` message with its token; after its connection is cut it reconnects
+/// with `?resume_token=…&last_seq=…` (how many messages it had received) and gets
+/// `resumed`, then every offer sent meanwhile, in order, once. Its peer was told
+/// `reconnecting`, never `leave`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simple_dialect_client_resumes() {
+    use serde_json::json;
+    let s = TestServer::start_single_with(|_| {}).await;
+    let proxy = Proxy::start(s.running().addr).await;
+    let mut bob = s.json("/ws?token=bob-token").await;
+    bob.send(&json!({"type": "join", "room": "jr", "sender": "bob"}))
+        .await;
+    let mut alice = common::JsonClient::connect(&format!(
+        "ws://{}/ws?token=alice-token&resume=1",
+        proxy.addr
+    ))
+    .await
+    .unwrap();
+    alice
+        .send(&json!({"type": "join", "room": "jr", "sender": "alice"}))
+        .await;
+    // Every message alice receives counts, whatever it is.
+    let mut received = 0u64;
+    let mut token = None;
+    while let Ok(m) = alice.next_within(Duration::from_millis(300)).await {
+        received += 1;
+        if m["type"] == "session" {
+            assert_eq!(m["payload"]["resume_window"], 30);
+            token = m["payload"]["resume_token"].as_str().map(str::to_owned);
+        }
+    }
+    let token = token.expect("a resumable session gets its token");
+    let joined = bob.recv_type("join").await;
+    assert_eq!(joined["sender"], "alice");
+
+    proxy.cut();
+    let told = bob.recv_type("reconnecting").await;
+    assert_eq!(told["sender"], "alice");
+    for i in 0..10 {
+        bob.send(
+            &json!({"type": "offer", "room": "jr", "sender": "bob", "recipient": "alice",
+                         "payload": {"sdp": format!("v=0 n={i}")}}),
+        )
+        .await;
+    }
+    let mut back = s
+        .json(&format!("/ws?resume_token={token}&last_seq={received}"))
+        .await;
+    let first = back.recv().await;
+    assert_eq!(first["type"], "resumed", "{first}");
+    assert_ne!(
+        first["payload"]["resume_token"].as_str(),
+        Some(token.as_str())
+    );
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        let m = back.recv().await;
+        if m["type"] == "offer" {
+            got.push(m["payload"]["sdp"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    assert_eq!(got, numbered(0..10));
+    assert!(
+        back.next_within(Duration::from_millis(300)).await.is_err(),
+        "nothing twice"
+    );
+    // A resume token that does not parse with its count is refused precisely.
+    let mut bad = s.json(&format!("/ws?resume_token={token}")).await;
+    let e = bad.recv().await;
+    assert!(e.to_string().contains("last_seq"), "{e}");
+}

@@ -27,8 +27,11 @@ pub(super) fn new_token() -> String {
 /// RESUME, in core terms.
 #[derive(Debug, Clone)]
 pub struct ResumeParams {
-    /// The client whose session it is.
-    pub client_id: String,
+    /// The client whose session it is, when the connection says (the binary protocol's
+    /// RESUME, a JSON dialect's credential).
+    pub client_id: Option<String>,
+    /// The wire formats the connection resuming speaks: a session is resumed in its own.
+    pub formats: Option<&'static [super::Format]>,
     /// The token from CONNECT_ACK or the last RESUME_ACK.
     pub token: String,
     /// How many frames the client received on the session.
@@ -151,8 +154,19 @@ impl Hub {
             .get(p.token.as_str())
             .map(|s| s.value().clone())
             .ok_or_else(unknown)?;
-        if session.client_id.as_str() != p.client_id {
+        if p.client_id
+            .as_deref()
+            .is_some_and(|c| c != session.client_id.as_str())
+        {
             return Err(unknown());
+        }
+        if let (Some(want), Some(have)) = (p.formats, session.format())
+            && !want.contains(&have)
+        {
+            return Err(CoreError::bad_request(format!(
+                "This session speaks {}: resume it on the same endpoint",
+                have.label()
+            )));
         }
         let Some(r) = session.resumable() else {
             return Err(unknown());

@@ -302,6 +302,32 @@ async fn signal(
     Ok(None)
 }
 
+/// `SESSION`, extension: to a client that connected with `?resume=1`, the token that
+/// takes its session back.
+pub(crate) fn session_message(session: &Session, token: &str, window: u64) -> Option<Bytes> {
+    to_bytes(&json!({
+        "type": "SESSION",
+        "peer_id": session.client_id.as_str(),
+        "payload": { "resume_token": token, "resume_window": window },
+        "timestamp": now_ms(),
+    }))
+}
+
+/// `RESUMED`, extension: the session is back; `replayed` messages sent again follow.
+pub(crate) fn resumed_message(
+    session: &Session,
+    token: &str,
+    last_seq: u64,
+    replayed: u64,
+) -> Option<Bytes> {
+    to_bytes(&json!({
+        "type": "RESUMED",
+        "peer_id": session.client_id.as_str(),
+        "payload": { "resume_token": token, "last_seq": last_seq, "replayed": replayed },
+        "timestamp": now_ms(),
+    }))
+}
+
 /// Encodes a hub event for altair connections.
 pub fn encode_event(env: &Envelope) -> Option<Bytes> {
     let now = now_ms();
@@ -341,8 +367,17 @@ pub fn encode_event(env: &Envelope) -> Option<Bytes> {
             "payload": { "peer_id": client.as_str(), "reason": reason },
             "timestamp": now,
         }),
-        // Resume is the binary protocol's for now: JSON clients are not told.
-        Event::PeerReconnecting { .. } => return None,
+        Event::PeerReconnecting {
+            room,
+            client,
+            window,
+        } => json!({
+            "type": "PEER_RECONNECTING",
+            "peer_id": client.as_str(),
+            "room_id": room.as_str(),
+            "payload": { "peer_id": client.as_str(), "window": window },
+            "timestamp": now,
+        }),
         Event::RoomClosed { room, reason } => json!({
             "type": "ROOM_CLOSED",
             "room_id": room.as_str(),

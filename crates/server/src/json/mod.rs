@@ -58,6 +58,78 @@ pub(crate) struct Credential {
     token: Option<String>,
     /// `?client_id=`: which registered client a bare token belongs to.
     client_id: Option<String>,
+    /// `?resume=1`, or `?resume_token=…&last_seq=…`.
+    pub(crate) resume: ResumeAsk,
+}
+
+/// What a JSON client asks of resume, from its query: a resumable session (`resume=1`),
+/// or a session taken back (`resume_token`, `last_seq`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ResumeAsk {
+    pub(crate) resumable: bool,
+    pub(crate) token: Option<String>,
+    pub(crate) last_seq: u64,
+    /// A query that does not parse: the connection is refused with it.
+    pub(crate) invalid: Option<String>,
+}
+
+fn resume_ask(query: &HashMap<String, String>) -> ResumeAsk {
+    let mut ask = ResumeAsk {
+        resumable: matches!(query.get("resume").map(|s| s.trim()), Some("1" | "true")),
+        token: query
+            .get("resume_token")
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty()),
+        ..ResumeAsk::default()
+    };
+    if ask.token.is_some() {
+        match query.get("last_seq").map(|s| s.trim().parse::<u64>()) {
+            Some(Ok(n)) => ask.last_seq = n,
+            Some(Err(_)) => {
+                ask.invalid = Some("last_seq must be a whole number of messages received".into())
+            }
+            None => ask.invalid = Some("resume_token needs last_seq".into()),
+        }
+    }
+    ask
+}
+
+/// Takes back the session `ask.token` names for this connection: `ack` (the dialect's
+/// `resumed` message, given the session, the new token and how many messages are sent
+/// again) goes first and is not counted, then what the client missed.
+pub(crate) async fn resume_session(
+    conn: &mut Conn,
+    ask: &ResumeAsk,
+    formats: &'static [Format],
+    ack: impl FnOnce(&Session, &str, u64) -> Option<Bytes>,
+) -> Result<Arc<Session>, CoreError> {
+    if let Some(why) = &ask.invalid {
+        return Err(CoreError::bad_request(why.clone()));
+    }
+    let hub = conn.state.hub.clone();
+    let mut resumed = hub
+        .resume(signal_core::hub::ResumeParams {
+            client_id: None,
+            formats: Some(formats),
+            token: ask.token.clone().unwrap_or_default(),
+            last_seq: ask.last_seq,
+        })
+        .await?;
+    let replayed = resumed
+        .session
+        .outbox()
+        .sent_count()
+        .saturating_sub(ask.last_seq);
+    let Some(first) = ack(&resumed.session, &resumed.token, replayed) else {
+        return Err(CoreError::internal());
+    };
+    hub.replay(&mut resumed, ask.last_seq, |_| {
+        signal_core::hub::Outbound::Frame(first)
+    })
+    .await?;
+    let session = resumed.session.clone();
+    conn.adopt(resumed.session);
+    Ok(session)
 }
 
 /// Parses a JSON dialect's message, refusing nesting past the decoders' limit before
@@ -83,7 +155,11 @@ fn credential(headers: &HeaderMap, query: &HashMap<String, String>) -> Credentia
         .get("client_id")
         .filter(|s| nonempty(s))
         .map(|s| s.trim().to_owned());
-    Credential { token, client_id }
+    Credential {
+        token,
+        client_id,
+        resume: resume_ask(query),
+    }
 }
 
 /// Who a JSON client is, once its credential is checked.
@@ -125,6 +201,7 @@ pub(crate) async fn open_session(
     conn: &mut Conn,
     adm: &Admission,
     format: Format,
+    resume: bool,
 ) -> Result<Arc<Session>, CoreError> {
     let (client_id, auth_token, display_name, anonymous) = match adm {
         Admission::Client {
@@ -143,7 +220,7 @@ pub(crate) async fn open_session(
         metadata: json!({ "dialect": format.label() }),
         display_name,
         anonymous,
-        resume: false,
+        resume,
     })
     .await
 }
@@ -287,10 +364,20 @@ impl Ws {
             Shape::Altair => ALTAIR,
             Shape::Simple => SIMPLE,
         };
-        match open_session(conn, &adm, format).await {
-            Ok(_) => {
+        match open_session(conn, &adm, format, self.credential.resume.resumable).await {
+            Ok(session) => {
                 self.shape = Some(shape);
                 self.anonymous = matches!(adm, Admission::Anonymous);
+                if let Some(token) = session.resume_token() {
+                    let window = conn.state.hub.resume_window().as_secs();
+                    let m = match shape {
+                        Shape::Altair => altair::session_message(&session, &token, window),
+                        Shape::Simple => simple::session_message(&token, window),
+                    };
+                    if let Some(b) = m {
+                        conn.reply(b);
+                    }
+                }
                 Ok(())
             }
             Err(e) => {
@@ -311,6 +398,32 @@ impl AsyncDialect for Ws {
     const TEXT: bool = true;
 
     async fn start(&mut self, conn: &mut Conn) -> Flow {
+        if self.credential.resume.token.is_some() {
+            let ask = self.credential.resume.clone();
+            let r = resume_session(conn, &ask, &[ALTAIR, SIMPLE], |s, token, replayed| {
+                if s.format() == Some(SIMPLE) {
+                    simple::resumed_message(token, ask.last_seq, replayed)
+                } else {
+                    altair::resumed_message(s, token, ask.last_seq, replayed)
+                }
+            })
+            .await;
+            return match r {
+                Ok(session) => {
+                    self.shape = Some(if session.format() == Some(SIMPLE) {
+                        Shape::Simple
+                    } else {
+                        Shape::Altair
+                    });
+                    self.anonymous = session.client_id.as_str().starts_with("anon-");
+                    Flow::Continue
+                }
+                Err(e) => {
+                    self.send_error(conn, None, &e);
+                    Flow::Close(close::POLICY, format!("resume failed: {}", e.message))
+                }
+            };
+        }
         self.admission = Some(admission(&conn.state, &self.credential).await);
         Flow::Continue
     }

@@ -93,11 +93,35 @@ impl AsyncDialect for RoomPath {
                 "invalid room id: expected 1 to 64 characters of A-Z, a-z, 0-9 and '-'".into(),
             );
         }
+        if self.credential.resume.token.is_some() {
+            let ask = self.credential.resume.clone();
+            let r = super::resume_session(conn, &ask, &[super::ROOM_PATH], |_, token, replayed| {
+                to_bytes(&message(
+                    "resumed",
+                    json!({ "resume_token": token, "last_seq": ask.last_seq, "replayed": replayed }),
+                    "server",
+                    Some(&room),
+                ))
+            })
+            .await;
+            return match r {
+                Ok(session) if session.in_room(&room) => Flow::Continue,
+                Ok(_) => Flow::Close(
+                    close::POLICY,
+                    format!("resume failed: the session is not in room {room}"),
+                ),
+                Err(e) => {
+                    send_error(conn, &room, &e);
+                    Flow::Close(close::POLICY, format!("resume failed: {}", e.message))
+                }
+            };
+        }
         let adm = match admission(&conn.state, &self.credential).await {
             Ok(a) => a,
             Err(e) => return Flow::Close(refusal_close(&e), e.message),
         };
-        let session = match open_session(conn, &adm, super::ROOM_PATH).await {
+        let resumable = self.credential.resume.resumable;
+        let session = match open_session(conn, &adm, super::ROOM_PATH, resumable).await {
             Ok(s) => s,
             Err(e) => {
                 if conn.state.hub.is_shutting_down() {
@@ -135,6 +159,18 @@ impl AsyncDialect for RoomPath {
         );
         if let Some(b) = to_bytes(&state) {
             conn.reply(b);
+        }
+        if let Some(token) = session.resume_token() {
+            let window = conn.state.hub.resume_window().as_secs();
+            let m = message(
+                "session",
+                json!({ "resume_token": token, "resume_window": window }),
+                "server",
+                Some(&room),
+            );
+            if let Some(b) = to_bytes(&m) {
+                conn.reply(b);
+            }
         }
         // The connection is the room: when the room ends under it (a binary sender left),
         // the client gets `error` ROOM_CLOSED and then a close 1000.
@@ -273,8 +309,16 @@ pub fn encode_event(env: &Envelope) -> Option<Bytes> {
             "server",
             Some(room.as_str()),
         ),
-        // Resume is the binary protocol's for now: JSON clients are not told.
-        Event::PeerReconnecting { .. } => return None,
+        Event::PeerReconnecting {
+            room,
+            client,
+            window,
+        } => message(
+            "user_reconnecting",
+            json!({ "user_id": client.as_str(), "window": window }),
+            "server",
+            Some(room.as_str()),
+        ),
         Event::RoomClosed { room, reason } => message(
             "error",
             json!({ "code": "ROOM_CLOSED", "message": format!("Room closed: {reason}") }),

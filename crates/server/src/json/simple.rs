@@ -226,6 +226,23 @@ async fn signal(
     Ok(None)
 }
 
+/// `session`, extension: to a client that connected with `?resume=1`, the token that
+/// takes its session back.
+pub(crate) fn session_message(token: &str, window: u64) -> Option<Bytes> {
+    to_bytes(&json!({
+        "type": "session",
+        "payload": { "resume_token": token, "resume_window": window },
+    }))
+}
+
+/// `resumed`, extension: the session is back; `replayed` messages sent again follow.
+pub(crate) fn resumed_message(token: &str, last_seq: u64, replayed: u64) -> Option<Bytes> {
+    to_bytes(&json!({
+        "type": "resumed",
+        "payload": { "resume_token": token, "last_seq": last_seq, "replayed": replayed },
+    }))
+}
+
 /// Encodes a hub event for simple connections.
 pub fn encode_event(env: &Envelope) -> Option<Bytes> {
     let v = match &env.event {
@@ -245,8 +262,16 @@ pub fn encode_event(env: &Envelope) -> Option<Bytes> {
             "room": room.as_str(),
             "sender": client.as_str(),
         }),
-        // Resume is the binary protocol's for now: JSON clients are not told.
-        Event::PeerReconnecting { .. } => return None,
+        Event::PeerReconnecting {
+            room,
+            client,
+            window,
+        } => json!({
+            "type": "reconnecting",
+            "room": room.as_str(),
+            "sender": client.as_str(),
+            "payload": { "window": window },
+        }),
         Event::RoomClosed { room, reason } => json!({
             "type": "room_closed",
             "room": room.as_str(),

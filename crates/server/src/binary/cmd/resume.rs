@@ -29,7 +29,8 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
     let hub = conn.state.hub.clone();
     let mut resumed = hub
         .resume(ResumeParams {
-            client_id: req.client_id,
+            client_id: Some(req.client_id),
+            formats: Some(&[crate::binary::JSON, crate::binary::CBOR]),
             token: req.resume_token,
             last_seq: req.last_seq,
         })
