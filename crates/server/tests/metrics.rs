@@ -285,3 +285,28 @@ async fn metrics_disabled_means_no_listener() {
     assert_eq!(s.running().metrics_addr, None);
     s.shutdown().await;
 }
+
+/// A resume is counted: `signal_resumes_total` and, for what the new connection got again,
+/// `signal_resume_replayed_total` (the recorder is shared by the process's servers, so
+/// the counts only grow).
+#[tokio::test]
+async fn resumes_are_counted() {
+    let s = metrics_server().await;
+    let base = metrics_base(&s);
+    let mut alice = signal_client::Client::connect(&s.url).await.unwrap();
+    alice
+        .authenticate_resumable("alice", "alice-token")
+        .await
+        .unwrap();
+    // Taken from a connection still open: the old one lets go, the new one carries on.
+    let (_back, ack) = alice.resume(&s.url).await.unwrap();
+    assert_eq!(ack.replayed, 0);
+    let text = scrape_until(&base, "signal_resumes_total", |t| {
+        sample(t, "signal_resumes_total").is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    assert!(
+        sample(&text, "signal_resume_replayed_total").is_some(),
+        "{text}"
+    );
+}

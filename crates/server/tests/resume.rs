@@ -465,3 +465,44 @@ async fn a_simple_dialect_client_resumes() {
     let e = bad.recv().await;
     assert!(e.to_string().contains("last_seq"), "{e}");
 }
+
+/// In a cluster, a session waiting for its RESUME on one node is reached from the others:
+/// bob, on the other node, is told alice is reconnecting, and his offers to her while
+/// she is away reach her when she resumes on her node, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn across_nodes_a_waiting_session_gets_what_other_nodes_send() {
+    let s = TestServer::start_nodes(2, |_| {}).await;
+    let node1 = format!("ws://{}/", s.others[0].addr);
+    let proxy = Proxy::start(s.running().addr).await;
+    let mut bob = member(&node1, "bob").await;
+    bob.create_room("bob-token", Some("spread"), Some("v=0"))
+        .await
+        .unwrap();
+    let mut alice = Client::connect(&proxy.url()).await.unwrap();
+    alice
+        .authenticate_resumable("alice", "alice-token")
+        .await
+        .unwrap();
+    alice.register("alice-token").await.unwrap();
+    alice.join_room("alice-token", "spread").await.unwrap();
+    bob.expect_event(MessageType::PeerJoined, WAIT)
+        .await
+        .unwrap();
+
+    proxy.cut();
+    let f = bob
+        .expect_event(MessageType::PeerReconnecting, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(decode::<PeerReconnecting>(&f).unwrap().client_id, "alice");
+    for sdp in numbered(0..20) {
+        bob.send_offer("alice", Some("spread"), &sdp).await.unwrap();
+    }
+    let node0 = format!("ws://{}/", s.running().addr);
+    let (mut back, _) = alice.resume(&node0).await.unwrap();
+    assert_eq!(offers(&mut back, 20).await, numbered(0..20));
+    back.send_offer("bob", Some("spread"), "v=0 back")
+        .await
+        .unwrap();
+    assert_eq!(offers(&mut bob, 1).await, ["v=0 back"]);
+}
