@@ -9,6 +9,7 @@
 #   ROUNDS=1 DURATION=5 scripts/bench-cluster.sh
 #   PERF=1 ROUNDS=1 scripts/bench-cluster.sh   # also perf-records the first node
 #   STEPS="latency" LAT_RATE=20000 scripts/bench-cluster.sh   # some of: relay storm latency
+#   REDIS_CLUSTER=1 scripts/bench-cluster.sh   # the nodes on a Redis Cluster of three primaries
 #
 # Prints tables of msgs per server-CPU-second and p99 latency at saturation, joins/s in
 # a join storm, and latency at a fixed rate, each cluster beside the single node. The JSON of every run stays in $WORK.
@@ -45,7 +46,7 @@ stop_servers() {
 }
 cleanup() {
   stop_servers
-  [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null
+  [ -n "$REDIS_PID" ] && kill $REDIS_PID 2>/dev/null
   [ -n "$PG_PID" ] && kill -INT "$PG_PID" 2>/dev/null
   sleep 1
   rm -rf "$PGDATA_DIR" "$WORK/bin"
@@ -64,11 +65,44 @@ if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$PGDATA_DIR/pg"; fi
   >"$WORK/pg.log" 2>&1 &
 PG_PID=$!
 wait_port "$PG_PORT"
+REDIS_CLUSTER=${REDIS_CLUSTER:-0}
+REDIS_LINE=
+if [ "$REDIS_CLUSTER" = 1 ]; then
+  # Three primaries on CPU 0 (cluster bus on port + 10000), formed by redis-cli.
+  ports=() REDIS_PID=
+  for i in 1 2 3; do
+    p=$(python3 -c 'import socket
+while True:
+    s=socket.socket(); s.bind(("127.0.0.1",0)); p=s.getsockname()[1]; s.close()
+    if p < 55000:
+        b=socket.socket()
+        try:
+            b.bind(("127.0.0.1",p+10000)); b.close(); print(p); break
+        except OSError: pass')
+    mkdir -p "$WORK/redis-$p"
+    taskset -c 0 redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no \
+      --cluster-enabled yes --cluster-config-file "$WORK/redis-$p/nodes.conf" --dir "$WORK/redis-$p" \
+      --loglevel warning >"$WORK/redis-$p.log" 2>&1 &
+    REDIS_PID="$REDIS_PID $!"
+    ports+=("$p")
+    wait_port "$p"
+  done
+  redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes >"$WORK/redis-create.log"
+  for _ in $(seq 1 100); do
+    redis-cli -p "${ports[0]}" cluster info | grep -q cluster_state:ok && break
+    sleep 0.1
+  done
+  REDIS_PORT=${ports[0]}
+  REDIS_LINE="redis_cluster_urls = [\"redis://127.0.0.1:${ports[0]}\", \"redis://127.0.0.1:${ports[1]}\", \"redis://127.0.0.1:${ports[2]}\"]"
+fi
+if [ "$REDIS_CLUSTER" != 1 ]; then
 REDIS_PORT=$(free_port)
+REDIS_LINE="redis_url = \"redis://127.0.0.1:$REDIS_PORT\""
 taskset -c 0 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
   --loglevel warning >"$WORK/redis.log" 2>&1 &
 REDIS_PID=$!
 wait_port "$REDIS_PORT"
+fi
 log "PostgreSQL on $PG_PORT, Redis on $REDIS_PORT"
 
 n=0
@@ -79,7 +113,7 @@ node() { # cluster(0|1) node_id -> starts a node; sets NODE_PORT and NODE_PID
   cp "$ROOT/scripts/bench/signal-manager.toml" "$f"
   printf '\n[database]\nurl = "postgres://signal@127.0.0.1:%s/postgres"\nmax_connections = 16\n' "$PG_PORT" >>"$f"
   if [ "$1" = 1 ]; then
-    printf '\n[cluster]\nredis_url = "redis://127.0.0.1:%s"\nnode_id = "%s"\n' "$REDIS_PORT" "$2" >>"$f"
+    printf '\n[cluster]\n%s\nnode_id = "%s"\n' "$REDIS_LINE" "$2" >>"$f"
   fi
   SIGNAL_MANAGER_SERVER_PORT=$port taskset -c 0 "$WORK/bin/signal-manager-service" -c "$f" \
     >"$WORK/$2-$n.log" 2>&1 &
