@@ -204,19 +204,28 @@ impl Hub {
         })
     }
 
-    /// After [`resume`](Self::resume): puts `ack` (not counted) and then the frames sent
-    /// after `last_seq` at the front of the session's queue. A client that missed frames
-    /// no longer kept (or claims frames never sent) cannot resume: its session ends as its
-    /// window would have.
+    /// After [`resume`](Self::resume): puts the dialect's acknowledgement (`ack`, given
+    /// the session, its new token and how many frames are sent again; not counted) and
+    /// then the frames sent after `last_seq` at the front of the session's queue. A client
+    /// that missed frames no longer kept (or claims frames never sent), or an
+    /// acknowledgement that cannot be made, ends the session as its window would have:
+    /// it is never left taken and unattached.
     pub async fn replay(
         &self,
         resumed: &mut Resumed,
         last_seq: u64,
-        ack: impl FnOnce(u64) -> Outbound,
+        ack: impl FnOnce(&Session, &str, u64) -> Result<Outbound, CoreError>,
     ) -> Result<(), CoreError> {
         let outbox = resumed.session.outbox().clone();
-        let missed = outbox.sent_count().checked_sub(last_seq);
-        let first = ack(missed.unwrap_or(0));
+        let missed = outbox.sent_count().saturating_sub(last_seq);
+        let first = match ack(&resumed.session, &resumed.token, missed) {
+            Ok(first) => first,
+            Err(e) => {
+                self.disconnect(&resumed.session, "resume failed", false)
+                    .await;
+                return Err(e);
+            }
+        };
         match outbox.rewind(last_seq, first) {
             Ok(n) => {
                 resumed.replayed = n;

@@ -115,16 +115,10 @@ pub(crate) async fn resume_session(
             last_seq: ask.last_seq,
         })
         .await?;
-    let replayed = resumed
-        .session
-        .outbox()
-        .sent_count()
-        .saturating_sub(ask.last_seq);
-    let Some(first) = ack(&resumed.session, &resumed.token, replayed) else {
-        return Err(CoreError::internal());
-    };
-    hub.replay(&mut resumed, ask.last_seq, |_| {
-        signal_core::hub::Outbound::Frame(first)
+    hub.replay(&mut resumed, ask.last_seq, |session, token, replayed| {
+        ack(session, token, replayed)
+            .map(signal_core::hub::Outbound::Frame)
+            .ok_or_else(CoreError::internal)
     })
     .await?;
     let session = resumed.session.clone();

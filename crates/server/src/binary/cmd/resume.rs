@@ -37,25 +37,20 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
         .await?;
     let (id, pt) = (frame.id, codec::reply_type(frame.payload_type));
     let heartbeat_interval = hub.config().heartbeat_interval;
-    let session_id = resumed.session.id.to_string();
-    let token = resumed.token.clone();
     let last_seq = req.last_seq;
-    let ack = ResumeAck {
-        status: 200,
-        message: "Session resumed".into(),
-        session_id,
-        resume_token: token,
-        last_seq,
-        replayed: resumed
-            .session
-            .outbox()
-            .sent_count()
-            .saturating_sub(last_seq),
-        heartbeat_interval,
-    };
-    let ack = codec::encode(MessageType::ResumeAck, id, pt, &ack)?;
-    hub.replay(&mut resumed, last_seq, |_| Outbound::Frame(ack))
-        .await?;
+    hub.replay(&mut resumed, last_seq, |session, token, replayed| {
+        let ack = ResumeAck {
+            status: 200,
+            message: "Session resumed".into(),
+            session_id: session.id.to_string(),
+            resume_token: token.to_owned(),
+            last_seq,
+            replayed,
+            heartbeat_interval,
+        };
+        codec::encode(MessageType::ResumeAck, id, pt, &ack).map(Outbound::Frame)
+    })
+    .await?;
     conn.adopt(resumed.session);
     Ok(None)
 }
