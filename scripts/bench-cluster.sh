@@ -28,14 +28,7 @@ log() { echo "[bench-cluster] $*" >&2; }
 (cd "$ROOT" && cargo build --release -q -p signal-bench -p signal-server)
 cp "$ROOT/target/release/signal-bench" "$ROOT/target/release/signal-manager-service" "$WORK/bin/"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 600); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "bench-cluster.sh: nothing listens on $1" >&2; return 1
-}
+. "$ROOT/scripts/bench/common.sh"
 
 STEPS=${STEPS:-relay storm latency}
 PG_PID= REDIS_PID= PIDS=()
@@ -54,17 +47,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-PG_PORT=$(free_port)
-as_pg=()
-if [ "$(id -u)" = 0 ]; then as_pg=(setpriv --reuid=postgres --regid=postgres --clear-groups); fi
-mkdir -p "$PGDATA_DIR/pg"
-if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$PGDATA_DIR/pg"; fi
-"${as_pg[@]}" "$PGBIN/initdb" -D "$PGDATA_DIR/pg" -U signal -A trust >/dev/null
-"${as_pg[@]}" "$PGBIN/postgres" -D "$PGDATA_DIR/pg" -p "$PG_PORT" -k "$PGDATA_DIR/pg" -c listen_addresses=127.0.0.1 \
-  >"$WORK/pg.log" 2>&1 &
-PG_PID=$!
-wait_port "$PG_PORT"
+start_pg "$PGDATA_DIR" "$WORK/pg.log"
 REDIS_CLUSTER=${REDIS_CLUSTER:-0}
 REDIS_LINE=
 if [ "$REDIS_CLUSTER" = 1 ]; then

@@ -22,14 +22,7 @@ log() { echo "[bench-resume] $*" >&2; }
 (cd "$ROOT" && cargo build --release -q -p signal-bench -p signal-server)
 cp "$ROOT/target/release/signal-bench" "$ROOT/target/release/signal-manager-service" "$WORK/bin/"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 600); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "bench-resume.sh: nothing listens on $1" >&2; return 1
-}
+. "$ROOT/scripts/bench/common.sh"
 
 PID=
 stop() { [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; PID=; return 0; }

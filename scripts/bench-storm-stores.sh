@@ -39,14 +39,7 @@ if [ ! -x "$CACHE/matchbox/bin/matchbox_server" ]; then
   cargo install matchbox_server --version "$MATCHBOX_VERSION" --locked --root "$CACHE/matchbox"
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 600); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "bench-storm-stores.sh: nothing listens on $1" >&2; return 1
-}
+. "$ROOT/scripts/bench/common.sh"
 
 PG_PID= FS_SID= SERVER_PID=
 cleanup() {
@@ -62,17 +55,7 @@ trap cleanup EXIT
 
 # --- the stores ------------------------------------------------------------------------
 case " $STORES " in *" postgres "*)
-  PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-  PG_PORT=$(free_port)
-  as_pg=()
-  if [ "$(id -u)" = 0 ]; then as_pg=(setpriv --reuid=postgres --regid=postgres --clear-groups); fi
-  mkdir -p "$PGDATA_DIR/pg"
-  if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$PGDATA_DIR/pg"; fi
-  "${as_pg[@]}" "$PGBIN/initdb" -D "$PGDATA_DIR/pg" -U signal -A trust >/dev/null
-  "${as_pg[@]}" "$PGBIN/postgres" -D "$PGDATA_DIR/pg" -p "$PG_PORT" -k "$PGDATA_DIR/pg" -c listen_addresses=127.0.0.1 \
-    -c fsync=on -c synchronous_commit=on >"$WORK/pg.log" 2>&1 &
-  PG_PID=$!
-  wait_port "$PG_PORT"
+  start_pg "$PGDATA_DIR" "$WORK/pg.log" -c fsync=on -c synchronous_commit=on
   sleep 1
   log "PostgreSQL on $PG_PORT"
 esac
@@ -93,7 +76,7 @@ config_for() { # store -> path of a config file
   case $1 in
     sqlite) printf '\n[database]\nurl = "sqlite://%s/sm-%s.db"\n' "$WORK" "$n" >>"$f" ;;
     postgres)
-      "${as_pg[@]}" "$PGBIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U signal -d postgres -c "CREATE DATABASE s$n" >/dev/null
+      "$PGBIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U signal -d postgres -c "CREATE DATABASE s$n" >/dev/null
       printf '\n[database]\nurl = "postgres://signal@127.0.0.1:%s/s%s"\nmax_connections = 16\n' "$PG_PORT" "$n" >>"$f" ;;
     firestore)
       printf '\n[database]\nurl = "firestore://demo-bench"\n\n[firestore]\ndatabase_name = "s%s"\nemulator_host = "127.0.0.1:%s"\n' "$n" "$FS_PORT" >>"$f" ;;
