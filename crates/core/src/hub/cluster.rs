@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use parking_lot::{Mutex, RwLock};
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
 use super::{
@@ -41,12 +41,7 @@ pub(super) fn participant_of(e: &MemberEntry) -> ParticipantInfo {
     ParticipantInfo {
         client_id: e.client.clone(),
         role: e.role,
-        display_name: e.display_name.clone().or_else(|| {
-            e.metadata
-                .get("display_name")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        }),
+        display_name: super::room::shown_name(e.display_name.as_ref(), &e.metadata),
         metadata: e.metadata.clone(),
         joined_at: e.joined_at,
     }

@@ -316,16 +316,22 @@ impl Room {
     }
 }
 
+/// A member's name to show: the one its session carries, else `display_name` in its
+/// join metadata.
+pub(super) fn shown_name(name: Option<&String>, metadata: &Value) -> Option<String> {
+    name.cloned().or_else(|| {
+        metadata
+            .get("display_name")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    })
+}
+
 pub(super) fn participant(m: &Member) -> ParticipantInfo {
     ParticipantInfo {
         client_id: m.client().clone(),
         role: m.role,
-        display_name: m.session.display_name.clone().or_else(|| {
-            m.metadata
-                .get("display_name")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        }),
+        display_name: shown_name(m.session.display_name.as_ref(), &m.metadata),
         metadata: m.metadata.clone(),
         joined_at: m.joined_at,
     }
