@@ -130,10 +130,115 @@ mod as_bytes {
     }
 }
 
+/// Where a message from another node sits in this node's inbox stream (cluster mode with
+/// resume on): the stream entry's id (`ms-seq`) and the message's place in that entry's
+/// batch. Ordered as the node received them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InboxPos {
+    /// The entry id's milliseconds.
+    pub ms: u64,
+    /// The entry id's sequence.
+    pub seq: u64,
+    /// The message's index in the entry's batch.
+    pub idx: u32,
+}
+
+impl InboxPos {
+    /// The stream entry id, `ms-seq`.
+    pub fn entry_id(&self) -> String {
+        format!("{}-{}", self.ms, self.seq)
+    }
+
+    /// Parses an entry id (`ms-seq`) and an index.
+    pub fn parse(entry: &str, idx: u32) -> Option<Self> {
+        let (ms, seq) = entry.split_once('-')?;
+        Some(Self {
+            ms: ms.parse().ok()?,
+            seq: seq.parse().ok()?,
+            idx,
+        })
+    }
+}
+
+impl std::fmt::Display for InboxPos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}/{}", self.ms, self.seq, self.idx)
+    }
+}
+
+impl std::str::FromStr for InboxPos {
+    type Err = RouterError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.split_once('/')
+            .and_then(|(e, i)| Self::parse(e, i.parse().ok()?))
+            .ok_or_else(|| RouterError(format!("not an inbox position: {s:?}")))
+    }
+}
+
+/// A resumable session as the cluster keeps it, under its resume token: what any node
+/// needs to take it over when its node is lost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResumeRecord {
+    /// The client.
+    pub client: ClientId,
+    /// The session's id (kept across resumes).
+    pub session: Uuid,
+    /// The node holding it; empty once released by a node that let go of it.
+    pub node: String,
+    /// Its wire format's id.
+    pub format: u8,
+    /// Its capabilities.
+    pub capabilities: Vec<String>,
+    /// Its metadata.
+    pub metadata: Value,
+    /// Its display name.
+    pub display_name: Option<String>,
+    /// When it connected.
+    pub connected_at: DateTime<Utc>,
+    /// Its rooms, written when its node was lost (the node's member index is gone then).
+    #[serde(default)]
+    pub rooms: Vec<RoomId>,
+    /// Its node let go of it for another node to take it over.
+    #[serde(default)]
+    pub released: bool,
+}
+
+/// A frame a resumable session's connection sent, as kept in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirroredFrame {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its payload.
+    pub payload: bytes::Bytes,
+    /// The last inbox message queued for the session before this frame (see
+    /// [`Router::inbox_since`]).
+    pub hw: Option<InboxPos>,
+}
+
+/// What [`Router::take_over`] took: the session's record and the frames kept of it.
+#[derive(Debug, Clone)]
+pub struct Takeover {
+    /// The record as it was.
+    pub record: ResumeRecord,
+    /// The frames kept, oldest first.
+    pub frames: Vec<MirroredFrame>,
+}
+
 /// Where messages from other nodes enter this node: the hub.
 pub trait Inbox: Send + Sync + 'static {
     /// Delivers `msg` to its recipients on this node; returns how many sessions got it.
     fn receive(&self, msg: NodeMessage) -> usize;
+
+    /// [`receive`](Self::receive) for a message read from this node's inbox stream at
+    /// `pos`: resumable sessions note where they are in it.
+    fn receive_at(&self, msg: NodeMessage, _pos: Option<InboxPos>) -> usize {
+        self.receive(msg)
+    }
+
+    /// Another node is resuming the session `token` names: this node lets go of it
+    /// (closes its connection if it has one, and forgets it without it leaving its
+    /// rooms), then marks it released ([`Router::resume_release`]).
+    fn release(&self, _token: &str) {}
 
     /// A newer session of `client` opened on another node and the client may hold only
     /// one: this node closes its sessions of `client` (they leave their rooms).
@@ -393,6 +498,104 @@ pub trait Router: Send + Sync + 'static {
     async fn cluster_load(&self) -> Result<Vec<(String, NodeLoad)>, RouterError> {
         Err(single_node())
     }
+
+    // --- Resume across nodes. A single node keeps resumable sessions in memory only,
+    // and the defaults say so.
+
+    /// Whether sessions can be resumed on another node (messages to this node are kept
+    /// in its inbox stream, and resumable sessions' frames in the cluster).
+    fn resumes_across_nodes(&self) -> bool {
+        false
+    }
+
+    /// Records a resumable session under `token` (held by this node), in place of the
+    /// token it `replaces` (a resume).
+    async fn resume_open(
+        &self,
+        _token: &str,
+        _record: &ResumeRecord,
+        _replaces: Option<&str>,
+    ) -> Result<(), RouterError> {
+        Err(single_node())
+    }
+
+    /// Forgets the resumable session `session` (named by `token`), and the frames kept
+    /// of it.
+    async fn resume_close(&self, _token: &str, _session: &Uuid) {}
+
+    /// The record `token` names, if any.
+    async fn resume_record(&self, _token: &str) -> Result<Option<ResumeRecord>, RouterError> {
+        Err(single_node())
+    }
+
+    /// Keeps frames a resumable session's connection is about to send (in order), and
+    /// drops those older than `oldest`.
+    async fn mirror(
+        &self,
+        _session: &Uuid,
+        _frames: Vec<MirroredFrame>,
+        _oldest: u64,
+    ) -> Result<(), RouterError> {
+        Err(single_node())
+    }
+
+    /// Takes the session `token` names for this node if `from` still holds it (or it
+    /// was released, `from` empty): exactly one caller gets it.
+    async fn take_over(&self, _token: &str, _from: &str) -> Result<Option<Takeover>, RouterError> {
+        Err(single_node())
+    }
+
+    /// The session `token` names was let go of by this node (see [`Inbox::release`]).
+    async fn resume_release(&self, _token: &str) {}
+
+    /// Asks `node` to let go of the session `token` names; false when `node` does not
+    /// listen (it is gone).
+    async fn ask_release(&self, _node: &str, _token: &str) -> Result<bool, RouterError> {
+        Err(single_node())
+    }
+
+    /// The messages `node` was sent after `after` (all that are kept, without it), in
+    /// the order it received them.
+    async fn inbox_since(
+        &self,
+        _node: &str,
+        _after: Option<InboxPos>,
+    ) -> Result<Vec<(InboxPos, NodeMessage)>, RouterError> {
+        Err(single_node())
+    }
+
+    /// Moves `client`'s membership of `room` from node `from` to this one: its entry,
+    /// as updated, or `None` if it is no longer a member.
+    async fn move_member(
+        &self,
+        _room: &RoomId,
+        _client: &ClientId,
+        _from: &str,
+    ) -> Result<Option<MemberEntry>, RouterError> {
+        Err(single_node())
+    }
+
+    /// A session of `client` moved here from node `from` (its presence follows).
+    async fn session_moved(&self, _client: &ClientId, _from: &str) {}
+
+    /// Resumable sessions `node` held, by token.
+    async fn resumables_on(&self, _node: &str) -> Result<Vec<(String, ResumeRecord)>, RouterError> {
+        Ok(Vec::new())
+    }
+
+    /// `node` was lost holding the session `token` names: its rooms are written into
+    /// its record, which now expires after `window` unless taken over.
+    async fn resume_orphaned(&self, _token: &str, _rooms: &[RoomId], _window: std::time::Duration) {
+    }
+
+    /// Ends the session `token` names if `node` still holds it (nobody took it over):
+    /// true when it did (its record and frames are gone then).
+    async fn resume_expire(&self, _token: &str, _node: &str) -> bool {
+        false
+    }
+
+    /// Waits until what this node posted so far was sent.
+    async fn posted_sent(&self) {}
 
     /// Whether the router's backend is reachable now (a single node's always is).
     fn is_healthy(&self) -> bool {

@@ -37,6 +37,7 @@ use std::{
 };
 
 mod batch;
+mod resume;
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
@@ -52,8 +53,8 @@ use signal_core::{
     ClientId, RoomId,
     hub::Role,
     router::{
-        Inbox, JoinVerdict, LeaveVerdict, MemberEntry, NodeLoad, NodeMessage, Recipient, Remote,
-        RoomEntry, Router, RouterError,
+        Inbox, InboxPos, JoinVerdict, LeaveVerdict, MemberEntry, NodeLoad, NodeMessage, Recipient,
+        Remote, RoomEntry, Router, RouterError,
     },
 };
 
@@ -71,6 +72,9 @@ pub struct RedisRouterConfig {
     /// With `rediss://` URLs, the CA (PEM) that signed Redis's certificates, when the
     /// system's roots do not hold it.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Resume across nodes, with this resume window: messages to each node are kept in
+    /// its inbox stream, and resumable sessions' frames in Redis. `None`: off.
+    pub resume_window: Option<Duration>,
 }
 
 /// Where Redis is.
@@ -137,6 +141,8 @@ enum Wire {
     Deliver(Box<NodeMessage>),
     /// Close the receiving node's sessions of `client`: a newer one opened elsewhere.
     Evict { client: ClientId },
+    /// Let go of the resumable session `token` names: another node resumes it.
+    Release { token: String },
     /// Answer with your load to `reply_to`.
     LoadRequest { id: u64, reply_to: String },
     /// A node's load, answering request `id`.
@@ -184,7 +190,19 @@ pub struct RedisRouter {
     /// gets a whole `presence_ttl` to renew its presence first.
     reap_after: parking_lot::Mutex<tokio::time::Instant>,
     /// Messages posted for other nodes, sent by one task in batches.
-    outbox: tokio::sync::mpsc::Sender<(String, NodeMessage)>,
+    outbox: tokio::sync::mpsc::Sender<Posted>,
+    /// See [`RedisRouterConfig::resume_window`].
+    resume_window: Option<Duration>,
+}
+
+/// What is posted to the task sending to other nodes (by value: the queue holds
+/// messages, and a barrier is rare).
+#[allow(clippy::large_enum_variant)]
+enum Posted {
+    /// A message for a node.
+    Message(String, NodeMessage),
+    /// Answered once what was posted before it was sent.
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 impl std::fmt::Debug for RedisRouter {
@@ -465,6 +483,7 @@ impl RedisRouter {
         let (outbox, out_rx) = tokio::sync::mpsc::channel(OUTBOX_CAP);
         let router = Arc::new_cyclic(|me| Self {
             outbox,
+            resume_window: cfg.resume_window,
             me: me.clone(),
             loads: parking_lot::Mutex::new(LoadRequests::default()),
             reap_after: parking_lot::Mutex::new(tokio::time::Instant::now() + cfg.presence_ttl),
@@ -668,9 +687,17 @@ impl RedisRouter {
         let Some(inbox) = self.inbox.read().as_ref().and_then(Weak::upgrade) else {
             return;
         };
+        // Kept in this node's inbox stream: the entry's id comes first.
+        let (entry, payload) = match resume::split_kept(payload) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: a kept message on this node's channel does not parse");
+                return;
+            }
+        };
         if payload.first() == Some(&batch::TAG) {
             match batch::decode(&bytes::Bytes::from(payload)) {
-                Ok((from, msgs)) => self.receive_batch(inbox.as_ref(), from, msgs),
+                Ok((from, msgs)) => self.receive_batch(inbox.as_ref(), from, msgs, entry),
                 Err(e) => {
                     tracing::warn!(error = %e, "cluster: a batch on this node's channel does not parse");
                 }
@@ -686,8 +713,9 @@ impl RedisRouter {
         };
         match wire {
             Wire::Deliver(msg) => {
-                inbox.receive(*msg);
+                inbox.receive_at(*msg, entry.and_then(|e| InboxPos::parse(&e, 0)));
             }
+            Wire::Release { token } => inbox.release(&token),
             Wire::Gone { node, clients } => {
                 if !clients.is_empty() {
                     inbox.gone(&node, &clients);
@@ -715,15 +743,24 @@ impl RedisRouter {
 
     /// Hands a batch's messages to the hub, and tells each sender of messages for
     /// clients this node does not hold.
-    fn receive_batch(&self, inbox: &dyn Inbox, from: String, msgs: Vec<NodeMessage>) {
+    fn receive_batch(
+        &self,
+        inbox: &dyn Inbox,
+        from: String,
+        msgs: Vec<NodeMessage>,
+        entry: Option<String>,
+    ) {
         // Clients this node does not hold, told to the node that thought it did.
         let mut gone: Vec<ClientId> = Vec::new();
-        for msg in msgs {
+        for (i, msg) in msgs.into_iter().enumerate() {
+            let pos = entry
+                .as_deref()
+                .and_then(|e| InboxPos::parse(e, u32::try_from(i).unwrap_or(u32::MAX)));
             let client = match &msg.to {
                 Recipient::Client { client } => Some(client.clone()),
                 Recipient::Room { .. } => None,
             };
-            if inbox.receive(msg) == 0
+            if inbox.receive_at(msg, pos) == 0
                 && let Some(client) = client
                 && !gone.contains(&client)
             {
@@ -759,7 +796,7 @@ impl RedisRouter {
             let n = msgs.len();
             match batch::encode(&self.node_id, &msgs) {
                 Ok(payload) => {
-                    cmds.push(self.publish_cmd(&node, payload));
+                    cmds.push(self.deliver_cmd(&node, payload));
                     sent_to.push(node);
                     count += n;
                 }
@@ -793,7 +830,11 @@ impl RedisRouter {
         // CBOR: compact, and a relayed frame's bytes travel as bytes.
         let payload = minicbor_serde::to_vec(wire).map_err(err)?;
         let mut con = self.con.clone();
-        let n: i64 = self.checked(self.publish_cmd(node, payload).query_async(&mut con).await)?;
+        let cmd = match wire {
+            Wire::Deliver(_) => self.deliver_cmd(node, payload),
+            _ => self.publish_cmd(node, payload),
+        };
+        let n: i64 = self.checked(cmd.query_async(&mut con).await)?;
         Ok(n > 0)
     }
 
@@ -1010,7 +1051,7 @@ impl Router for RedisRouter {
             return Err(err("Redis unreachable"));
         }
         self.outbox
-            .try_send((node.to_owned(), msg))
+            .try_send(Posted::Message(node.to_owned(), msg))
             .map_err(|e| match e {
                 tokio::sync::mpsc::error::TrySendError::Full(_) => {
                     metrics::counter!("signal_cluster_outbox_full_total").increment(1);
@@ -1374,6 +1415,96 @@ impl Router for RedisRouter {
         Ok(v)
     }
 
+    fn resumes_across_nodes(&self) -> bool {
+        self.resume_on()
+    }
+
+    async fn resume_open(
+        &self,
+        token: &str,
+        record: &signal_core::router::ResumeRecord,
+        replaces: Option<&str>,
+    ) -> Result<(), RouterError> {
+        self.r_open(token, record, replaces).await
+    }
+
+    async fn resume_close(&self, token: &str, session: &uuid::Uuid) {
+        self.r_close(token, session).await;
+    }
+
+    async fn resume_record(
+        &self,
+        token: &str,
+    ) -> Result<Option<signal_core::router::ResumeRecord>, RouterError> {
+        self.r_record(token).await
+    }
+
+    async fn mirror(
+        &self,
+        session: &uuid::Uuid,
+        frames: Vec<signal_core::router::MirroredFrame>,
+        oldest: u64,
+    ) -> Result<(), RouterError> {
+        self.r_mirror(session, frames, oldest).await
+    }
+
+    async fn take_over(
+        &self,
+        token: &str,
+        from: &str,
+    ) -> Result<Option<signal_core::router::Takeover>, RouterError> {
+        self.r_take_over(token, from).await
+    }
+
+    async fn resume_release(&self, token: &str) {
+        self.r_release(token).await;
+    }
+
+    async fn ask_release(&self, node: &str, token: &str) -> Result<bool, RouterError> {
+        self.r_ask_release(node, token).await
+    }
+
+    async fn inbox_since(
+        &self,
+        node: &str,
+        after: Option<InboxPos>,
+    ) -> Result<Vec<(InboxPos, NodeMessage)>, RouterError> {
+        self.r_inbox_since(node, after).await
+    }
+
+    async fn move_member(
+        &self,
+        room: &RoomId,
+        client: &ClientId,
+        from: &str,
+    ) -> Result<Option<MemberEntry>, RouterError> {
+        self.r_move_member(room, client, from).await
+    }
+
+    async fn session_moved(&self, client: &ClientId, from: &str) {
+        self.r_session_moved(client, from).await;
+        let _ = self.session_opened(client).await;
+    }
+
+    async fn resumables_on(
+        &self,
+        node: &str,
+    ) -> Result<Vec<(String, signal_core::router::ResumeRecord)>, RouterError> {
+        self.r_resumables_on(node).await
+    }
+
+    async fn resume_orphaned(&self, token: &str, rooms: &[RoomId], window: Duration) {
+        self.r_orphaned(token, rooms, window).await;
+    }
+
+    async fn resume_expire(&self, token: &str, node: &str) -> bool {
+        self.r_expire(token, node).await
+    }
+
+    async fn posted_sent(&self) {
+        self.r_posted_sent().await;
+    }
+
     fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
     }
@@ -1381,13 +1512,24 @@ impl Router for RedisRouter {
 
 /// Sends what nodes post, in batches: whatever was posted while the previous batch was on
 /// its way goes in the next.
-async fn write_out(
-    router: Weak<RedisRouter>,
-    mut posted: tokio::sync::mpsc::Receiver<(String, NodeMessage)>,
-) {
+async fn write_out(router: Weak<RedisRouter>, mut posted: tokio::sync::mpsc::Receiver<Posted>) {
     let mut buf = Vec::with_capacity(OUT_BATCH);
+    let mut msgs = Vec::with_capacity(OUT_BATCH);
     while posted.recv_many(&mut buf, OUT_BATCH).await > 0 {
         let Some(r) = router.upgrade() else { return };
-        r.flush(&mut buf).await;
+        for p in buf.drain(..) {
+            match p {
+                Posted::Message(node, msg) => msgs.push((node, msg)),
+                Posted::Barrier(done) => {
+                    if !msgs.is_empty() {
+                        r.flush(&mut msgs).await;
+                    }
+                    let _ = done.send(());
+                }
+            }
+        }
+        if !msgs.is_empty() {
+            r.flush(&mut msgs).await;
+        }
     }
 }

@@ -15,6 +15,7 @@ fn config(url: &str, node: &str) -> RedisRouterConfig {
         presence_ttl: Duration::from_secs(3),
         command_timeout: Duration::from_secs(2),
         ca_file: None,
+        resume_window: Some(Duration::from_secs(30)),
     }
 }
 

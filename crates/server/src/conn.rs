@@ -386,6 +386,13 @@ struct Link<D> {
     kept: Vec<std::ops::Range<usize>>,
     /// Frames this connection sent from its queue.
     frames_out: u64,
+    /// For a resumable session in a cluster: the inbox position marked before each of
+    /// `kept` (reused, empty between batches), the last one marked and not yet followed
+    /// by a frame, and the batch being kept in the cluster (nothing is written until it
+    /// is).
+    marks: Vec<Option<signal_core::router::InboxPos>>,
+    pending_mark: Option<signal_core::router::InboxPos>,
+    mirroring: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
     write_failed: bool,
     /// When the last message (of any kind) arrived.
     last_in: Instant,
@@ -472,6 +479,13 @@ impl<D: Dialect> Link<D> {
             if outbox.poll_ready(cx).is_ready() {
                 self.more_queued = true;
             }
+            // A batch is kept in the cluster before any of it is written.
+            if let Some(m) = self.mirroring.as_mut() {
+                match m.as_mut().poll(cx) {
+                    Poll::Ready(()) => self.mirroring = None,
+                    Poll::Pending => return Ok(()),
+                }
+            }
             if self.wbuf.len() < self.write_size
                 && let Some(p) = self.pong.take()
             {
@@ -492,24 +506,51 @@ impl<D: Dialect> Link<D> {
                 // payloads' places in the batch, handed over once the batch is made.
                 let keep = outbox.keeps_sent();
                 let mut kept = std::mem::take(&mut self.kept);
+                let mut marks = std::mem::take(&mut self.marks);
+                let mut pending = self.pending_mark.take();
                 self.more_queued = outbox.drain(usize::MAX, |item| {
+                    if let Outbound::Mark(p) = item {
+                        pending = Some(p);
+                        return true;
+                    }
                     let start = out.len();
                     if self.encode(item, &mut out, format, now) {
                         n += 1;
                         if keep && let Some(h) = frame::header_len(&out[start..]) {
                             kept.push(start + h..out.len());
+                            marks.push(pending.take());
                         }
                     }
                     out.len() < limit
                 });
+                self.pending_mark = pending;
                 if !kept.is_empty() {
-                    outbox.sent(&out, &kept, self.frames_out);
+                    let sent = outbox.sent(&out, &kept, self.frames_out);
+                    if let (Some(sent), Some(mirror)) = (sent, outbox.mirror()) {
+                        let frames = kept
+                            .iter()
+                            .zip(marks.drain(..))
+                            .skip(sent.skipped)
+                            .map(|(r, mark)| signal_core::hub::BatchFrame {
+                                payload: Bytes::copy_from_slice(&out[r.clone()]),
+                                mark,
+                            })
+                            .collect();
+                        self.mirroring =
+                            Some(Box::pin(mirror.keep(sent.first, frames, sent.oldest)));
+                    }
                     kept.clear();
+                    marks.clear();
                 }
                 self.kept = kept;
+                self.marks = marks;
                 self.frames_out += n;
                 self.wbuf = out;
                 self.hot.ws_out[self.endpoint].increment(n);
+                if self.mirroring.is_some() {
+                    // Written once kept.
+                    continue;
+                }
             }
             if self.wbuf.is_empty() {
                 if self.wbuf.capacity() > 0 {
@@ -550,6 +591,7 @@ impl<D: Dialect> Link<D> {
         now: std::time::Instant,
     ) -> bool {
         let bytes = match item {
+            Outbound::Mark(_) => return false,
             Outbound::Frame(b) => b,
             Outbound::Encoded(e) => {
                 let k = HotMetrics::kind_index(e.kind);
@@ -655,6 +697,9 @@ pub(crate) fn drive<D: Dialect>(
         more_queued: false,
         kept: Vec::new(),
         frames_out: 0,
+        marks: Vec::new(),
+        pending_mark: None,
+        mirroring: None,
         write_failed: false,
         last_in: Instant::now(),
         hot: state.metrics.clone(),

@@ -120,6 +120,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
 /// not be reachable yet: the node serves its own clients and joins when it is.
 async fn start_router(
     cluster: &crate::config::ClusterConfig,
+    resume_window: u64,
 ) -> Result<Arc<dyn signal_core::router::Router>, StartError> {
     let node_id = cluster.node_id.clone().unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME")
@@ -139,6 +140,7 @@ async fn start_router(
         presence_ttl: Duration::from_secs(cluster.presence_ttl.max(1)),
         command_timeout: Duration::from_secs(cluster.command_timeout.max(1)),
         ca_file: cluster.redis_ca_file.clone(),
+        resume_window: (resume_window > 0).then(|| Duration::from_secs(resume_window)),
     })
     .await
     .map_err(|e| StartError::Cluster(e.0))?;
@@ -185,7 +187,7 @@ pub async fn start(
     ));
     let mut ports = Ports::single_node(store, auth);
     if let Some(cluster) = &config.cluster {
-        ports.router = start_router(cluster).await?;
+        ports.router = start_router(cluster, config.session.resume_window).await?;
     }
     crate::binary::register_formats();
     let hub = Hub::new(hub_config(&config), ports);

@@ -272,6 +272,114 @@ async fn a_killed_node_case(b: Backing) {
     drop(na);
 }
 
+fn numbered(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("v=0 n={i}")).collect()
+}
+
+fn offer_sdp(f: &signal_client::protocol::Frame) -> Option<String> {
+    (f.msg_type == MessageType::SignalOffer)
+        .then(|| decode::<SignalPayload>(f).ok()?.sdp)
+        .flatten()
+}
+
+/// Alice's node is killed with SIGKILL while bob, on another node, sends her 100 offers.
+/// Alice resumes on bob's node and gets all 100 (what her old connection got, then the
+/// rest), in order, none twice; nobody is told she left, and the session goes on there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_resumes_on_another_node_when_its_node_is_killed() {
+    resume_after_kill_case(Backing::start().await).await;
+}
+
+/// The same on a Redis Cluster of three primaries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_a_session_resumes_on_another_node_when_its_node_is_killed() {
+    resume_after_kill_case(
+        Backing::start_on(Redis::Cluster(common::redis::RedisCluster::start())).await,
+    )
+    .await;
+}
+
+async fn resume_after_kill_case(b: Backing) {
+    let (na, nb) = (b.node("a").await, b.node("b").await);
+    let mut bob = member(&nb.url(), "bob").await;
+    bob.create_room("bob-token", Some("phone"), Some("v=0"))
+        .await
+        .unwrap();
+    let mut alice = Client::connect(&na.url()).await.unwrap();
+    let first = alice
+        .authenticate_resumable("alice", "alice-token")
+        .await
+        .unwrap();
+    assert!(first.resume_token.is_some());
+    let _ = alice.register("alice-token").await;
+    alice.join_room("alice-token", "phone").await.unwrap();
+    bob.expect_event(MessageType::PeerJoined, WAIT)
+        .await
+        .unwrap();
+
+    let sent = numbered(0..100);
+    for (i, sdp) in sent.iter().enumerate() {
+        if i == 30 {
+            na.signal(9);
+        }
+        bob.send_offer("alice", Some("phone"), sdp).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // What alice's old connection delivered before it died.
+    let mut got: Vec<String> = Vec::new();
+    while let Ok(f) = alice.next_event_within(Duration::from_millis(500)).await {
+        got.extend(offer_sdp(&f));
+    }
+    assert!(got.len() < 100, "the node died before it sent everything");
+    let (mut back, ack) = alice.resume(&nb.url()).await.unwrap();
+    assert_eq!(ack.session_id, first.session_id, "the same session");
+    while got.len() < 100 {
+        let f = back.next_event_within(WAIT).await.unwrap();
+        got.extend(offer_sdp(&f));
+    }
+    assert_eq!(got, sent, "all 100, in order, none twice");
+    assert!(
+        back.next_event_within(Duration::from_millis(500))
+            .await
+            .is_err(),
+        "nothing more"
+    );
+    // The session goes on on its new node, both ways.
+    bob.send_offer("alice", Some("phone"), "v=0 after")
+        .await
+        .unwrap();
+    let f = back
+        .expect_event(MessageType::SignalOffer, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(offer_sdp(&f).as_deref(), Some("v=0 after"));
+    back.send_offer("bob", Some("phone"), "v=0 back")
+        .await
+        .unwrap();
+    let f = bob
+        .expect_event(MessageType::SignalOffer, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(offer_sdp(&f).as_deref(), Some("v=0 back"));
+    // Past the lost node's reaping (presence_ttl 3 s): alice is still in the room.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    bob.send_offer("alice", Some("phone"), "v=0 later")
+        .await
+        .unwrap();
+    let f = back
+        .expect_event(MessageType::SignalOffer, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(offer_sdp(&f).as_deref(), Some("v=0 later"));
+    while let Ok(f) = bob.next_event_within(Duration::from_millis(200)).await {
+        assert_ne!(
+            f.msg_type,
+            MessageType::PeerLeft,
+            "bob was never told alice left"
+        );
+    }
+}
+
 /// Nodes stopped one after another with SIGTERM (a rolling restart) and started again:
 /// members of a stopped node leave at once, a restarted node takes clients into rooms
 /// that lived on, and the room ends once, recorded once.

@@ -47,7 +47,7 @@ pub(super) fn participant_of(e: &MemberEntry) -> ParticipantInfo {
     }
 }
 
-fn history_of(
+pub(super) fn history_of(
     room: &RoomId,
     e: &MemberEntry,
     reason: &str,
@@ -246,7 +246,7 @@ impl Hub {
     /// Acts on the registry's answer to a leave: PEER_LEFT to the rest, or the room's
     /// end; `record` gives the leaver's history to write (`None` if written already).
     /// False if the client was not a member.
-    async fn settle_leave(
+    pub(super) async fn settle_leave(
         &self,
         room_id: &RoomId,
         verdict: LeaveVerdict,
@@ -423,7 +423,12 @@ impl Hub {
         };
         let reason = "node lost";
         let mut left = 0usize;
+        // Resumable sessions wait for a RESUME on another node first.
+        let waiting = self.orphans(node, &members).await;
         for (room_id, client) in members {
+            if waiting.contains(&(room_id.clone(), client.clone())) {
+                continue;
+            }
             match self.inner.router.leave_member(&room_id, &client).await {
                 Ok(v) => {
                     let record = |gone: &MemberEntry| {

@@ -396,6 +396,7 @@ impl Outbound {
             Self::Frame(b) => b.len(),
             Self::Encoded(e) => e.len(),
             Self::Event(env) => env.size,
+            Self::Mark(_) => 0,
         }
     }
 }
@@ -409,6 +410,9 @@ pub enum Outbound {
     Frame(Bytes),
     /// A relayed signal an edge encoded for receivers of one format, without decoding it.
     Encoded(Encoded),
+    /// Not a frame: the next item came from this node's inbox stream at this place
+    /// (cluster mode, resumable sessions; the writer keeps it with the frames it mirrors).
+    Mark(crate::router::InboxPos),
 }
 
 /// A relayed signal pre-encoded by an edge for connections of one [`Format`] (the hub

@@ -5,18 +5,21 @@
 
 mod cluster;
 mod event;
+mod mirror;
 mod outbox;
 mod resume;
 mod room;
 mod session;
 mod signal;
+mod takeover;
 pub use signal::{Elsewhere, Routed, SignalRequest};
 
 pub use event::{
     BodyDecoder, CloseReason, Encoded, Envelope, Event, Format, FormatSpec, Outbound, Role, Signal,
     SignalBody, SignalKind, register_body_decoder,
 };
-pub use outbox::{Outbox, Overflow, PushError};
+pub use mirror::{BatchFrame, Mirror};
+pub use outbox::{Outbox, Overflow, PushError, Sent};
 pub use resume::{ResumeParams, Resumed};
 pub use room::{
     CreateRoomParams, JoinRoomParams, ParticipantInfo, RoomCreated, RoomInfo, RoomJoined,
@@ -364,7 +367,8 @@ impl Hub {
                 p.display_name,
                 token.clone(),
             );
-            self.inner.resumable.insert(token, s.clone());
+            self.inner.resumable.insert(token.clone(), s.clone());
+            self.keep_in_cluster(&s, &token, None, None).await;
             s
         } else {
             Session::new(
@@ -438,9 +442,13 @@ impl Hub {
             // Not resumable any more, whether it waited for a RESUME or not.
             r.parked.lock().take();
             let token = r.token.lock().clone();
-            self.inner
+            let removed = self
+                .inner
                 .resumable
                 .remove_if(token.as_str(), |_, s| Arc::ptr_eq(s, session));
+            if removed.is_some() && session.outbox().mirror().is_some() {
+                self.inner.router.resume_close(&token, &session.id).await;
+            }
         }
         if removed {
             self.inner.session_count.fetch_sub(1, Ordering::Relaxed);
@@ -637,13 +645,73 @@ impl Hub {
 }
 
 /// Messages other nodes send here: delivered to this node's sessions like the hub's own.
+impl Inner {
+    /// What a message for a client from another node becomes in `s`'s queue: the
+    /// sender's own bytes for a receiver of the same format, as on one node, or the
+    /// event. `None` if its body does not decode.
+    pub(super) fn client_item(
+        s: &Session,
+        id: uuid::Uuid,
+        from_node: &str,
+        mut event: Event,
+        raw: Option<crate::router::RawFrame>,
+    ) -> Option<Outbound> {
+        let Event::Signal(sig) = &mut event else {
+            return Some(Outbound::Event(Envelope::with_id(id, event)));
+        };
+        if let Some(raw) = raw {
+            if s.format().map(Format::id) == Some(raw.format) && raw.head.len() <= Encoded::HEAD {
+                let mut head = [0u8; Encoded::HEAD];
+                head[..raw.head.len()].copy_from_slice(&raw.head);
+                return Some(Outbound::Encoded(Encoded {
+                    head,
+                    head_len: raw.head.len() as u8,
+                    kind: sig.kind,
+                    parts: [raw.body, bytes::Bytes::new()],
+                    accepted_at: std::time::Instant::now(),
+                }));
+            }
+            // A frame that travelled alone: its body read back for this receiver.
+            if raw.body_only_here {
+                let decoded = event::body_decoder(raw.format)
+                    .ok_or_else(|| {
+                        CoreError::bad_request(format!("no decoder for format {}", raw.format))
+                    })
+                    .and_then(|decode| decode(&raw.body));
+                match decoded {
+                    Ok(body) => sig.body = body,
+                    Err(e) => {
+                        tracing::warn!(from_node = %from_node, error = %e, "cluster: a signal from another node does not decode");
+                        return None;
+                    }
+                }
+            }
+        }
+        Some(Outbound::Event(Envelope::with_id(id, event)))
+    }
+}
+
+/// Marks `s`'s queue with where the next item came from in this node's inbox stream,
+/// for a session whose frames are kept in the cluster.
+fn mark(s: &Session, pos: Option<crate::router::InboxPos>) {
+    if let Some(p) = pos
+        && s.outbox().mirror().is_some()
+    {
+        s.outbox().push_mark(p);
+    }
+}
+
 impl Inbox for Inner {
     fn receive(&self, msg: NodeMessage) -> usize {
+        self.receive_at(msg, None)
+    }
+
+    fn receive_at(&self, msg: NodeMessage, pos: Option<crate::router::InboxPos>) -> usize {
         let NodeMessage {
             id,
             from_node,
             to,
-            mut event,
+            event,
             raw,
         } = msg;
         match to {
@@ -653,47 +721,19 @@ impl Inbox for Inner {
                     .get(client.as_str())
                     .and_then(|l| l.last().cloned());
                 let Some(s) = newest else { return 0 };
-                let Event::Signal(sig) = &mut event else {
-                    return usize::from(s.deliver(Envelope::with_id(id, event)));
+                let Some(item) = Self::client_item(&s, id, &from_node, event, raw) else {
+                    return 0;
                 };
-                if let Some(raw) = raw {
-                    // The sender's own bytes to a receiver of the same format, as on one
-                    // node.
-                    if s.format().map(Format::id) == Some(raw.format)
-                        && raw.head.len() <= Encoded::HEAD
-                    {
-                        let mut head = [0u8; Encoded::HEAD];
-                        head[..raw.head.len()].copy_from_slice(&raw.head);
-                        return usize::from(s.send(Outbound::Encoded(Encoded {
-                            head,
-                            head_len: raw.head.len() as u8,
-                            kind: sig.kind,
-                            parts: [raw.body, bytes::Bytes::new()],
-                            accepted_at: std::time::Instant::now(),
-                        })));
-                    }
-                    // A frame that travelled alone: its body read back for this receiver.
-                    if raw.body_only_here {
-                        let decoded = event::body_decoder(raw.format)
-                            .ok_or_else(|| {
-                                CoreError::bad_request(format!(
-                                    "no decoder for format {}",
-                                    raw.format
-                                ))
-                            })
-                            .and_then(|decode| decode(&raw.body));
-                        match decoded {
-                            Ok(body) => sig.body = body,
-                            Err(e) => {
-                                tracing::warn!(from_node = %from_node, error = %e, "cluster: a signal from another node does not decode");
-                                return 0;
-                            }
-                        }
-                    }
-                }
-                usize::from(s.deliver(Envelope::with_id(id, event)))
+                mark(&s, pos);
+                usize::from(s.send(item))
             }
             Recipient::Room { room, .. } if matches!(event, Event::RoomClosed { .. }) => {
+                if let Some(r) = pos.and_then(|_| self.rooms.get(room.as_str()).map(|r| r.clone()))
+                {
+                    for m in &r.state.read().members {
+                        mark(&m.session, pos);
+                    }
+                }
                 self.close_replica(&room, &Envelope::with_id(id, event))
             }
             Recipient::Room { room, except } => {
@@ -722,7 +762,10 @@ impl Inbox for Inner {
                     .map(|m| m.session.clone())
                     .collect();
                 to.into_iter()
-                    .map(|s| usize::from(s.deliver(env.clone())))
+                    .map(|s| {
+                        mark(&s, pos);
+                        usize::from(s.deliver(env.clone()))
+                    })
                     .sum()
             }
         }
@@ -751,6 +794,25 @@ impl Inbox for Inner {
                 self.located.remove_if(c, |_, n| &**n == node);
             }
         }
+        // Replicas no longer send to those members there: where they are is looked up
+        // again (a resumed session moves to another node).
+        let unknown: Arc<str> = Arc::from("");
+        for r in self.rooms.iter() {
+            let mut st = r.value().state.write();
+            for (c, m) in st.remote.iter_mut() {
+                if &*m.node == node && (clients.is_empty() || clients.contains(c)) {
+                    m.node = unknown.clone();
+                }
+            }
+        }
+    }
+
+    fn release(&self, token: &str) {
+        let Some(inner) = self.me.upgrade() else {
+            return;
+        };
+        let token = token.to_owned();
+        tokio::spawn(async move { Hub { inner }.release(&token).await });
     }
 
     fn evict(&self, client: &ClientId) {

@@ -63,6 +63,9 @@ pub struct Outbox {
     format: OnceLock<Format>,
     /// For a resumable session: what was sent lately, by sequence number.
     replay: OnceLock<Mutex<Replay>>,
+    /// For a resumable session in a cluster: where the writer keeps each batch before
+    /// it sends it.
+    mirror: OnceLock<Arc<super::mirror::Mirror>>,
 }
 
 /// The frames a resumable session's connection sent lately, numbered: the `n`th frame
@@ -106,6 +109,17 @@ impl Replay {
     }
 }
 
+/// What [`Outbox::sent`] counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// Frames at the front that were not counted.
+    pub skipped: usize,
+    /// The number of the first frame counted.
+    pub first: u64,
+    /// The oldest number kept.
+    pub oldest: u64,
+}
+
 /// Why [`Outbox::rewind`] could not go back to a sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RewindError {
@@ -126,6 +140,8 @@ struct Queue {
     items: VecDeque<Outbound>,
     /// The sum of the items' [`Outbound::size`].
     bytes: usize,
+    /// Items that are [`Outbound::Mark`]s (not counted against the capacity).
+    marks: usize,
     closed: bool,
 }
 
@@ -149,6 +165,7 @@ impl Outbox {
             waker: AtomicWaker::new(),
             format: OnceLock::new(),
             replay: OnceLock::new(),
+            mirror: OnceLock::new(),
         })
     }
 
@@ -176,16 +193,81 @@ impl Outbox {
     /// the order sent), and keeps copies. `before`: how many frames the connection sent
     /// before these (the first batch kept numbers on from there; frames sent before the
     /// session asked for resume count too).
-    pub fn sent(&self, buf: &[u8], payloads: &[std::ops::Range<usize>], before: u64) {
-        let Some(r) = self.replay.get() else { return };
+    ///
+    /// Returns how many of them, first, were not counted (a RESUME_ACK), the sequence
+    /// number of the first that is (the others follow it), and the oldest number still
+    /// kept; `None` without [`keep_sent`](Self::keep_sent).
+    pub fn sent(
+        &self,
+        buf: &[u8],
+        payloads: &[std::ops::Range<usize>],
+        before: u64,
+    ) -> Option<Sent> {
+        let r = self.replay.get()?;
         let mut r = r.lock();
         if !r.started {
             r.started = true;
             r.sent = before;
         }
+        let skipped = r.uncounted.min(payloads.len());
+        let first = r.sent + 1;
         for p in payloads {
             r.keep(buf.get(p.clone()).unwrap_or_default());
         }
+        let oldest = (r.sent + 1).saturating_sub(r.lens.len() as u64);
+        Some(Sent {
+            skipped,
+            first,
+            oldest,
+        })
+    }
+
+    /// How many frames at the front of what is sent next are not counted.
+    pub fn uncounted(&self) -> usize {
+        self.replay.get().map_or(0, |r| r.lock().uncounted)
+    }
+
+    /// Where the writer keeps each batch before sending it (once per queue).
+    pub(crate) fn set_mirror(&self, mirror: Arc<super::mirror::Mirror>) {
+        let _ = self.mirror.set(mirror);
+    }
+
+    /// The mirror of a resumable session's queue in a cluster, if any.
+    pub fn mirror(&self) -> Option<&Arc<super::mirror::Mirror>> {
+        self.mirror.get()
+    }
+
+    /// Appends a [`Outbound::Mark`]: never refused for the queue's limits (it is not a
+    /// frame, and its frame follows it).
+    pub fn push_mark(&self, pos: crate::router::InboxPos) {
+        let mut q = self.items.lock();
+        if !q.closed {
+            q.items.push_back(Outbound::Mark(pos));
+            q.marks += 1;
+        }
+    }
+
+    /// A session taken over from another node: numbering goes on from `last_seq` (what
+    /// the client received), and `first` (not counted), then `frames` are put at the
+    /// front of the queue.
+    pub fn restore(&self, last_seq: u64, first: Outbound, frames: Vec<Outbound>) {
+        if let Some(r) = self.replay.get() {
+            let mut r = r.lock();
+            r.sent = last_seq;
+            r.started = true;
+            r.uncounted = 1;
+        }
+        {
+            let mut q = self.items.lock();
+            q.closed = false;
+            for item in frames.into_iter().rev() {
+                q.bytes += item.size();
+                q.items.push_front(item);
+            }
+            q.bytes += first.size();
+            q.items.push_front(first);
+        }
+        self.notify();
     }
 
     /// How many frames were sent (the last sequence number), 0 without
@@ -277,7 +359,7 @@ impl Outbox {
             if q.closed {
                 return Err(PushError::Closed);
             }
-            if q.items.len() >= self.capacity {
+            if q.items.len() - q.marks >= self.capacity {
                 return Err(PushError::Full(Overflow::Messages(self.capacity)));
             }
             let size = item.size();
@@ -286,7 +368,8 @@ impl Outbox {
             }
             q.bytes += size;
             q.items.push_back(item);
-            q.items.len() == 1
+            // Marks alone do not wake the consumer: the first item after them does.
+            q.items.len() - q.marks == 1
         };
         if was_empty {
             self.notify();
@@ -324,6 +407,9 @@ impl Outbox {
                 break;
             };
             q.bytes -= item.size();
+            if matches!(item, Outbound::Mark(_)) {
+                q.marks -= 1;
+            }
             if !f(item) {
                 break;
             }
@@ -339,6 +425,9 @@ impl Outbox {
         let mut q = self.items.lock();
         let item = q.items.pop_front()?;
         q.bytes -= item.size();
+        if matches!(item, Outbound::Mark(_)) {
+            q.marks -= 1;
+        }
         Some(item)
     }
 
@@ -359,6 +448,7 @@ impl Outbox {
             let mut q = self.items.lock();
             q.closed = true;
             q.bytes = 0;
+            q.marks = 0;
             std::mem::take(&mut q.items)
         };
         drop(dropped);
@@ -405,6 +495,42 @@ mod tests {
         q.close();
         assert!(q.is_empty(), "close drops what was queued");
         assert_eq!(q.push(frame(5)), Err(PushError::Closed));
+    }
+
+    #[test]
+    fn marks_neither_fill_the_queue_nor_hide_the_next_item_from_the_consumer() {
+        let q = Outbox::new(2);
+        let pos = crate::router::InboxPos {
+            ms: 1,
+            seq: 0,
+            idx: 0,
+        };
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(q.poll_ready(&mut cx).is_pending());
+        q.push_mark(pos);
+        assert!(
+            q.poll_ready(&mut cx).is_pending(),
+            "a mark alone wakes nobody"
+        );
+        q.push(frame(1)).unwrap();
+        assert!(q.poll_ready(&mut cx).is_ready(), "the item after it does");
+        q.push_mark(pos);
+        q.push(frame(2)).unwrap();
+        assert_eq!(
+            q.push(frame(3)),
+            Err(PushError::Full(Overflow::Messages(2))),
+            "two items fill it, marks aside"
+        );
+        let mut got = vec![];
+        q.drain(8, |i| {
+            got.push(i);
+            true
+        });
+        assert!(matches!(got[0], Outbound::Mark(_)));
+        assert_eq!(got.len(), 4);
+        q.push(frame(4)).unwrap();
+        q.push(frame(5)).unwrap();
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct ResumeParams {
     pub formats: Option<&'static [super::Format]>,
     /// The token from CONNECT_ACK or the last RESUME_ACK.
     pub token: String,
+    /// The resuming connection's queue: a session taken over from another node is
+    /// given it.
+    pub outbox: Option<Arc<super::Outbox>>,
     /// How many frames the client received on the session.
     pub last_seq: u64,
 }
@@ -47,6 +50,9 @@ pub struct Resumed {
     pub token: String,
     /// Frames sent again.
     pub replayed: u64,
+    /// A session taken over from another node: what to put at the front of its queue
+    /// (the frames kept in the cluster, then the messages its node was sent).
+    pub(super) restore: Option<Vec<Outbound>>,
 }
 
 impl Hub {
@@ -148,12 +154,18 @@ impl Hub {
                 "Unknown or expired resume_token: CONNECT anew",
             )
         };
-        let session = self
+        let local = self
             .inner
             .resumable
             .get(p.token.as_str())
-            .map(|s| s.value().clone())
-            .ok_or_else(unknown)?;
+            .map(|s| s.value().clone());
+        let session = match local {
+            Some(s) => s,
+            None if self.inner.router.resumes_across_nodes() => {
+                return self.resume_elsewhere(p).await;
+            }
+            None => return Err(unknown()),
+        };
         if p.client_id
             .as_deref()
             .is_some_and(|c| c != session.client_id.as_str())
@@ -196,11 +208,16 @@ impl Hub {
         let old = std::mem::replace(&mut *r.token.lock(), token.clone());
         self.inner.resumable.remove(old.as_str());
         self.inner.resumable.insert(token.clone(), session.clone());
+        if session.outbox().mirror().is_some() {
+            self.keep_in_cluster(&session, &token, Some(&old), None)
+                .await;
+        }
         metrics::counter!("signal_resumes_total").increment(1);
         Ok(Resumed {
             session,
             token,
             replayed: 0,
+            restore: None,
         })
     }
 
@@ -217,6 +234,22 @@ impl Hub {
         ack: impl FnOnce(&Session, &str, u64) -> Result<Outbound, CoreError>,
     ) -> Result<(), CoreError> {
         let outbox = resumed.session.outbox().clone();
+        if let Some(items) = resumed.restore.take() {
+            let n = items.len() as u64;
+            let first = match ack(&resumed.session, &resumed.token, n) {
+                Ok(first) => first,
+                Err(e) => {
+                    self.disconnect(&resumed.session, "resume failed", false)
+                        .await;
+                    return Err(e);
+                }
+            };
+            outbox.restore(last_seq, first, items);
+            resumed.replayed = n;
+            metrics::counter!("signal_resume_replayed_total").increment(n);
+            tracing::info!(client_id = %resumed.session.client_id, session_id = %resumed.session.id, replayed = n, "session resumed from another node");
+            return Ok(());
+        }
         let missed = outbox.sent_count().saturating_sub(last_seq);
         let first = match ack(&resumed.session, &resumed.token, missed) {
             Ok(first) => first,

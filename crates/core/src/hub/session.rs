@@ -103,6 +103,33 @@ impl Session {
         display_name: Option<String>,
         token: String,
     ) -> Arc<Self> {
+        Self::new_resumable_with(
+            Uuid::new_v4(),
+            client_id,
+            format,
+            outbox,
+            capabilities,
+            metadata,
+            display_name,
+            token,
+            Utc::now(),
+        )
+    }
+
+    /// [`new_resumable`](Self::new_resumable) with a given id and start (a session
+    /// taken over from another node).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new_resumable_with(
+        id: Uuid,
+        client_id: ClientId,
+        format: Format,
+        outbox: Arc<Outbox>,
+        capabilities: Vec<String>,
+        metadata: Value,
+        display_name: Option<String>,
+        token: String,
+        connected_at: DateTime<Utc>,
+    ) -> Arc<Self> {
         let mut s = Arc::into_inner(Self::new(
             client_id,
             format,
@@ -112,6 +139,8 @@ impl Session {
             display_name,
         ))
         .unwrap_or_else(|| unreachable!("a new session has one owner"));
+        s.id = id;
+        s.connected_at = connected_at;
         s.resume = Some(Box::new(Resumable {
             token: Mutex::new(token),
             parked: Mutex::new(None),

@@ -188,9 +188,16 @@ impl Hub {
         let Event::Signal(sig) = &e.env.event else {
             return None;
         };
+        // A member whose node went away is looked up again (an empty node).
         let lookup = |room: &RoomId| {
-            self.room(room.as_str())
-                .and_then(|r| r.state.read().remote.get(&e.target).map(|m| m.node.clone()))
+            self.room(room.as_str()).and_then(|r| {
+                r.state
+                    .read()
+                    .remote
+                    .get(&e.target)
+                    .map(|m| m.node.clone())
+                    .filter(|n| !n.is_empty())
+            })
         };
         match &sig.room {
             Some(r) => lookup(r),
@@ -289,6 +296,17 @@ impl Hub {
             }
         }
         self.remember_node(&e.target, &node);
+        // Replicas that lost track of the target's node know it again.
+        for room in e.from_rooms.iter() {
+            if let Some(r) = self.room(room.as_str()) {
+                let mut st = r.state.write();
+                if let Some(m) = st.remote.get_mut(&e.target)
+                    && *m.node != *node
+                {
+                    m.node = Arc::from(node.as_str());
+                }
+            }
+        }
         self.post(&node, e)
     }
 

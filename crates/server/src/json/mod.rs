@@ -113,6 +113,7 @@ pub(crate) async fn resume_session(
             formats: Some(formats),
             token: ask.token.clone().unwrap_or_default(),
             last_seq: ask.last_seq,
+            outbox: Some(conn.outbox.clone()),
         })
         .await?;
     hub.replay(&mut resumed, ask.last_seq, |session, token, replayed| {

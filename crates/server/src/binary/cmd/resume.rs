@@ -33,6 +33,7 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
             formats: Some(&[crate::binary::JSON, crate::binary::CBOR]),
             token: req.resume_token,
             last_seq: req.last_seq,
+            outbox: Some(conn.outbox.clone()),
         })
         .await?;
     let (id, pt) = (frame.id, codec::reply_type(frame.payload_type));
