@@ -30,12 +30,20 @@ struct Node {
 
 impl Node {
     /// `redis` is the `[cluster]` line naming Redis.
-    fn start(dir: &std::path::Path, name: &str, db: &str, redis: &str, port: u16) -> Node {
+    /// `extra`: more TOML, appended.
+    fn start(
+        dir: &std::path::Path,
+        name: &str,
+        db: &str,
+        redis: &str,
+        port: u16,
+        extra: &str,
+    ) -> Node {
         let config = format!(
             "[server]\nhost = \"127.0.0.1\"\nport = {port}\nshutdown_timeout = 5\n\n\
              [auth]\napi_keys = [\"alice:alice-token\", \"bob:bob-token\", \"carol:carol-token\", \"dave:dave-token\"]\n\n\
              [database]\nurl = \"{db}\"\n\n[metrics]\nenabled = false\n\n\
-             [cluster]\n{redis}\nnode_id = \"{name}\"\npresence_ttl = 3\n"
+             [cluster]\n{redis}\nnode_id = \"{name}\"\npresence_ttl = 3\n\n{extra}"
         );
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config).unwrap();
@@ -126,12 +134,17 @@ impl Backing {
     }
 
     async fn node_on(&self, name: &str, port: u16) -> Node {
+        self.node_with(name, port, "").await
+    }
+
+    async fn node_with(&self, name: &str, port: u16, extra: &str) -> Node {
         let n = Node::start(
             self.dir.path(),
             name,
             &self.db,
             &self.redis.config_line(),
             port,
+            extra,
         );
         wait_listening(n.port).await;
         n
@@ -378,6 +391,51 @@ async fn resume_after_kill_case(b: Backing) {
             "bob was never told alice left"
         );
     }
+}
+
+/// Alice's node is killed and she never comes back: the node that reaps it tells bob
+/// she is reconnecting, waits her resume window (3 s here), then she leaves the room
+/// with reason "node lost", recorded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_nodes_session_that_never_resumes_leaves_after_its_window() {
+    let b = Backing::start().await;
+    let window = "[session]\nresume_window = 3\n";
+    let na = b.node_with("a", free_port(), window).await;
+    let nb = b.node_with("b", free_port(), window).await;
+    let mut bob = member(&nb.url(), "bob").await;
+    bob.create_room("bob-token", Some("gone"), Some("v=0"))
+        .await
+        .unwrap();
+    let mut alice = Client::connect(&na.url()).await.unwrap();
+    alice
+        .authenticate_resumable("alice", "alice-token")
+        .await
+        .unwrap();
+    let _ = alice.register("alice-token").await;
+    alice.join_room("alice-token", "gone").await.unwrap();
+    bob.expect_event(MessageType::PeerJoined, WAIT)
+        .await
+        .unwrap();
+    na.signal(9);
+    assert!(!na.exited().await.success());
+    let t0 = tokio::time::Instant::now();
+    let f = bob
+        .expect_event(MessageType::PeerReconnecting, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let r: signal_client::protocol::payload::PeerReconnecting = decode(&f).unwrap();
+    assert_eq!((r.client_id.as_str(), r.window), ("alice", 3));
+    let pl = peer_left(&mut bob, Duration::from_secs(10)).await;
+    assert_eq!(
+        (pl.client_id.as_str(), pl.reason.as_str()),
+        ("alice", "node lost")
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(2500),
+        "she left after her window, not at once"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(b.records("gone").await, (0, 1, 1), "alice's leave, once");
 }
 
 /// Nodes stopped one after another with SIGTERM (a rolling restart) and started again:

@@ -506,3 +506,71 @@ async fn across_nodes_a_waiting_session_gets_what_other_nodes_send() {
         .unwrap();
     assert_eq!(offers(&mut bob, 1).await, ["v=0 back"]);
 }
+
+/// Alice's connection to her node drops and she resumes on the other node, while her
+/// node is up: it lets go of her session, and the other node takes it over with what it
+/// was sent meanwhile, in order. She is in the room there, both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_resumes_on_another_node_while_its_node_is_up() {
+    let s = TestServer::start_nodes(2, |_| {}).await;
+    let node1 = format!("ws://{}/", s.others[0].addr);
+    let proxy = Proxy::start(s.running().addr).await;
+    let mut bob = member(&node1, "bob").await;
+    bob.create_room("bob-token", Some("hop"), Some("v=0"))
+        .await
+        .unwrap();
+    let mut alice = Client::connect(&proxy.url()).await.unwrap();
+    alice
+        .authenticate_resumable("alice", "alice-token")
+        .await
+        .unwrap();
+    alice.register("alice-token").await.unwrap();
+    alice.join_room("alice-token", "hop").await.unwrap();
+    bob.expect_event(MessageType::PeerJoined, WAIT)
+        .await
+        .unwrap();
+
+    proxy.hold();
+    for sdp in numbered(0..10) {
+        bob.send_offer("alice", Some("hop"), &sdp).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.cut();
+    bob.expect_event(MessageType::PeerReconnecting, WAIT)
+        .await
+        .unwrap();
+    for sdp in numbered(10..20) {
+        bob.send_offer("alice", Some("hop"), &sdp).await.unwrap();
+    }
+    let (mut back, ack) = alice.resume(&node1).await.unwrap();
+    assert!(
+        ack.replayed >= 10,
+        "what the network lost, and after: {ack:?}"
+    );
+    assert_eq!(offers(&mut back, 20).await, numbered(0..20));
+    assert!(
+        back.next_event_within(Duration::from_millis(500))
+            .await
+            .is_err(),
+        "nothing twice"
+    );
+    back.send_offer("bob", Some("hop"), "v=0 back")
+        .await
+        .unwrap();
+    assert_eq!(offers(&mut bob, 1).await, ["v=0 back"]);
+    bob.send_offer("alice", Some("hop"), "v=0 after")
+        .await
+        .unwrap();
+    assert_eq!(offers(&mut back, 1).await, ["v=0 after"]);
+    // Her old node holds nothing of her any more; the room lists her once.
+    let (st, body) =
+        common::http_get_bearer(&s.node_http(1), "/api/rooms/hop", Some("bob-token")).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body.matches("\"peer_id\":\"alice\"").count(), 1, "{body}");
+    assert!(
+        bob.next_event_within(Duration::from_millis(300))
+            .await
+            .is_err(),
+        "bob was never told alice left"
+    );
+}

@@ -352,12 +352,18 @@ impl TestServer {
 
 /// Minimal HTTP/1.1 GET over a raw socket: (status, body).
 pub async fn http_get(base: &str, path: &str) -> (u16, String) {
+    http_get_bearer(base, path, None).await
+}
+
+/// [`http_get`] with `Authorization: Bearer TOKEN`.
+pub async fn http_get_bearer(base: &str, path: &str, token: Option<&str>) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let hostport = base.trim_start_matches("http://").trim_end_matches('/');
     let mut s = tokio::net::TcpStream::connect(hostport)
         .await
         .expect("tcp connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\n{auth}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.expect("write");
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.expect("read");
