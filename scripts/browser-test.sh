@@ -81,5 +81,100 @@ status=0
 if [ "$status" -ne 0 ]; then
     echo "scripts/browser-test.sh: failed; the server's log:" >&2
     tail -n 100 "$tmp/server.log" >&2
+    exit "$status"
+fi
+
+# === The demo across a node restart, in a two-node cluster ===
+# Two nodes on a PostgreSQL and a redis-server of this run's own; the page on node a
+# keeps its call while node a is stopped (SIGTERM) and started again.
+echo "== two-node cluster (PostgreSQL, Redis): the demo through a node restart"
+# shellcheck source=scripts/bench/common.sh
+. scripts/bench/common.sh
+chmod 755 "$tmp"
+start_pg "$tmp" "$tmp/pg.log"
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+    >"$tmp/redis.log" 2>&1 &
+redis_pid=$!
+wait_port "$redis_port"
+cluster_cleanup() {
+    for f in "$tmp"/node-*.pid; do
+        [ -f "$f" ] || continue
+        kill -9 "$(cat "$f")" 2>/dev/null || true
+    done
+    kill "$redis_pid" 2>/dev/null || true
+    kill -INT "$PG_PID" 2>/dev/null || true
+    cleanup
+}
+trap cluster_cleanup EXIT INT TERM
+
+# node NAME PORT: starts node NAME on PORT, waits until it is healthy.
+node_up() {
+    local name=$1 port=$2
+    cat >"$tmp/$name.toml" <<TOML
+[server]
+host = "127.0.0.1"
+port = $port
+shutdown_timeout = 5
+
+[database]
+url = "postgres://signal@127.0.0.1:$PG_PORT/postgres"
+
+[cluster]
+redis_url = "redis://127.0.0.1:$redis_port"
+node_id = "$name"
+presence_ttl = 3
+
+[webrtc]
+stun_urls = []
+
+[metrics]
+enabled = false
+TOML
+    "$root/target/debug/signal-manager-service" --dev --config "$tmp/$name.toml" \
+        >>"$tmp/node-$name.log" 2>&1 &
+    echo $! >"$tmp/node-$name.pid"
+    for _ in $(seq 150); do
+        if curl -fsS --max-time 1 "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "scripts/browser-test.sh: node $name did not become ready; its log:" >&2
+    tail -n 50 "$tmp/node-$name.log" >&2
+    return 1
+}
+port_a=$(free_port)
+port_b=$(free_port)
+node_up a "$port_a"
+node_up b "$port_b"
+# What the test runs to restart node a: SIGTERM, wait for the exit, start it again.
+cat >"$tmp/restart-a.sh" <<SH
+#!/usr/bin/env bash
+set -euo pipefail
+pid=\$(cat "$tmp/node-a.pid")
+kill -TERM "\$pid"
+for _ in \$(seq 100); do kill -0 "\$pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "\$pid" 2>/dev/null; then echo "node a did not stop" >&2; exit 1; fi
+"$root/target/debug/signal-manager-service" --dev --config "$tmp/a.toml" >>"$tmp/node-a.log" 2>&1 &
+echo \$! >"$tmp/node-a.pid"
+for _ in \$(seq 150); do
+    curl -fsS --max-time 1 "http://127.0.0.1:$port_a/health/ready" >/dev/null 2>&1 && exit 0
+    sleep 0.2
+done
+echo "node a did not come back" >&2
+exit 1
+SH
+chmod +x "$tmp/restart-a.sh"
+status=0
+(
+    cd clients/js
+    SIGNAL_HTTP_URL_A="http://127.0.0.1:$port_a" SIGNAL_HTTP_URL_B="http://127.0.0.1:$port_b" \
+    SIGNAL_RESTART_A="$tmp/restart-a.sh" CHROMIUM="$chromium" timeout 240 \
+        node --test test/browser-cluster.e2e.mjs
+) || status=$?
+if [ "$status" -ne 0 ]; then
+    echo "scripts/browser-test.sh: the cluster test failed; the nodes' logs:" >&2
+    tail -n 60 "$tmp/node-a.log" "$tmp/node-b.log" >&2
 fi
 exit "$status"

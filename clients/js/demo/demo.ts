@@ -39,6 +39,10 @@ interface DemoState {
   hasRemoteVideo: boolean;
   messages: ChatMessage[];
   errors: string[];
+  /** Times the connection to the server was lost and the session taken back. */
+  resumes: number;
+  /** Offers and answers this page made (a resumed session needs no new one). */
+  negotiations: number;
 }
 
 const state: DemoState = {
@@ -54,6 +58,8 @@ const state: DemoState = {
   hasRemoteVideo: false,
   messages: [],
   errors: [],
+  resumes: 0,
+  negotiations: 0,
 };
 
 declare global {
@@ -215,7 +221,9 @@ async function join(): Promise<void> {
   say(`Connecting to ${url} …`);
   render();
   try {
-    const c = await SignalClient.connect(url, { clientId, token, payload, timeoutMs: 10_000 });
+    // Resumable: a lost connection (a network change, a server restart) is taken back
+    // by the client with what was sent meanwhile, and the call goes on.
+    const c = await SignalClient.connect(url, { clientId, token, payload, timeoutMs: 10_000, resume: true });
     client = c;
     state.clientId = clientId;
     log(`connected as ${clientId}, session ${c.session.session_id} (${payload.toUpperCase()})`);
@@ -304,6 +312,18 @@ function wire(c: SignalClient): void {
     closing = true;
     void c.disconnect();
   });
+  c.on("reconnecting", (info) => {
+    log(`connection to the server lost (${info.code}); resuming …`);
+    state.signaling = "reconnecting";
+    render();
+  });
+  c.on("resumed", (r) => {
+    state.resumes += 1;
+    state.signaling = state.joined ? "joined" : "connected";
+    log(`session resumed (${r.replayed} frames sent again)`);
+    render();
+  });
+  c.on("peerReconnecting", (p) => log(`${p.client_id} lost its connection; it has ${p.window} s to come back`));
   c.on("offer", (o) => void onOffer(o));
   c.on("answer", (a) => void onAnswer(a));
   c.on("iceCandidate", (s) => void onCandidate(s));
@@ -347,6 +367,7 @@ async function call(peerId: string): Promise<void> {
       conn.addTransceiver("video", { direction: "recvonly" });
     }
     await conn.setLocalDescription(await conn.createOffer());
+    state.negotiations += 1;
     c.sendOffer(peerId, conn.localDescription!.sdp, state.roomId ?? undefined);
     log(`sent offer to ${peerId}`);
     say(`Calling ${peerId} …`);
@@ -374,6 +395,7 @@ async function onOffer(o: SdpSignal): Promise<void> {
       conn.addTrack(video, localStream);
     }
     await conn.setLocalDescription(await conn.createAnswer());
+    state.negotiations += 1;
     c.sendAnswer(o.from, conn.localDescription!.sdp, o.roomId ?? undefined);
     log(`sent answer to ${o.from}`);
     await flushCandidates(conn);

@@ -65,6 +65,13 @@ redis.call('HSET', KEYS[1], 'node', ARGV[3], 'released', '0')
 return {redis.call('HGET', KEYS[1], 'rec'), redis.call('XRANGE', KEYS[2], '-', '+')}
 ";
 
+// KEYS: record. ARGV: this node.
+const RELEASE: &str = r"
+if redis.call('HGET', KEYS[1], 'node') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'released', '1')
+return 1
+";
+
 // KEYS: record, frames. ARGV: token, node.
 const EXPIRE: &str = r"
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
@@ -399,7 +406,11 @@ impl RedisRouter {
             return;
         };
         let mut con = self.con.clone();
-        let r: redis::RedisResult<()> = con.hset(record_key(&sid), "released", "1").await;
+        let r: redis::RedisResult<i64> = Script::new(RELEASE)
+            .key(record_key(&sid))
+            .arg(&self.node_id)
+            .invoke_async(&mut con)
+            .await;
         if let Err(e) = self.checked(r) {
             tracing::warn!(error = %e, "resume: could not mark a session released");
         }

@@ -893,10 +893,17 @@ pub(crate) fn drive<D: Dialect>(
 /// Leaves the session's rooms, then closes the socket.
 async fn teardown<D: Dialect>(mut conn: Conn, link: Link<D>, outbox: Arc<Outbox>, end: End) {
     let mut parked = false;
+    let mut handed = false;
     if let Some(session) = conn.session.take() {
         let leave = end.cause.leave();
         let hub = &conn.state.hub;
-        if session.is_resumable()
+        if session.is_resumable() && hub.hands_off() {
+            // Draining in a cluster: the session waits in the cluster for its client,
+            // which resumes elsewhere (or here, restarted) on the close frame's 1001.
+            // What is queued is not sent: nothing leaves unkept.
+            hub.hand_off(&session).await;
+            handed = true;
+        } else if session.is_resumable()
             && !hub.resume_window().is_zero()
             && !hub.is_shutting_down()
             && end.cause.parks()
@@ -918,7 +925,7 @@ async fn teardown<D: Dialect>(mut conn: Conn, link: Link<D>, outbox: Arc<Outbox>
         // resumes.
         return;
     }
-    let drain = end.cause.drains() && !parked;
+    let drain = end.cause.drains() && !parked && !handed;
     finish(link, &outbox, end, drain).await;
     if !parked {
         outbox.close();
@@ -932,6 +939,10 @@ async fn finish<D: Dialect>(mut link: Link<D>, outbox: &Outbox, end: End, drain:
         return;
     }
     let write = async {
+        // A batch being kept in the cluster is written once kept.
+        if let Some(m) = link.mirroring.take() {
+            m.await;
+        }
         if drain {
             let mut out = std::mem::take(&mut link.wbuf);
             let format = outbox.format();

@@ -191,6 +191,7 @@ pub async fn start(
     }
     crate::binary::register_formats();
     let hub = Hub::new(hub_config(&config), ports);
+    hub.settle_predecessor().await;
     match hub.recover_rooms().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(rooms = n, "closed rooms left active by a previous run"),

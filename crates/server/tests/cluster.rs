@@ -438,6 +438,69 @@ async fn a_lost_nodes_session_that_never_resumes_leaves_after_its_window() {
     assert_eq!(b.records("gone").await, (0, 1, 1), "alice's leave, once");
 }
 
+/// A node drained with SIGTERM hands its resumable sessions to the cluster: alice's
+/// connection closes with 1001, and she resumes on the other node, still in her room,
+/// with what bob sent her meanwhile; bob is never told she left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_hands_its_resumable_sessions_to_the_cluster() {
+    let b = Backing::start().await;
+    let (na, nb) = (b.node("a").await, b.node("b").await);
+    let mut bob = member(&nb.url(), "bob").await;
+    bob.create_room("bob-token", Some("drain"), Some("v=0"))
+        .await
+        .unwrap();
+    let mut alice = Client::connect(&na.url()).await.unwrap();
+    alice
+        .authenticate_resumable("alice", "alice-token")
+        .await
+        .unwrap();
+    let _ = alice.register("alice-token").await;
+    alice.join_room("alice-token", "drain").await.unwrap();
+    bob.expect_event(MessageType::PeerJoined, WAIT)
+        .await
+        .unwrap();
+    bob.send_offer("alice", Some("drain"), "v=0 n=0")
+        .await
+        .unwrap();
+    let f = alice
+        .expect_event(MessageType::SignalOffer, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(offer_sdp(&f).as_deref(), Some("v=0 n=0"));
+
+    na.signal(15);
+    assert!(na.exited().await.success(), "a clean drain");
+    assert!(alice.next_event_within(WAIT).await.is_err(), "closed");
+    bob.send_offer("alice", Some("drain"), "v=0 n=1")
+        .await
+        .unwrap();
+    let (mut back, ack) = alice.resume(&nb.url()).await.unwrap();
+    assert_eq!(ack.status, 200);
+    let f = back
+        .expect_event(MessageType::SignalOffer, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(offer_sdp(&f).as_deref(), Some("v=0 n=1"));
+    back.send_offer("bob", Some("drain"), "v=0 back")
+        .await
+        .unwrap();
+    let f = bob
+        .expect_event(MessageType::SignalOffer, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(offer_sdp(&f).as_deref(), Some("v=0 back"));
+    // Past the drained node's presence (3 s): nobody reaps alice.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    while let Ok(f) = bob.next_event_within(Duration::from_millis(200)).await {
+        assert_ne!(
+            f.msg_type,
+            MessageType::PeerLeft,
+            "bob was never told alice left"
+        );
+    }
+    assert_eq!(b.records("drain").await, (0, 0, 2), "nobody left");
+}
+
 /// Nodes stopped one after another with SIGTERM (a rolling restart) and started again:
 /// members of a stopped node leave at once, a restarted node takes clients into rooms
 /// that lived on, and the room ends once, recorded once.

@@ -527,9 +527,19 @@ impl Hub {
                 .collect();
             st.remote = known;
         }
+        // Sessions handed to the cluster (a drained predecessor of this node) wait for
+        // their clients: they are not gone.
+        let waiting: std::collections::HashSet<ClientId> = router
+            .resumables_on(router.node_id())
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(_, r)| r.client)
+            .filter(|c| !self.inner.sessions.contains_key(c))
+            .collect();
         let mut ghosts = 0usize;
         for (room_id, client) in listed {
-            if here.contains(&(room_id.clone(), client.clone())) {
+            if here.contains(&(room_id.clone(), client.clone())) || waiting.contains(&client) {
                 continue;
             }
             ghosts += 1;

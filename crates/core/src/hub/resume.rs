@@ -127,7 +127,8 @@ impl Hub {
     }
 
     /// Ends every session waiting for a RESUME (the server drains: nobody would resume
-    /// them here). Each leaves its rooms with reason `server shutting down`.
+    /// them here). Each leaves its rooms with reason `server shutting down`; in a
+    /// cluster, each is handed to the cluster instead ([`hand_off`](Self::hand_off)).
     pub async fn end_parked(&self) {
         let parked: Vec<Arc<Session>> = self
             .inner
@@ -137,6 +138,10 @@ impl Hub {
             .map(|e| e.value().clone())
             .collect();
         for s in parked {
+            if self.hands_off() {
+                self.hand_off(&s).await;
+                continue;
+            }
             if let Some(r) = s.resumable() {
                 r.parked.lock().take();
             }

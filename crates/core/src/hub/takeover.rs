@@ -390,6 +390,9 @@ impl Hub {
     /// its rooms (its connection, if still open, is closed), then says so.
     pub(super) async fn release(&self, token: &str) {
         let Some(session) = self.inner.resumable.get(token).map(|s| s.value().clone()) else {
+            // Not held here (handed to the cluster as this node drained): released if
+            // the cluster still says this node holds it.
+            self.inner.router.resume_release(token).await;
             return;
         };
         if let Some(r) = session.resumable() {
@@ -407,6 +410,41 @@ impl Hub {
                 return;
             }
         }
+        self.forget_local(&session, token);
+        self.inner.router.resume_release(token).await;
+        tracing::info!(client_id = %session.client_id, session_id = %session.id, "resume: session handed to another node");
+    }
+
+    /// Whether this node, draining, hands its resumable sessions to the cluster instead
+    /// of ending them (their clients resume on another node, or on this one restarted).
+    pub fn hands_off(&self) -> bool {
+        self.is_shutting_down()
+            && self.inner.router.resumes_across_nodes()
+            && !self.inner.cfg.resume_window.is_zero()
+    }
+
+    /// This node drains: `session` stays in its rooms for its resume window, for its
+    /// client to resume on another node (or on this one, restarted); this node forgets it.
+    pub async fn hand_off(&self, session: &Arc<Session>) {
+        let Some(token) = session.resume_token() else {
+            return;
+        };
+        if let Some(r) = session.resumable() {
+            r.parked.lock().take();
+        }
+        let rooms = session.rooms();
+        self.inner
+            .router
+            .resume_orphaned(&token, &rooms, self.inner.cfg.resume_window)
+            .await;
+        self.forget_local(session, &token);
+        tracing::info!(client_id = %session.client_id, session_id = %session.id, rooms = rooms.len(), "draining: session handed to the cluster");
+    }
+
+    /// Forgets a session on this node without it leaving its rooms (another node holds
+    /// it, or will).
+    fn forget_local(&self, session: &Arc<Session>, token: &str) {
+        let session = session.clone();
         self.inner
             .resumable
             .remove_if(token, |_, s| Arc::ptr_eq(s, &session));
@@ -445,8 +483,25 @@ impl Hub {
             }
         }
         session.outbox().close();
-        self.inner.router.resume_release(token).await;
-        tracing::info!(client_id = %session.client_id, session_id = %session.id, "resume: session handed to another node");
+    }
+
+    /// At start, in a cluster: sessions a drained predecessor of this node (the same
+    /// node id) handed to the cluster wait their window for their clients here, then
+    /// leave (see [`orphans`](Self::orphans)).
+    pub async fn settle_predecessor(&self) {
+        let router = self.inner.router.clone();
+        if !router.resumes_across_nodes() {
+            return;
+        }
+        let me = router.node_id().to_owned();
+        let members = router.members_on(&me).await.unwrap_or_default();
+        let waiting = self.orphans(&me, &members).await;
+        if !waiting.is_empty() {
+            tracing::info!(
+                memberships = waiting.len(),
+                "cluster: sessions handed over by this node's last run wait for their clients"
+            );
+        }
     }
 
     /// A lost node's resumable sessions: instead of leaving their rooms at once, each
