@@ -3,7 +3,9 @@
 # builds signal-manager-service, starts it in development mode on a free loopback port with
 # a throw-away SQLite database, runs the client's integration test (Node) and the demo page
 # in two headless Chromium pages (WebRTC data channel, chat both ways, video), then stops
-# the server. Screenshots go to target/browser/.
+# the server. Then two nodes in a cluster (a PostgreSQL and a redis-server of the run's
+# own): the demo's call goes on through a restart of one node. Screenshots go to
+# target/browser/.
 #
 # Needs Node.js 20+, Debian's chromium (/usr/bin/chromium, or CHROMIUM=path), and
 # `npm ci` in clients/js.
@@ -100,7 +102,11 @@ wait_port "$redis_port"
 cluster_cleanup() {
     for f in "$tmp"/node-*.pid; do
         [ -f "$f" ] || continue
-        kill -9 "$(cat "$f")" 2>/dev/null || true
+        local pid
+        pid=$(cat "$f")
+        kill -TERM "$pid" 2>/dev/null || continue
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
     done
     kill "$redis_pid" 2>/dev/null || true
     kill -INT "$PG_PID" 2>/dev/null || true
@@ -135,7 +141,7 @@ TOML
         >>"$tmp/node-$name.log" 2>&1 &
     echo $! >"$tmp/node-$name.pid"
     for _ in $(seq 150); do
-        if curl -fsS --max-time 1 "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1; then
+        if curl -fsS --max-time 1 "http://127.0.0.1:$port/ready" >/dev/null 2>&1; then
             return 0
         fi
         sleep 0.2
@@ -159,7 +165,7 @@ if kill -0 "\$pid" 2>/dev/null; then echo "node a did not stop" >&2; exit 1; fi
 "$root/target/debug/signal-manager-service" --dev --config "$tmp/a.toml" >>"$tmp/node-a.log" 2>&1 &
 echo \$! >"$tmp/node-a.pid"
 for _ in \$(seq 150); do
-    curl -fsS --max-time 1 "http://127.0.0.1:$port_a/health/ready" >/dev/null 2>&1 && exit 0
+    curl -fsS --max-time 1 "http://127.0.0.1:$port_a/ready" >/dev/null 2>&1 && exit 0
     sleep 0.2
 done
 echo "node a did not come back" >&2
