@@ -10,6 +10,7 @@
 #   PERF=1 ROUNDS=1 scripts/bench-cluster.sh   # also perf-records the first node
 #   STEPS="latency" LAT_RATE=20000 scripts/bench-cluster.sh   # some of: relay storm latency
 #   REDIS_CLUSTER=1 scripts/bench-cluster.sh   # the nodes on a Redis Cluster of three primaries
+#   STEPS=resume scripts/bench-cluster.sh      # two nodes: resume off, on for the nodes only, on for every client
 #
 # Prints tables of msgs per server-CPU-second and p99 latency at saturation, joins/s in
 # a join storm, and latency at a fixed rate, each cluster beside the single node. The JSON of every run stays in $WORK.
@@ -89,7 +90,7 @@ fi
 log "PostgreSQL on $PG_PORT, Redis on $REDIS_PORT"
 
 n=0
-node() { # cluster(0|1) node_id -> starts a node; sets NODE_PORT and NODE_PID
+node() { # cluster(0|1) node_id [more toml] -> starts a node; sets NODE_PORT and NODE_PID
   n=$((n + 1))
   local f=$WORK/config-$n.toml port
   port=$(free_port)
@@ -98,6 +99,7 @@ node() { # cluster(0|1) node_id -> starts a node; sets NODE_PORT and NODE_PID
   if [ "$1" = 1 ]; then
     printf '\n[cluster]\n%s\nnode_id = "%s"\n' "$REDIS_LINE" "$2" >>"$f"
   fi
+  if [ $# -gt 2 ]; then printf '\n%s\n' "$3" >>"$f"; fi
   SIGNAL_MANAGER_SERVER_PORT=$port taskset -c 0 "$WORK/bin/signal-manager-service" -c "$f" \
     >"$WORK/$2-$n.log" 2>&1 &
   NODE_PID=$!
@@ -108,8 +110,8 @@ node() { # cluster(0|1) node_id -> starts a node; sets NODE_PORT and NODE_PID
 
 relay() { # label size addr pid [also_addr also_pid]
   local label=$1 size=$2 addr=$3 pid=$4
-  local extra=()
-  if [ $# -gt 4 ]; then extra=(--also-addr "$5" --also-pid "$6"); fi
+  local extra=(${RELAY_ARGS:-})
+  if [ $# -gt 4 ]; then extra+=(--also-addr "$5" --also-pid "$6"); fi
   SIGNAL_BENCH_JWT_SECRET=$SECRET taskset -c 1 "$WORK/bin/signal-bench" relay \
     --target signal-manager --addr "$addr" --server-pid "$pid" "${extra[@]}" \
     --pairs "$PAIRS" --window 4 --duration "$DURATION" --warmup 2 --sdp-every 0 --rate "${RATE:-0}" \
@@ -136,6 +138,28 @@ for round in $(seq 1 "$ROUNDS"); do
     redis-cli -p "$REDIS_PORT" INFO commandstats | grep -E "cmdstat_(publish|evalsha|hgetall|pipeline|hexists)" >"$WORK/cluster-$size-r$round.redis" || true
     stop_servers
     log "round $round, $size B done"
+  done
+done
+
+# Resume across nodes, two nodes each time: "roff" with session.resume_window = 0 (nothing
+# kept), "rnodes" with resume on but clients that do not ask for it (every message between
+# nodes appended to the receiving node's inbox stream), "ron" with every client resumable
+# (each batch it is sent kept in Redis before it is written).
+for round in $(seq 1 "$ROUNDS"); do
+  [[ " $STEPS " == *" resume "* ]] || break
+  for size in 200 4096; do
+    for mode in roff rnodes ron; do
+      more=
+      [ "$mode" = roff ] && more=$'[session]\nresume_window = 0'
+      args=
+      [ "$mode" = ron ] && args=--resume
+      node 1 "a$mode$round$size" "$more"; pa=$NODE_PORT pida=$NODE_PID
+      node 1 "b$mode$round$size" "$more"; pb=$NODE_PORT pidb=$NODE_PID
+      sleep 1
+      RELAY_ARGS=$args relay "$mode-$size-r$round" "$size" "127.0.0.1:$pa" "$pida" "127.0.0.1:$pb" "$pidb"
+      stop_servers
+    done
+    log "round $round, resume $size B done"
   done
 done
 
@@ -202,6 +226,18 @@ for size in (200, 4096):
     pc = statistics.median(r["latency"]["p99_us"] for r in c)
     lost = sum(r["lost"] for r in s + c)
     print(f"| {size} B | {ws:,.0f} | {wc:,.0f} | {wc/ws:.2f}x | {ps/1000:.2f} ms | {pc/1000:.2f} ms | {lost} |")
+if any(("roff", n) in runs for n in (200, 4096)):
+    print()
+    print("| two nodes, size | resume off: msgs/server-CPU-s | on, clients not resumable | ratio | on, every client resumable | ratio | p99 off / nodes / every client | lost |")
+    print("|---|---|---|---|---|---|---|---|")
+    for size in (200, 4096):
+        o, n, r = (runs.get((m, size), []) for m in ("roff", "rnodes", "ron"))
+        if not o or not n or not r:
+            continue
+        w = lambda rs: statistics.median(x["server"]["work_per_cpu_s"] for x in rs)
+        p = lambda rs: statistics.median(x["latency"]["p99_us"] for x in rs) / 1000
+        lost = sum(x["lost"] for x in o + n + r)
+        print(f"| {size} B | {w(o):,.0f} | {w(n):,.0f} | {w(n)/w(o):.2f}x | {w(r):,.0f} | {w(r)/w(o):.2f}x | {p(o):.2f} / {p(n):.2f} / {p(r):.2f} ms | {lost} |")
 s, c = runs.get(("single", "j8"), []), runs.get(("cluster", "j8"), [])
 if s and c:
     print()
