@@ -191,6 +191,10 @@ pub struct RedisRouter {
     reap_after: parking_lot::Mutex<tokio::time::Instant>,
     /// Messages posted for other nodes, sent by one task in batches.
     outbox: tokio::sync::mpsc::Sender<Posted>,
+    /// Resumable sessions' frames to keep, written by one task in pipelines.
+    mirrors: tokio::sync::mpsc::Sender<resume::MirrorRequest>,
+    /// The SHA1 of the script that keeps them.
+    mirror_sha: String,
     /// See [`RedisRouterConfig::resume_window`].
     resume_window: Option<Duration>,
 }
@@ -223,6 +227,7 @@ impl Drop for RedisRouter {
 }
 
 struct Scripts {
+    mirror: Script,
     open: Script,
     close: Script,
     create: Script,
@@ -481,8 +486,11 @@ impl RedisRouter {
             }
         };
         let (outbox, out_rx) = tokio::sync::mpsc::channel(OUTBOX_CAP);
+        let (mirrors, mirror_rx) = tokio::sync::mpsc::channel(OUTBOX_CAP);
         let router = Arc::new_cyclic(|me| Self {
             outbox,
+            mirrors,
+            mirror_sha: Script::new(resume::MIRROR).get_hash().to_owned(),
             resume_window: cfg.resume_window,
             me: me.clone(),
             loads: parking_lot::Mutex::new(LoadRequests::default()),
@@ -495,6 +503,7 @@ impl RedisRouter {
             alive: RwLock::new(HashSet::new()),
             healthy: AtomicBool::new(false),
             scripts: Scripts {
+                mirror: Script::new(resume::MIRROR),
                 open: Script::new(OPEN),
                 close: Script::new(CLOSE),
                 create: Script::new(CREATE),
@@ -536,7 +545,11 @@ impl RedisRouter {
             }
         });
         let writer = tokio::spawn(write_out(Arc::downgrade(&router), out_rx));
-        router.tasks.lock().extend([reader, renewer, writer]);
+        let mirror = tokio::spawn(resume::write_mirrors(Arc::downgrade(&router), mirror_rx));
+        router
+            .tasks
+            .lock()
+            .extend([reader, renewer, writer, mirror]);
         Ok(router)
     }
 
@@ -688,7 +701,7 @@ impl RedisRouter {
             return;
         };
         // Kept in this node's inbox stream: the entry's id comes first.
-        let (entry, payload) = match resume::split_kept(payload) {
+        let (entry, payload) = match resume::split_kept(bytes::Bytes::from(payload)) {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "cluster: a kept message on this node's channel does not parse");
@@ -696,7 +709,7 @@ impl RedisRouter {
             }
         };
         if payload.first() == Some(&batch::TAG) {
-            match batch::decode(&bytes::Bytes::from(payload)) {
+            match batch::decode(&payload) {
                 Ok((from, msgs)) => self.receive_batch(inbox.as_ref(), from, msgs, entry),
                 Err(e) => {
                     tracing::warn!(error = %e, "cluster: a batch on this node's channel does not parse");

@@ -21,6 +21,27 @@ use signal_core::{
 
 use crate::{RedisRouter, Wire, batch, err, members_key, meta_key, node_channel, node_members_key};
 
+/// Frames of one session to keep, and who waits for them.
+pub(crate) struct MirrorRequest {
+    session: uuid::Uuid,
+    frames: Vec<MirroredFrame>,
+    oldest: u64,
+    done: tokio::sync::oneshot::Sender<Result<(), RouterError>>,
+}
+
+/// Keeps what sessions' writers hand over, in batches: whatever was handed over while
+/// the previous batch was on its way goes in the next.
+pub(crate) async fn write_mirrors(
+    router: std::sync::Weak<RedisRouter>,
+    mut reqs: tokio::sync::mpsc::Receiver<MirrorRequest>,
+) {
+    let mut buf = Vec::with_capacity(256);
+    while reqs.recv_many(&mut buf, 256).await > 0 {
+        let Some(r) = router.upgrade() else { return };
+        r.keep_frames(&mut buf).await;
+    }
+}
+
 /// The first byte of a message kept in the inbox stream (never a batch's or a CBOR
 /// message's first byte).
 pub(crate) const KEPT: u8 = 0xFE;
@@ -40,7 +61,7 @@ return redis.call(ARGV[1], ARGV[2], '\254' .. id .. '\n' .. ARGV[3])
 ";
 
 // KEYS: frames stream, record. ARGV: oldest seq kept, ttl ms, then (seq, payload, hw).
-const MIRROR: &str = r"
+pub(crate) const MIRROR: &str = r"
 local top = 0
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 if #last > 0 then top = tonumber(string.match(last[1][1], '-(%d+)$')) end
@@ -117,18 +138,19 @@ fn inbox_key(node: &str) -> String {
 
 /// Splits a message off this node's channel: the inbox entry it was kept as, if it
 /// was, and the message.
-pub(crate) fn split_kept(payload: Vec<u8>) -> Result<(Option<String>, Vec<u8>), String> {
+pub(crate) fn split_kept(payload: bytes::Bytes) -> Result<(Option<String>, bytes::Bytes), String> {
     if payload.first() != Some(&KEPT) {
         return Ok((None, payload));
     }
     let nl = payload
         .iter()
+        .take(64)
         .position(|b| *b == b'\n')
         .ok_or("no entry id")?;
     let id = std::str::from_utf8(&payload[1..nl])
         .map_err(|e| e.to_string())?
         .to_owned();
-    Ok((Some(id), payload[nl + 1..].to_vec()))
+    Ok((Some(id), payload.slice(nl + 1..)))
 }
 
 /// The messages of one inbox entry, with their places.
@@ -333,20 +355,71 @@ impl RedisRouter {
         frames: Vec<MirroredFrame>,
         oldest: u64,
     ) -> Result<(), RouterError> {
-        let mut con = self.con.clone();
-        let script = Script::new(MIRROR);
-        let mut inv = script.prepare_invoke();
-        inv.key(frames_key(session))
-            .key(record_key(session))
-            .arg(oldest.max(1))
-            .arg(RECORD_TTL.as_millis() as u64);
-        for f in &frames {
-            inv.arg(f.seq)
-                .arg(f.payload.as_ref())
-                .arg(f.hw.map(|h| h.to_string()).unwrap_or_default());
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.mirrors
+            .send(MirrorRequest {
+                session: *session,
+                frames,
+                oldest,
+                done,
+            })
+            .await
+            .map_err(|_| err("router stopped"))?;
+        rx.await.map_err(|_| err("router stopped"))?
+    }
+
+    /// Keeps the frames of every request in one round trip (a pipeline of scripts; on a
+    /// Redis Cluster, each to its slot's primary, all in flight at once).
+    async fn keep_frames(&self, reqs: &mut Vec<MirrorRequest>) {
+        let cmds: Vec<redis::Cmd> = reqs
+            .iter()
+            .map(|r| {
+                let mut c = redis::cmd("EVALSHA");
+                c.arg(&self.mirror_sha)
+                    .arg(2)
+                    .arg(frames_key(&r.session))
+                    .arg(record_key(&r.session))
+                    .arg(r.oldest.max(1))
+                    .arg(RECORD_TTL.as_millis() as u64);
+                let last = r.frames.len().saturating_sub(1);
+                for (i, f) in r.frames.iter().enumerate() {
+                    c.arg(f.seq).arg(f.payload.as_ref());
+                    // Only the newest kept frame's place is ever read (a takeover reads
+                    // the last entry): the others carry none.
+                    match f.hw.filter(|_| i == last) {
+                        Some(h) => c.arg(h.to_string()),
+                        None => c.arg(""),
+                    };
+                }
+                c
+            })
+            .collect();
+        let n = reqs.len();
+        if self.query_all::<RedisValue>(cmds).await.is_ok() {
+            self.set_healthy(true);
+            for r in reqs.drain(..) {
+                let _ = r.done.send(Ok(()));
+            }
+            metrics::histogram!("signal_resume_mirror_batch").record(n as f64);
+            return;
         }
-        self.checked(inv.invoke_async::<i64>(&mut con).await)
-            .map(drop)
+        // One by one: a server that has not seen the script yet is given it (and a
+        // failure is told to its own request only).
+        for r in reqs.drain(..) {
+            let mut con = self.con.clone();
+            let mut inv = self.scripts.mirror.prepare_invoke();
+            inv.key(frames_key(&r.session))
+                .key(record_key(&r.session))
+                .arg(r.oldest.max(1))
+                .arg(RECORD_TTL.as_millis() as u64);
+            for f in &r.frames {
+                inv.arg(f.seq)
+                    .arg(f.payload.as_ref())
+                    .arg(f.hw.map(|h| h.to_string()).unwrap_or_default());
+            }
+            let res = self.checked(inv.invoke_async::<i64>(&mut con).await);
+            let _ = r.done.send(res.map(drop));
+        }
     }
 
     pub(crate) async fn r_take_over(

@@ -574,3 +574,75 @@ async fn a_session_resumes_on_another_node_while_its_node_is_up() {
         "bob was never told alice left"
     );
 }
+
+/// A JSON dialect session resumes on another node too: the simple dialect's alice,
+/// on node 0, resumes with her query parameters on node 1, where bob is, and gets what he
+/// sent her meanwhile, in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simple_dialect_client_resumes_on_another_node() {
+    use serde_json::json;
+    let s = TestServer::start_nodes(2, |_| {}).await;
+    let node1 = s.others[0].addr;
+    let proxy = Proxy::start(s.running().addr).await;
+    let mut bob = common::JsonClient::connect(&format!("ws://{node1}/ws?token=bob-token"))
+        .await
+        .unwrap();
+    bob.send(&json!({"type": "join", "room": "jx", "sender": "bob"}))
+        .await;
+    // Bob's join is done (the room exists in the cluster) before alice's.
+    while bob.next_within(Duration::from_millis(300)).await.is_ok() {}
+    let mut alice = common::JsonClient::connect(&format!(
+        "ws://{}/ws?token=alice-token&resume=1",
+        proxy.addr
+    ))
+    .await
+    .unwrap();
+    alice
+        .send(&json!({"type": "join", "room": "jx", "sender": "alice"}))
+        .await;
+    let mut received = 0u64;
+    let mut token = None;
+    while let Ok(m) = alice.next_within(Duration::from_millis(300)).await {
+        received += 1;
+        if m["type"] == "session" {
+            token = m["payload"]["resume_token"].as_str().map(str::to_owned);
+        }
+    }
+    let token = token.expect("a resumable session gets its token");
+    assert_eq!(bob.recv_type("join").await["sender"], "alice");
+
+    proxy.cut();
+    assert_eq!(bob.recv_type("reconnecting").await["sender"], "alice");
+    for i in 0..10 {
+        bob.send(
+            &json!({"type": "offer", "room": "jx", "sender": "bob", "recipient": "alice",
+                         "payload": {"sdp": format!("v=0 n={i}")}}),
+        )
+        .await;
+    }
+    let mut back = common::JsonClient::connect(&format!(
+        "ws://{node1}/ws?resume_token={token}&last_seq={received}"
+    ))
+    .await
+    .unwrap();
+    let first = back.recv().await;
+    assert_eq!(first["type"], "resumed", "{first}");
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        let m = back.recv().await;
+        if m["type"] == "offer" {
+            got.push(m["payload"]["sdp"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    assert_eq!(got, numbered(0..10));
+    assert!(
+        back.next_within(Duration::from_millis(300)).await.is_err(),
+        "nothing twice"
+    );
+    back.send(
+        &json!({"type": "answer", "room": "jx", "sender": "alice", "recipient": "bob",
+                     "payload": {"sdp": "v=0 back"}}),
+    )
+    .await;
+    assert_eq!(bob.recv_type("answer").await["payload"]["sdp"], "v=0 back");
+}
