@@ -125,7 +125,7 @@ impl Authenticator {
             Ok(Some(c)) if verify_token(token, &c.auth_token) => Ok(AuthMethod::Registered),
             Ok(_) => Err(jwt_error
                 .unwrap_or_else(|| CoreError::unauthorized("Invalid client_id or auth_token"))),
-            Err(StoreError::Conflict(m) | StoreError::Internal(m)) => {
+            Err(StoreError::Conflict(m) | StoreError::NoRoom(m) | StoreError::Internal(m)) => {
                 tracing::error!(error = %m, "authenticate: database error");
                 Err(CoreError::new(
                     crate::error::ErrorKind::Internal,

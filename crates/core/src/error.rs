@@ -199,6 +199,7 @@ impl CoreError {
                 tracing::warn!(error = %m, "{context}: database unavailable");
                 Self::new(ErrorKind::Unavailable, "Database unavailable, retry later")
             }
+            StoreError::NoRoom(m) => Self::new(ErrorKind::RoomNotFound, m),
             StoreError::Internal(m) => {
                 tracing::error!(error = %m, "{context}: database error");
                 Self::internal()

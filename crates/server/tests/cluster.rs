@@ -711,3 +711,39 @@ fn a_cluster_on_sqlite_is_refused_naming_the_keys() {
         "{err}"
     );
 }
+
+/// Two clients on two nodes join the same new room at the same moment (the simple
+/// dialect's join creates a room that does not exist): both get in, whichever node's
+/// creation wins, and each learns of the other. The loser's join may reach the store
+/// before the winner committed the room; it waits for it instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_joining_one_new_room_at_once_both_get_in() {
+    use serde_json::json;
+    let s = TestServer::start_nodes(2, |_| {}).await;
+    let n0 = s.running().addr;
+    let n1 = s.others[0].addr;
+    for round in 0..5 {
+        let room = format!("race-{round}");
+        let mut a = common::JsonClient::connect(&format!("ws://{n0}/ws?token=alice-token"))
+            .await
+            .unwrap();
+        let mut b = common::JsonClient::connect(&format!("ws://{n1}/ws?token=bob-token"))
+            .await
+            .unwrap();
+        let (ja, jb) = (
+            json!({"type": "join", "room": room, "sender": "alice"}),
+            json!({"type": "join", "room": room, "sender": "bob"}),
+        );
+        tokio::join!(a.send(&ja), b.send(&jb));
+        for (c, other) in [(&mut a, "bob"), (&mut b, "alice")] {
+            let joined = c.recv_type("joined").await;
+            let peers = joined["payload"]["peers"].to_string();
+            if !peers.contains(other) {
+                let j = c.recv_type("join").await;
+                assert_eq!(j["sender"], other, "round {round}");
+            }
+        }
+        a.close().await;
+        b.close().await;
+    }
+}

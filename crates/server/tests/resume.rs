@@ -589,8 +589,8 @@ async fn a_simple_dialect_client_resumes_on_another_node() {
         .unwrap();
     bob.send(&json!({"type": "join", "room": "jx", "sender": "bob"}))
         .await;
-    // Bob's join is done (the room exists in the cluster) before alice's.
-    while bob.next_within(Duration::from_millis(300)).await.is_ok() {}
+    // Alice joins while bob's join (which creates the room, on the other node) may
+    // still be on its way: she is admitted all the same.
     let mut alice = common::JsonClient::connect(&format!(
         "ws://{}/ws?token=alice-token&resume=1",
         proxy.addr

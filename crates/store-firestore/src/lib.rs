@@ -705,7 +705,7 @@ impl Store for FirestoreStore {
             _ => None,
         };
         let room = self.room_name(room_id);
-        let not_active = || StoreError::Internal(format!("room '{room_id}' is not active"));
+        let not_active = || StoreError::NoRoom(format!("room '{room_id}' is not active"));
         for _ in 0..CONTENTION_ATTEMPTS {
             let doc = self
                 .read("add_member", || self.rest.get_one(room.clone()))

@@ -892,7 +892,7 @@ fn member_err(e: sqlx::Error, table: &str, client_id: &str, room_id: &str, id: U
     if let sqlx::Error::Database(db) = &e
         && db.kind() == ErrorKind::ForeignKeyViolation
     {
-        return StoreError::Internal(format!("room '{room_id}' is not active"));
+        return StoreError::NoRoom(format!("room '{room_id}' is not active"));
     }
     insert_err(e, |msg| {
         if msg.contains(&format!("{table}.client_id")) {

@@ -439,7 +439,7 @@ async fn creates_and_joins_written_together_read_back_as_written_one_by_one() {
     let results = at_once(&s, &late, join).await;
     results[0].as_ref().unwrap();
     assert!(
-        matches!(&results[1], Err(StoreError::Internal(m)) if m == "room 'room-none' is not active"),
+        matches!(&results[1], Err(StoreError::NoRoom(m)) if m == "room 'room-none' is not active"),
         "{results:?}"
     );
     assert!(

@@ -905,6 +905,26 @@ impl Hub {
         answer.await.unwrap_or_else(|_| Err(CoreError::internal()))
     }
 
+    /// Writes a member's records. In a cluster, a room the registry admitted the member to
+    /// may not be committed yet by its creator's node: the write is tried again for about
+    /// a second before the room counts as gone.
+    async fn add_member_record(
+        &self,
+        r: &crate::store::MemberRecords,
+    ) -> Result<(), crate::store::StoreError> {
+        let mut wait = std::time::Duration::from_millis(20);
+        for _ in 0..6 {
+            match self.store().add_member(r).await {
+                Err(crate::store::StoreError::NoRoom(_)) if self.clustered() => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                other => return other,
+            }
+        }
+        self.store().add_member(r).await
+    }
+
     /// Runs a room's queued joins, a batch per turn of the control lock, until none is
     /// left.
     async fn run_joins(&self, room: Arc<Room>) {
@@ -1008,7 +1028,7 @@ impl Hub {
             .collect();
         let stored = futures_util::future::join_all(records.iter().map(|r| async move {
             match r {
-                Some(r) => Some(self.store().add_member(r).await),
+                Some(r) => Some(self.add_member_record(r).await),
                 None => None,
             }
         }))

@@ -48,7 +48,7 @@ impl Tables {
         let wc = &member.webrtc_client;
         for room_id in [&cir.room_id, &wc.room_id] {
             if pending_room != Some(room_id.as_str()) && !self.room_is_active(room_id) {
-                return Err(StoreError::Internal(format!(
+                return Err(StoreError::NoRoom(format!(
                     "room '{room_id}' is not active"
                 )));
             }
@@ -525,7 +525,7 @@ mod tests {
         ));
         assert!(matches!(
             s.add_member(&member("d", "nope", "receiver", 3)).await,
-            Err(StoreError::Internal(_))
+            Err(StoreError::NoRoom(_))
         ));
         let got = s.get_room("r1").await.unwrap().unwrap();
         assert_eq!(got.receiver_client_id.as_deref(), Some("b"));

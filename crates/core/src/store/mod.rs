@@ -27,6 +27,10 @@ pub enum StoreError {
     /// The database cannot be reached or timed out; retrying later may work.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// A member was written for a room that has no active record (it ended, or, in a
+    /// cluster, its creator's node has not committed it yet).
+    #[error("no active room: {0}")]
+    NoRoom(String),
     /// Anything else: a bug or corrupt data.
     #[error("database error: {0}")]
     Internal(String),
