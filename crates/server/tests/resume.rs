@@ -589,8 +589,9 @@ async fn a_simple_dialect_client_resumes_on_another_node() {
         .unwrap();
     bob.send(&json!({"type": "join", "room": "jx", "sender": "bob"}))
         .await;
-    // Alice joins while bob's join (which creates the room, on the other node) may
-    // still be on its way: she is admitted all the same.
+    // Bob's join (which creates the room) is done before alice's: the race of two joins
+    // creating one room is `cluster.rs`'s.
+    while bob.next_within(Duration::from_millis(300)).await.is_ok() {}
     let mut alice = common::JsonClient::connect(&format!(
         "ws://{}/ws?token=alice-token&resume=1",
         proxy.addr

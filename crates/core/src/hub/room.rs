@@ -722,6 +722,13 @@ impl Hub {
             } else {
                 None
             };
+            // Members other nodes admitted (and announced) while the room was being
+            // recorded: the creator found nobody, so each is news to it.
+            if self.clustered() {
+                for missed in st.missed_by(&[]) {
+                    session.deliver(missed);
+                }
+            }
             st.members.push(member);
             st.ever_joined = 1;
         }
