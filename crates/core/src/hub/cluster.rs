@@ -103,19 +103,7 @@ impl Hub {
                 registry_unavailable()
             })?
             .ok_or_else(|| not_found(room_id))?;
-        let room = Arc::new(Room {
-            id: room_id.clone(),
-            uuid: entry.uuid,
-            created_at: entry.created_at,
-            metadata: entry.metadata,
-            max_participants: entry.max_participants,
-            control: tokio::sync::Mutex::new(()),
-            state: RwLock::new(RoomState {
-                offer_sdp: entry.offer_sdp,
-                ..RoomState::default()
-            }),
-            joins: Mutex::new(Default::default()),
-        });
+        let room = replica_of(room_id, entry);
         Ok(self
             .inner
             .rooms
@@ -601,6 +589,23 @@ impl Hub {
             Err(_) => self.room_info(room_id),
         }
     }
+}
+
+/// A fresh replica of a room as the registry keeps it, with no member yet.
+pub(super) fn replica_of(room_id: &RoomId, entry: RoomEntry) -> Arc<Room> {
+    Arc::new(Room {
+        id: room_id.clone(),
+        uuid: entry.uuid,
+        created_at: entry.created_at,
+        metadata: entry.metadata,
+        max_participants: entry.max_participants,
+        control: tokio::sync::Mutex::new(()),
+        state: RwLock::new(RoomState {
+            offer_sdp: entry.offer_sdp,
+            ..RoomState::default()
+        }),
+        joins: Mutex::new(Default::default()),
+    })
 }
 
 impl Inner {

@@ -8,14 +8,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use parking_lot::{Mutex, RwLock};
-
 use super::{
     Hub, Session,
     event::{CloseReason, Envelope, Event, Outbound},
     mirror::Mirror,
     resume::{ResumeParams, Resumed},
-    room::{Member, RemoteMember, Room, RoomState},
+    room::{Member, RemoteMember},
 };
 use crate::{
     error::{CoreError, ErrorKind},
@@ -293,19 +291,7 @@ impl Hub {
         let Some((room_entry, members)) = router.room_entry(room_id).await? else {
             return Ok(false);
         };
-        let fresh = Arc::new(Room {
-            id: room_id.clone(),
-            uuid: room_entry.uuid,
-            created_at: room_entry.created_at,
-            metadata: room_entry.metadata,
-            max_participants: room_entry.max_participants,
-            control: tokio::sync::Mutex::new(()),
-            state: RwLock::new(RoomState {
-                offer_sdp: room_entry.offer_sdp,
-                ..RoomState::default()
-            }),
-            joins: Mutex::new(Default::default()),
-        });
+        let fresh = super::cluster::replica_of(room_id, room_entry);
         let room = self
             .inner
             .rooms
