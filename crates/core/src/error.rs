@@ -26,8 +26,12 @@ pub enum ErrorCode {
     RateLimited,
     /// 500: internal error.
     Internal,
+    /// 502: the media backend answered with an error.
+    BadGateway,
     /// 503: database or media backend unavailable.
     Unavailable,
+    /// 504: the media backend did not answer in time.
+    GatewayTimeout,
 }
 
 impl ErrorCode {
@@ -42,7 +46,9 @@ impl ErrorCode {
             Self::TooLarge => 413,
             Self::RateLimited => 429,
             Self::Internal => 500,
+            Self::BadGateway => 502,
             Self::Unavailable => 503,
+            Self::GatewayTimeout => 504,
         }
     }
 
@@ -57,7 +63,9 @@ impl ErrorCode {
             Self::TooLarge => "413",
             Self::RateLimited => "429",
             Self::Internal => "500",
+            Self::BadGateway => "502",
             Self::Unavailable => "503",
+            Self::GatewayTimeout => "504",
         }
     }
 }
@@ -105,6 +113,10 @@ pub enum ErrorKind {
     Internal,
     /// The store or media backend cannot serve now; retry later.
     Unavailable,
+    /// The media backend refused or failed a call (its error code is in the message).
+    MediaFailed,
+    /// The media backend did not answer in time.
+    MediaTimeout,
     /// The server is draining.
     ShuttingDown,
 }
@@ -128,6 +140,8 @@ impl ErrorKind {
             Self::RateLimited => ErrorCode::RateLimited,
             Self::Internal => ErrorCode::Internal,
             Self::Unavailable | Self::ShuttingDown => ErrorCode::Unavailable,
+            Self::MediaFailed => ErrorCode::BadGateway,
+            Self::MediaTimeout => ErrorCode::GatewayTimeout,
         }
     }
 
@@ -135,7 +149,11 @@ impl ErrorKind {
     pub fn is_server_side(self) -> bool {
         matches!(
             self,
-            Self::Internal | Self::Unavailable | Self::ShuttingDown
+            Self::Internal
+                | Self::Unavailable
+                | Self::ShuttingDown
+                | Self::MediaFailed
+                | Self::MediaTimeout
         )
     }
 }

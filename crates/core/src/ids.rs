@@ -77,6 +77,11 @@ impl<'de> serde::Deserialize<'de> for RoomId {
 }
 
 impl ClientId {
+    /// The media backend's id as a signal's sender ([`crate::media::SFU_PEER`]).
+    pub fn sfu() -> Self {
+        Self(Arc::from(crate::media::SFU_PEER))
+    }
+
     /// Validates a client id: 1–128 bytes, no control, format or other invisible
     /// characters, no whitespace (so two ids that look the same are the same id).
     pub fn parse(field: &str, s: &str) -> Result<Self, CoreError> {

@@ -24,6 +24,20 @@ pub struct MediaSession {
     pub connection_info: Option<Value>,
 }
 
+/// The id the media backend's signals carry as their sender (`from_client_id`), and that
+/// a member may name as a signal's target instead of leaving the target out.
+pub const SFU_PEER: &str = "sfu";
+
+/// What the media backend asks the hub to tell members: offers they must answer (with a
+/// signal to the room, or to [`SFU_PEER`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MediaUpdate {
+    /// The backend's answer to the caller's offer.
+    pub answer_sdp: Option<String>,
+    /// Offers for members (the caller included), each to be answered.
+    pub offers: Vec<(ClientId, String)>,
+}
+
 /// A media backend that cannot serve now.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MediaError {
@@ -33,6 +47,13 @@ pub enum MediaError {
     /// It refused what the client sent (an SDP it cannot use): the client's fault (400).
     #[error("media backend refused the request: {0}")]
     Refused(String),
+    /// It answered with an error that is not the client's fault (502); the message names
+    /// the backend's error code.
+    #[error("media backend failed: {0}")]
+    Failed(String),
+    /// It did not answer in time (504).
+    #[error("media backend timed out: {0}")]
+    Timeout(String),
 }
 
 /// The media backend of rooms.
@@ -56,11 +77,51 @@ pub trait Media: Send + Sync + 'static {
         client: &ClientId,
     ) -> Result<MediaSession, MediaError>;
 
+    /// `client` is in `room` now (after [`member_joined`](Self::member_joined) and the
+    /// store): offers for what it missed meanwhile.
+    async fn member_admitted(&self, room: &RoomId, client: &ClientId) -> MediaUpdate {
+        let _ = (room, client);
+        MediaUpdate::default()
+    }
+
     /// `client` left `room` (its tracks end).
     async fn member_left(&self, room: &RoomId, client: &ClientId);
 
     /// `room` ended (every session of it ends).
     async fn room_ended(&self, room: &RoomId);
+
+    /// Whether signals to a room without a target (or to [`SFU_PEER`]) are for this
+    /// backend rather than for the room's other members.
+    fn takes_room_signals(&self) -> bool {
+        false
+    }
+
+    /// A member's offer to the backend: it publishes the offer's new tracks. The answer
+    /// goes back to the member; every other member gets an offer for them.
+    async fn offer(
+        &self,
+        room: &RoomId,
+        client: &ClientId,
+        sdp: &str,
+    ) -> Result<MediaUpdate, MediaError> {
+        let _ = (room, client, sdp);
+        Err(MediaError::Refused(
+            "this room's media is peer-to-peer: name a target peer".into(),
+        ))
+    }
+
+    /// A member's answer to an offer the backend made it; may bring the next offer.
+    async fn answer(
+        &self,
+        room: &RoomId,
+        client: &ClientId,
+        sdp: &str,
+    ) -> Result<MediaUpdate, MediaError> {
+        let _ = (room, client, sdp);
+        Err(MediaError::Refused(
+            "this room's media is peer-to-peer: name a target peer".into(),
+        ))
+    }
 }
 
 /// Peer-to-peer media: the peers carry it; nothing to set up.

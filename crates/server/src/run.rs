@@ -49,6 +49,9 @@ pub enum StartError {
     /// The cluster's router could not be set up.
     #[error("cluster: {0}")]
     Cluster(String),
+    /// The media backend could not be set up.
+    #[error("media: {0}")]
+    Media(String),
 }
 
 /// A running server.
@@ -165,8 +168,79 @@ pub fn hub_config(config: &Config) -> HubConfig {
         resume_buffer: config.session.resume_buffer as usize,
         resume_buffer_bytes: usize::try_from(config.session.resume_buffer_bytes)
             .unwrap_or(usize::MAX),
-        ..HubConfig::default()
+        ..sfu_settings(config)
     }
+}
+
+/// What room ACKs tell members in SFU mode: Cloudflare's app id and STUN URL.
+fn sfu_settings(config: &Config) -> HubConfig {
+    match (&config.webrtc.media, &config.cloudflare) {
+        (crate::config::MediaMode::Cloudflare, Some(cf)) => HubConfig {
+            app_id: cf.app_id.clone().unwrap_or_default(),
+            stun_url: Some(cf.stun_url.clone()),
+            ..HubConfig::default()
+        },
+        _ => HubConfig::default(),
+    }
+}
+
+/// Seconds one Cloudflare call may take: seed 001's `webrtc.cloudflare_timeout`, else
+/// `cloudflare.timeout`.
+pub(crate) fn cloudflare_timeout(config: &Config) -> Duration {
+    let cf = config.cloudflare.clone().unwrap_or_default();
+    Duration::from_secs(
+        config
+            .webrtc
+            .cloudflare_timeout
+            .unwrap_or(cf.timeout)
+            .max(1),
+    )
+}
+
+/// Cloudflare TURN, when `[cloudflare] turn_key_id` is set.
+fn start_cloudflare_turn(
+    config: &Config,
+) -> Result<Option<signal_media_cloudflare::CloudflareTurn>, StartError> {
+    let Some(cf) = &config.cloudflare else {
+        return Ok(None);
+    };
+    let (Some(key_id), Some(token)) = (&cf.turn_key_id, &cf.turn_key_api_token) else {
+        return Ok(None);
+    };
+    let turn = signal_media_cloudflare::CloudflareTurn::new(signal_media_cloudflare::TurnConfig {
+        base_url: cf.base_url.clone(),
+        key_id: key_id.clone(),
+        api_token: token.expose().to_owned(),
+        timeout: cloudflare_timeout(config),
+    })
+    .map_err(StartError::Media)?;
+    tracing::info!(key_id = %key_id, "TURN: /webrtc/config hands out Cloudflare TURN credentials");
+    Ok(Some(turn))
+}
+
+/// The media backend `webrtc.media` names.
+fn start_media(config: &Config) -> Result<Option<Arc<dyn signal_core::media::Media>>, StartError> {
+    if config.webrtc.media != crate::config::MediaMode::Cloudflare {
+        return Ok(None);
+    }
+    let cf = config.cloudflare.clone().unwrap_or_default();
+    let api = signal_media_cloudflare::Api::new(signal_media_cloudflare::ApiConfig {
+        base_url: cf.base_url.clone(),
+        app_id: cf.app_id.clone().unwrap_or_default(),
+        app_secret: cf
+            .app_secret
+            .as_ref()
+            .map(|s| s.expose().to_owned())
+            .unwrap_or_default(),
+        timeout: cloudflare_timeout(config),
+        attempts: cf.retry_attempts.max(1),
+        retry_interval: Duration::from_millis(cf.retry_interval),
+    })
+    .map_err(StartError::Media)?;
+    tracing::info!(app_id = %api.app_id(), base_url = %cf.base_url, "media: rooms run on Cloudflare Realtime's SFU");
+    Ok(Some(Arc::new(signal_media_cloudflare::CloudflareSfu::new(
+        api,
+    ))))
 }
 
 /// Starts the server on `listener` (or binds `server.host:server.port`).
@@ -189,6 +263,9 @@ pub async fn start(
     if let Some(cluster) = &config.cluster {
         ports.router = start_router(cluster, config.session.resume_window).await?;
     }
+    if let Some(media) = start_media(&config)? {
+        ports.media = media;
+    }
     crate::binary::register_formats();
     let hub = Hub::new(hub_config(&config), ports);
     hub.settle_predecessor().await;
@@ -206,6 +283,7 @@ pub async fn start(
         tracker: TaskTracker::new(),
         conns: Arc::new(ConnCounts::default()),
         metrics: Arc::new(crate::metrics::HotMetrics::new()),
+        cloudflare_turn: start_cloudflare_turn(&config)?,
     };
     let addr_text = format!("{}:{}", config.server.host, config.server.port);
     let listener = match listener {

@@ -32,6 +32,8 @@ pub struct AppState {
     pub conns: Arc<ConnCounts>,
     /// Per-message metric handles.
     pub(crate) metrics: Arc<crate::metrics::HotMetrics>,
+    /// Cloudflare TURN credentials for `/webrtc/config` (`[cloudflare] turn_key_id`).
+    pub(crate) cloudflare_turn: Option<signal_media_cloudflare::CloudflareTurn>,
 }
 
 /// A refusal as the HTTP API words it: `{"error": message}`.

@@ -460,7 +460,8 @@ pub(super) fn not_found(room_id: &RoomId) -> CoreError {
     .with("room_id", room_id.to_string())
 }
 
-/// A media backend's failure as the client sees it; the cause is logged.
+/// A media backend's failure as the client sees it (the backend's messages name its
+/// error code and never carry secrets); logged as well.
 pub(super) fn media_error(context: &str, e: MediaError) -> CoreError {
     match e {
         MediaError::Refused(m) => CoreError::bad_request(format!("Media backend refused: {m}")),
@@ -468,7 +469,18 @@ pub(super) fn media_error(context: &str, e: MediaError) -> CoreError {
             tracing::warn!(error = %m, "{context}: media backend unavailable");
             CoreError::new(
                 ErrorKind::Unavailable,
-                "Media backend unavailable, retry later",
+                format!("Media backend unavailable, retry later: {m}"),
+            )
+        }
+        MediaError::Failed(m) => {
+            tracing::warn!(error = %m, "{context}: media backend failed");
+            CoreError::new(ErrorKind::MediaFailed, format!("Media backend failed: {m}"))
+        }
+        MediaError::Timeout(m) => {
+            tracing::warn!(error = %m, "{context}: media backend timed out");
+            CoreError::new(
+                ErrorKind::MediaTimeout,
+                format!("Media backend timed out: {m}"),
             )
         }
     }
@@ -686,7 +698,7 @@ impl Hub {
                 "room_id": room_id.as_str(),
                 "app_id": self.config().app_id,
                 "initial_participants": 1,
-                "creation_type": "p2p",
+                "creation_type": self.inner.media.name(),
                 "max_participants": max_participants,
                 "has_offer": offer_sdp.is_some(),
             }),
@@ -694,11 +706,11 @@ impl Hub {
             metadata: room.metadata.clone(),
             record_created_at: now,
         };
-        if let Err(e) = self
-            .store()
-            .create_room(&record, &created, &member_records(&room, &member))
-            .await
-        {
+        let mut records = member_records(&room, &member);
+        if let Some(sfu_session) = &media.session_id {
+            records.webrtc_client.session_id = Some(sfu_session.clone());
+        }
+        if let Err(e) = self.store().create_room(&record, &created, &records).await {
             room.state.write().closed = true;
             self.inner
                 .rooms
@@ -800,6 +812,23 @@ impl Hub {
                     // A cluster found no room in the registry: create it.
                     Err(e) if e.kind == ErrorKind::RoomNotFound && self.clustered() => {}
                     Err(e) if e.kind == ErrorKind::RoomNotFound => continue,
+                    Ok(joined) => {
+                        // The JSON dialects' joins carry no SDP: the SFU's offer comes
+                        // as a signal from it.
+                        if let (Some(sdp), Some(room)) =
+                            (&joined.media.offer_sdp, self.room(room_id.as_str()))
+                        {
+                            self.deliver_media_update(
+                                &room,
+                                session,
+                                crate::media::MediaUpdate {
+                                    answer_sdp: None,
+                                    offers: vec![(session.client_id.clone(), sdp.clone())],
+                                },
+                            );
+                        }
+                        return Ok(joined);
+                    }
                     other => return other,
                 }
             }
@@ -1031,7 +1060,14 @@ impl Hub {
         let records: Vec<Option<MemberRecords>> = accepted
             .iter()
             .zip(&media)
-            .map(|((_, m), md)| md.is_ok().then(|| member_records(room, m)))
+            .map(|((_, m), md)| {
+                let md = md.as_ref().ok()?;
+                let mut r = member_records(room, m);
+                if let Some(sfu_session) = &md.session_id {
+                    r.webrtc_client.session_id = Some(sfu_session.clone());
+                }
+                Some(r)
+            })
             .collect();
         let stored = futures_util::future::join_all(records.iter().map(|r| async move {
             match r {
@@ -1097,7 +1133,13 @@ impl Hub {
                 }
                 st.members.push(member);
                 st.ever_joined += 1;
-                (participants, st.offer_sdp.clone())
+                // An SFU room's joiner answers the SFU's offer, not the sender's.
+                let offer = if self.inner.media.takes_room_signals() {
+                    media.offer_sdp.clone()
+                } else {
+                    st.offer_sdp.clone()
+                };
+                (participants, offer)
             };
             session.add_room(room_id.clone());
             self.tell_other_nodes(room_id, Some(&session.client_id), &env)
@@ -1116,6 +1158,14 @@ impl Hub {
                 offer_sdp,
                 media,
             }));
+            if self.inner.media.takes_room_signals() {
+                let update = self
+                    .inner
+                    .media
+                    .member_admitted(room_id, &session.client_id)
+                    .await;
+                self.deliver_media_update(room, &session, update);
+            }
         }
     }
 

@@ -19,6 +19,7 @@ use super::{
 use crate::{
     error::{CoreError, ErrorKind},
     ids::{ClientId, RoomId},
+    media::{MediaUpdate, SFU_PEER},
     router::{NodeMessage, Recipient},
 };
 
@@ -66,6 +67,11 @@ impl Hub {
         let target = req.target.as_deref().filter(|t| !t.is_empty());
         let room = req.room.as_deref().filter(|r| !r.is_empty());
         let kind = req.kind;
+        // SFU mode: a signal without a target (or to the SFU's id) is for the media
+        // backend, not for the room's other members.
+        if self.inner.media.takes_room_signals() && target.is_none_or(|t| t == SFU_PEER) {
+            return self.media_signal(from, kind, room, req.body).await;
+        }
         let Some(target) = target else {
             let Some(room) = room else {
                 return Err(CoreError::bad_request(
@@ -363,6 +369,87 @@ impl Hub {
         }
     }
 
+    /// A member's signal to the room's media backend (SFU mode): its offer publishes
+    /// tracks, its answer completes an offer the backend made it. Trickled candidates are
+    /// dropped: the SFU is ICE-lite and learns the member's address from its checks.
+    async fn media_signal(
+        &self,
+        from: &Arc<Session>,
+        kind: SignalKind,
+        room: Option<&str>,
+        body: SignalBody,
+    ) -> Result<(), CoreError> {
+        let room_id = match room {
+            Some(r) => RoomId::parse(r)?,
+            None => {
+                let rooms = from.rooms();
+                match rooms.as_slice() {
+                    [only] => only.clone(),
+                    _ => {
+                        return Err(CoreError::bad_request(
+                            "Missing 'room_id' field: name the room whose media this signal is for",
+                        ));
+                    }
+                }
+            }
+        };
+        let r = self.member_room(from, room_id.as_str())?;
+        if kind == SignalKind::IceCandidate {
+            metrics::counter!("signal_sfu_candidates_dropped_total").increment(1);
+            return Ok(());
+        }
+        let sdp = body
+            .sdp
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| CoreError::bad_request("Missing or empty 'sdp' field"))?;
+        let media = &self.inner.media;
+        let update = if kind == SignalKind::Offer {
+            media.offer(&room_id, &from.client_id, sdp).await
+        } else {
+            media.answer(&room_id, &from.client_id, sdp).await
+        }
+        .map_err(|e| super::room::media_error("media signal", e))?;
+        self.deliver_media_update(&r, from, update);
+        Ok(())
+    }
+
+    /// Tells members what the media backend made of a change: its answer to `caller`,
+    /// and its offers to each member named (members on this node).
+    pub(super) fn deliver_media_update(
+        &self,
+        room: &super::room::Room,
+        caller: &Arc<Session>,
+        update: MediaUpdate,
+    ) {
+        let sfu = ClientId::sfu();
+        if let Some(sdp) = update.answer_sdp {
+            caller.deliver(sfu_signal(&sfu, SignalKind::Answer, caller, room, sdp));
+        }
+        for (client, sdp) in update.offers {
+            let target = if client == caller.client_id {
+                Some(caller.clone())
+            } else {
+                room.state
+                    .read()
+                    .members
+                    .iter()
+                    .find(|m| m.session.client_id == client)
+                    .map(|m| m.session.clone())
+            };
+            match target {
+                Some(t) => {
+                    t.deliver(sfu_signal(&sfu, SignalKind::Offer, &t, room, sdp));
+                }
+                None => tracing::debug!(
+                    room_id = %room.id,
+                    client_id = %client,
+                    "SFU offer for a member not on this node: it pulls the tracks when it next joins"
+                ),
+            }
+        }
+    }
+
     /// The room `room_id`, checking it exists (404) and `from` is a member (403).
     fn member_room(
         &self,
@@ -410,4 +497,24 @@ fn raw_frame(format: Format, e: &Encoded, body_only_here: bool) -> crate::router
             b.freeze()
         },
     }
+}
+
+/// A signal from the media backend to one member.
+fn sfu_signal(
+    sfu: &ClientId,
+    kind: SignalKind,
+    to: &Session,
+    room: &super::room::Room,
+    sdp: String,
+) -> Arc<Envelope> {
+    Envelope::new(Event::Signal(Signal {
+        kind,
+        from: sfu.clone(),
+        target: Some(to.client_id.clone()),
+        room: Some(room.id.clone()),
+        body: SignalBody {
+            sdp: Some(sdp),
+            ..SignalBody::default()
+        },
+    }))
 }

@@ -2,4 +2,5 @@
 
 pub mod peer;
 pub mod server;
+pub mod sfu;
 pub mod signaling;

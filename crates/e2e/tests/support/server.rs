@@ -34,6 +34,11 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server on `127.0.0.1:0` with API keys, a JWT secret and no metrics listener.
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`start`](Self::start), with `adjust` applied to the configuration first.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut c = Config::default();
         c.server.host = "127.0.0.1".into();
@@ -43,6 +48,7 @@ impl TestServer {
         c.database.url = format!("sqlite://{}", dir.path().join("signal.db").display());
         c.metrics.enabled = false;
         c.server.shutdown_timeout = 5;
+        adjust(&mut c);
         c.validate().expect("test config is valid");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let running = signal_server::start(c, Some(listener))

@@ -28,9 +28,10 @@ pub const ENV_PREFIX: &str = "SIGNAL_MANAGER_";
 const ENV_SOURCE: &str = "environment variable";
 
 /// Keys whose values must never appear in error messages.
-const SECRET_KEYS: [&str; 5] = [
+const SECRET_KEYS: [&str; 6] = [
     "auth.token_secret",
     "cloudflare.app_secret",
+    "cloudflare.turn_key_api_token",
     "database.url",
     "webrtc.turn_secret",
     "webrtc.turn_credential",

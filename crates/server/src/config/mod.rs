@@ -34,8 +34,8 @@ pub use secret::Secret;
 pub use sections::{
     BundlePolicy, CloudflareConfig, ClusterConfig, DEFAULT_STUN_URLS, FirestoreConfig,
     HeartbeatConfig, IceTransportPolicy, LogFormat, LoggingConfig, MAX_TURN_USERNAME_LEN,
-    MetricsConfig, RoomsConfig, RoutingConfig, RtcpMuxPolicy, SecurityConfig, SessionConfig,
-    WebrtcConfig,
+    MediaMode, MetricsConfig, RoomsConfig, RoutingConfig, RtcpMuxPolicy, SecurityConfig,
+    SessionConfig, WebrtcConfig,
 };
 pub use server::{MAX_SIZE_LIMIT, MIN_SIZE_LIMIT, ServerConfig};
 
@@ -125,6 +125,21 @@ impl Config {
             cloudflare.check(&mut c);
         }
         self.webrtc.check(&mut c);
+        if self.webrtc.media == MediaMode::Cloudflare {
+            let cf = self.cloudflare.clone().unwrap_or_default();
+            if cf.app_id.as_deref().is_none_or(str::is_empty) {
+                c.fail(
+                    "cloudflare.app_id",
+                    "webrtc.media = \"cloudflare\" needs [cloudflare] app_id (the SFU app's id)",
+                );
+            }
+            if cf.app_secret.is_none() {
+                c.fail(
+                    "cloudflare.app_secret",
+                    "webrtc.media = \"cloudflare\" needs [cloudflare] app_secret (the SFU app's secret)",
+                );
+            }
+        }
         if let Some(cluster) = &self.cluster {
             cluster.check(&mut c);
             if self.database.backend() == DatabaseBackend::Sqlite {
@@ -146,14 +161,20 @@ impl Config {
 
     /// What the config sets that this build parses and validates but does not act on:
     /// the section `"firestore"` when present while the store is not Firestore,
-    /// `"cloudflare"` when present, and the keys `"webrtc.session_timeout"` and
-    /// `"webrtc.cloudflare_timeout"` when set.
+    /// `"cloudflare"` when present with neither the SFU mode nor a TURN key,
+    /// `"webrtc.session_timeout"` when set, and `"webrtc.cloudflare_timeout"` when set
+    /// without the SFU mode.
     pub fn inactive_sections(&self) -> Vec<&'static str> {
         let firestore_unused =
             self.firestore.is_some() && self.database.backend() != DatabaseBackend::Firestore;
         let mut inactive: Vec<&'static str> = [
             ("firestore", firestore_unused),
-            ("cloudflare", self.cloudflare.is_some()),
+            (
+                "cloudflare",
+                self.cloudflare.as_ref().is_some_and(|c| {
+                    self.webrtc.media != MediaMode::Cloudflare && c.turn_key_id.is_none()
+                }),
+            ),
         ]
         .into_iter()
         .filter_map(|(name, present)| present.then_some(name))

@@ -220,21 +220,32 @@ pub struct FirestoreConfig {
     pub emulator_host: Option<String>,
 }
 
-/// `[cloudflare]`: Cloudflare Realtime (SFU) credentials. Parsed and validated; not yet
-/// acted on by this build.
+/// `[cloudflare]`: Cloudflare Realtime. With `webrtc.media = "cloudflare"`, rooms run on
+/// Cloudflare's SFU (`app_id`, `app_secret`); with `turn_key_id` and `turn_key_api_token`,
+/// `GET /webrtc/config` hands out Cloudflare TURN credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CloudflareConfig {
-    /// Realtime app id.
+    /// Realtime SFU app id.
     pub app_id: Option<String>,
-    /// Realtime app secret (API token).
+    /// Realtime SFU app secret (API bearer token).
     pub app_secret: Option<Secret>,
     /// Realtime API base URL.
     pub base_url: String,
-    /// STUN server handed to clients.
+    /// STUN server handed to members of SFU rooms (`stun_url` of room ACKs).
     pub stun_url: String,
-    /// Seconds one API call may take.
+    /// Seconds one API call may take (`webrtc.cloudflare_timeout`, seed 001's key, wins
+    /// when set).
     pub timeout: u64,
+    /// Attempts per API call; only what Cloudflare says is transient (5xx, 429,
+    /// `retryable_transient_error`, ..., or a connection that never opened) is retried.
+    pub retry_attempts: u32,
+    /// Milliseconds between attempts.
+    pub retry_interval: u64,
+    /// Realtime TURN key id: `/webrtc/config` mints TURN credentials with it.
+    pub turn_key_id: Option<String>,
+    /// The TURN key's API token.
+    pub turn_key_api_token: Option<Secret>,
 }
 
 impl Default for CloudflareConfig {
@@ -245,8 +256,23 @@ impl Default for CloudflareConfig {
             base_url: "https://rtc.live.cloudflare.com/v1".to_owned(),
             stun_url: "stun:stun.cloudflare.com:3478".to_owned(),
             timeout: 10,
+            retry_attempts: 3,
+            retry_interval: 1000,
+            turn_key_id: None,
+            turn_key_api_token: None,
         }
     }
+}
+
+/// `webrtc.media`: what carries a room's media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaMode {
+    /// Peers send media to each other; the server relays their signals.
+    #[default]
+    P2p,
+    /// Rooms run on Cloudflare Realtime's SFU (`[cloudflare] app_id, app_secret`).
+    Cloudflare,
 }
 
 /// `iceTransportPolicy` handed to browsers.
@@ -320,8 +346,11 @@ pub struct WebrtcConfig {
     pub rtcp_mux_policy: RtcpMuxPolicy,
     /// Seed 001: seconds before an inactive SFU session is terminated. Not acted on yet.
     pub session_timeout: Option<u64>,
-    /// Seed 001: seconds one Cloudflare API call may take. Not acted on yet.
+    /// Seed 001: seconds one Cloudflare API call may take (overrides
+    /// `cloudflare.timeout`).
     pub cloudflare_timeout: Option<u64>,
+    /// `p2p` (default) or `cloudflare`.
+    pub media: MediaMode,
 }
 
 impl Default for WebrtcConfig {
@@ -338,19 +367,20 @@ impl Default for WebrtcConfig {
             rtcp_mux_policy: RtcpMuxPolicy::Require,
             session_timeout: None,
             cloudflare_timeout: None,
+            media: MediaMode::P2p,
         }
     }
 }
 
 impl WebrtcConfig {
-    /// Keys that are set but that this build does not act on (`webrtc.session_timeout`,
-    /// `webrtc.cloudflare_timeout`: they belong to the SFU mode).
+    /// Keys that are set but that this build does not act on (`webrtc.session_timeout`;
+    /// `webrtc.cloudflare_timeout` without the SFU mode).
     pub fn inactive_keys(&self) -> Vec<&'static str> {
         [
             ("webrtc.session_timeout", self.session_timeout.is_some()),
             (
                 "webrtc.cloudflare_timeout",
-                self.cloudflare_timeout.is_some(),
+                self.cloudflare_timeout.is_some() && self.media != MediaMode::Cloudflare,
             ),
         ]
         .into_iter()
@@ -474,6 +504,17 @@ impl CloudflareConfig {
             );
         }
         c.at_least("cloudflare.timeout", self.timeout, 1);
+        c.at_least(
+            "cloudflare.retry_attempts",
+            u64::from(self.retry_attempts),
+            1,
+        );
+        if self.turn_key_id.is_some() != self.turn_key_api_token.is_some() {
+            c.fail(
+                "cloudflare.turn_key_id",
+                "cloudflare.turn_key_id and cloudflare.turn_key_api_token go together",
+            );
+        }
     }
 }
 

@@ -116,7 +116,9 @@ pub fn rtc_configuration(
 }
 
 /// `GET /webrtc/config`: STUN/TURN servers and ICE policies. TURN credentials minted from
-/// `webrtc.turn_secret` are for the caller and expire after `webrtc.turn_ttl` seconds.
+/// `webrtc.turn_secret` are for the caller and expire after `webrtc.turn_ttl` seconds;
+/// with `[cloudflare] turn_key_id`, Cloudflare's TURN servers follow, with credentials
+/// Cloudflare minted for the same time (left out, and logged, if Cloudflare fails).
 #[utoipa::path(
     get,
     path = "/webrtc/config",
@@ -131,7 +133,21 @@ pub async fn config(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<impl IntoResponse, ApiError> {
-    let body = rtc_configuration(&state.config.webrtc, &caller)?;
+    let mut body = rtc_configuration(&state.config.webrtc, &caller)?;
+    if let Some(turn) = &state.cloudflare_turn {
+        let ttl = std::time::Duration::from_secs(state.config.webrtc.turn_ttl);
+        match turn.ice_servers(ttl).await {
+            Ok(servers) => body
+                .ice_servers
+                .extend(servers.into_iter().map(|s| IceServer {
+                    urls: s.urls,
+                    username: s.username,
+                    credential: s.credential,
+                })),
+            // STUN and any coturn entry still let most clients connect: serve them.
+            Err(e) => tracing::warn!(error = %e, "no Cloudflare TURN credentials for this client"),
+        }
+    }
     tracing::debug!(client_id = %caller.client_id, turn = !state.config.webrtc.turn_urls.is_empty(), "ICE configuration handed out");
     // It may carry credentials: no cache keeps them.
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)))

@@ -198,7 +198,11 @@ pub(crate) fn code_name(e: &CoreError) -> &'static str {
         | ErrorKind::Conflict => "ALREADY_IN_ROOM",
         ErrorKind::SessionReplaced => "SESSION_REPLACED",
         ErrorKind::RateLimited => "RATE_LIMITED",
-        ErrorKind::Internal | ErrorKind::Unavailable | ErrorKind::ShuttingDown => "INTERNAL_ERROR",
+        ErrorKind::Internal
+        | ErrorKind::Unavailable
+        | ErrorKind::ShuttingDown
+        | ErrorKind::MediaFailed
+        | ErrorKind::MediaTimeout => "INTERNAL_ERROR",
     }
 }
 

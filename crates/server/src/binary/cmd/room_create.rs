@@ -1,4 +1,5 @@
-//! ROOM_CREATE → ROOM_CREATE_ACK (P2P mode: the offer is stored for joiners).
+//! ROOM_CREATE → ROOM_CREATE_ACK (P2P mode: the offer is stored for joiners; SFU mode:
+//! it is published, and the ACK carries the SFU's answer).
 
 use bytes::Bytes;
 use signal_core::{CoreError, hub::CreateRoomParams};
@@ -32,7 +33,12 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
             },
         )
         .await?;
-    let session_id = created.session_id.to_string();
+    // SFU mode: the member's Cloudflare session (seed 000); else its room session.
+    let session_id = created
+        .media
+        .session_id
+        .clone()
+        .unwrap_or_else(|| created.session_id.to_string());
     let ack = RoomCreateAck {
         version: version(),
         status: 200,
@@ -49,7 +55,7 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
             created.created_at,
             &client_id,
         ),
-        answer_sdp: None,
+        answer_sdp: created.media.answer_sdp,
     };
     codec::encode(
         MessageType::RoomCreateAck,

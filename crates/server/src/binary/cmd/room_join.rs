@@ -31,7 +31,12 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
             },
         )
         .await?;
-    let session_id = joined.session_id.to_string();
+    // SFU mode: the member's Cloudflare session (seed 000); else its room session.
+    let session_id = joined
+        .media
+        .session_id
+        .clone()
+        .unwrap_or_else(|| joined.session_id.to_string());
     let ack = RoomJoinAck {
         version: version(),
         status: 200,

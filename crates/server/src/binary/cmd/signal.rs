@@ -41,7 +41,9 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
     let mut p: SignalPayload = payload(frame)?;
     // Peer-to-peer signals name their target; a room-wide signal is for the media
     // backend's session (SFU mode), which P2P mode does not have.
-    if p.target_client_id.as_deref().is_none_or(str::is_empty) {
+    if p.target_client_id.as_deref().is_none_or(str::is_empty)
+        && !conn.state.hub.media().takes_room_signals()
+    {
         return Err(CoreError::bad_request(
             "Missing or invalid 'target_client_id' field",
         ));
@@ -109,6 +111,10 @@ pub(crate) fn forward(
     // leaves to the decoder (see `check_signal`) takes the slow path.
     let view = check_signal(&frame.payload)?;
     let target = view.target_client_id.filter(|t| !t.is_empty())?;
+    // A signal for the SFU takes the slow path, which hands it to the media backend.
+    if target == signal_core::media::SFU_PEER && conn.state.hub.media().takes_room_signals() {
+        return None;
+    }
     let room = view.room_id.filter(|r| !r.is_empty());
     let kind = match frame.msg_type {
         MessageType::SignalOffer => SignalKind::Offer,
