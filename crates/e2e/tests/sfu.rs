@@ -526,3 +526,50 @@ async fn webrtc_config_hands_out_cloudflare_turn_and_survives_its_outage() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_dialect_members_get_the_sfus_offer_and_answer_it() {
+    use support::signaling::{Altair, RoomPath, Signal, Simple};
+    let double = SfuDouble::start().await;
+    let server = sfu_server(&double, 10).await;
+    let alice = client(&server, "alice").await;
+    let mut publisher = MediaPeer::new().await;
+    publisher.publish("cam").await;
+    let offer = publisher.offer().await;
+    let created = alice
+        .create_room(&token("alice"), Some("mixed"), Some(&offer))
+        .await
+        .expect("ROOM_CREATE");
+    publisher
+        .take_answer(&created.answer_sdp.expect("answer_sdp"))
+        .await;
+    publisher.connected().await;
+
+    for dialect in ["altair", "simple", "room-path"] {
+        let id = format!("viewer-{dialect}");
+        let mut t = match dialect {
+            "altair" => Altair::join(&server, &id, "mixed").await,
+            "simple" => Simple::join(&server, &id, "mixed").await,
+            _ => RoomPath::join(&server, &id, "mixed").await,
+        };
+        // The SFU's offer arrives as a signal from "sfu"; the answer goes back to it.
+        let incoming = tokio::time::timeout(WAIT, t.recv())
+            .await
+            .expect("the SFU's offer in time")
+            .expect("signaling");
+        assert_eq!(incoming.from, "sfu", "{dialect}");
+        let Signal::Offer(sfu_offer) = incoming.signal else {
+            panic!("{dialect}: expected an offer, got {:?}", incoming.signal);
+        };
+        let mut viewer = MediaPeer::new().await;
+        let answer = viewer.answer(&sfu_offer).await;
+        t.send("sfu", &Signal::Answer(answer))
+            .await
+            .expect("answer to the SFU");
+        viewer.connected().await;
+        viewer.frame_of("cam-").await;
+    }
+    assert_eq!(double.calls_of("renegotiate").len(), 3);
+    assert!(double.violations().is_empty(), "{:?}", double.violations());
+    server.shutdown().await;
+}

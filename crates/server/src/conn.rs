@@ -160,6 +160,9 @@ pub(crate) struct Conn {
     pub(crate) session: Option<Arc<Session>>,
     /// `{"from_client_id":"…"` for frames this session relays, built on first use.
     pub(crate) stamp: Option<Bytes>,
+    /// The SFU's offer to a JSON-dialect member that just joined, sent once the join's
+    /// own reply is queued (so it follows the reply).
+    pub(crate) sfu_offer: Option<(signal_core::ids::RoomId, String)>,
     /// When the read that brought the message being handled returned.
     pub(crate) received_at: std::time::Instant,
     /// Boxed: the limiter is larger than the pointer, and off in many deployments.
@@ -176,6 +179,13 @@ impl Conn {
         if let Err(PushError::Full(over)) = self.outbox.push(Outbound::Frame(frame)) {
             metrics::counter!("signal_slow_consumer_disconnects_total").increment(1);
             self.slow.get_or_insert(over);
+        }
+    }
+
+    /// Queues the SFU's offer a join left for this session, after what was replied.
+    pub(crate) fn send_sfu_offer(&mut self) {
+        if let (Some((room, sdp)), Some(session)) = (self.sfu_offer.take(), &self.session) {
+            self.state.hub.offer_from_sfu(session, &room, sdp);
         }
     }
 
@@ -712,6 +722,7 @@ pub(crate) fn drive<D: Dialect>(
         outbox: outbox.clone(),
         session: None,
         stamp: None,
+        sfu_offer: None,
         received_at: started.into_std(),
         limiter,
         slow: None,

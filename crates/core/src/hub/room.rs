@@ -812,23 +812,6 @@ impl Hub {
                     // A cluster found no room in the registry: create it.
                     Err(e) if e.kind == ErrorKind::RoomNotFound && self.clustered() => {}
                     Err(e) if e.kind == ErrorKind::RoomNotFound => continue,
-                    Ok(joined) => {
-                        // The JSON dialects' joins carry no SDP: the SFU's offer comes
-                        // as a signal from it.
-                        if let (Some(sdp), Some(room)) =
-                            (&joined.media.offer_sdp, self.room(room_id.as_str()))
-                        {
-                            self.deliver_media_update(
-                                &room,
-                                session,
-                                crate::media::MediaUpdate {
-                                    answer_sdp: None,
-                                    offers: vec![(session.client_id.clone(), sdp.clone())],
-                                },
-                            );
-                        }
-                        return Ok(joined);
-                    }
                     other => return other,
                 }
             }

@@ -414,6 +414,21 @@ impl Hub {
         Ok(())
     }
 
+    /// The SFU's offer (a join's `media.offer_sdp`) as a signal from it, for edges whose
+    /// join replies carry no SDP (the JSON dialects).
+    pub fn offer_from_sfu(&self, session: &Arc<Session>, room: &RoomId, sdp: String) {
+        if let Some(r) = self.room(room.as_str()) {
+            self.deliver_media_update(
+                &r,
+                session,
+                MediaUpdate {
+                    answer_sdp: None,
+                    offers: vec![(session.client_id.clone(), sdp)],
+                },
+            );
+        }
+    }
+
     /// Tells members what the media backend made of a change: its answer to `caller`,
     /// and its offers to each member named (members on this node).
     pub(super) fn deliver_media_update(

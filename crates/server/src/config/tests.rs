@@ -295,3 +295,37 @@ fn issue_display_names_key_and_origin() {
         "invalid configuration: a.b: bad; c.d: worse"
     );
 }
+
+#[test]
+fn sfu_mode_needs_the_app_and_one_node() {
+    let mut config = Config::default();
+    config.webrtc.media = MediaMode::Cloudflare;
+    assert_eq!(
+        failing_keys(&config),
+        ["cloudflare.app_id", "cloudflare.app_secret"]
+    );
+    config.cloudflare = Some(CloudflareConfig {
+        app_id: Some("app".into()),
+        app_secret: Some(Secret::new("secret")),
+        ..CloudflareConfig::default()
+    });
+    config.webrtc.cloudflare_timeout = Some(5);
+    assert!(failing_keys(&config).is_empty());
+    assert!(
+        config.inactive_sections().is_empty(),
+        "[cloudflare] and webrtc.cloudflare_timeout are acted on in SFU mode"
+    );
+    config.database.url = "postgres://db/app".into();
+    config.cluster = Some(ClusterConfig {
+        redis_url: "redis://127.0.0.1:6379".into(),
+        ..ClusterConfig::default()
+    });
+    assert_eq!(failing_keys(&config), ["webrtc.media"]);
+
+    let mut config = Config::default();
+    config.cloudflare = Some(CloudflareConfig {
+        turn_key_id: Some("key".into()),
+        ..CloudflareConfig::default()
+    });
+    assert_eq!(failing_keys(&config), ["cloudflare.turn_key_id"]);
+}

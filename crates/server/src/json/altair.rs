@@ -77,6 +77,7 @@ pub(crate) async fn handle(conn: &mut Conn, msg: &Value) -> Flow {
             if let Some(b) = to_bytes(&reply) {
                 conn.reply(b);
             }
+            conn.send_sfu_offer();
         }
         Ok(None) => {}
         Err(f) => {
@@ -188,6 +189,11 @@ async fn join(
     let joined = hub
         .enter_room(session, room.as_str(), Some(metadata))
         .await?;
+    conn.sfu_offer = joined
+        .media
+        .offer_sdp
+        .clone()
+        .map(|sdp| (room.clone(), sdp));
     // A peer is in at most one room: joining another leaves the first.
     for old in before {
         if let Err(e) = hub.exit_room(session, old.as_str(), "left").await {

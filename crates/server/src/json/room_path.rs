@@ -160,6 +160,12 @@ impl AsyncDialect for RoomPath {
         if let Some(b) = to_bytes(&state) {
             conn.reply(b);
         }
+        if let Some(sdp) = joined.media.offer_sdp.clone() {
+            conn.sfu_offer = signal_core::ids::RoomId::parse(&room)
+                .ok()
+                .map(|r| (r, sdp));
+            conn.send_sfu_offer();
+        }
         if let Some(token) = session.resume_token() {
             let window = conn.state.hub.resume_window().as_secs();
             let m = message(

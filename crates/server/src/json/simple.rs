@@ -56,6 +56,7 @@ pub(crate) async fn handle(conn: &mut Conn, msg: &Value, anonymous: bool) -> Flo
             if let Some(b) = to_bytes(&reply) {
                 conn.reply(b);
             }
+            conn.send_sfu_offer();
         }
         Ok(None) => {}
         Err(f) => {
@@ -151,6 +152,11 @@ async fn join(
         .hub
         .enter_room(session, room.as_str(), Some(metadata))
         .await?;
+    conn.sfu_offer = joined
+        .media
+        .offer_sdp
+        .clone()
+        .map(|sdp| (room.clone(), sdp));
     let peers: Vec<Value> = joined
         .participants
         .iter()
