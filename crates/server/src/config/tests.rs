@@ -322,10 +322,12 @@ fn sfu_mode_needs_the_app_and_one_node() {
     });
     assert_eq!(failing_keys(&config), ["webrtc.media"]);
 
-    let mut config = Config::default();
-    config.cloudflare = Some(CloudflareConfig {
-        turn_key_id: Some("key".into()),
-        ..CloudflareConfig::default()
-    });
+    let config = Config {
+        cloudflare: Some(CloudflareConfig {
+            turn_key_id: Some("key".into()),
+            ..CloudflareConfig::default()
+        }),
+        ..Config::default()
+    };
     assert_eq!(failing_keys(&config), ["cloudflare.turn_key_id"]);
 }
