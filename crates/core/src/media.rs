@@ -164,16 +164,23 @@ pub mod contract {
     use super::Media;
     use crate::ids::{ClientId, RoomId};
 
-    /// A room's life against `media`: created with an offer, joined, left, ended. A
-    /// backend answers the creator's offer (`answers_offers`) or does not (P2P).
-    pub async fn run(media: &dyn Media, answers_offers: bool) {
+    /// A room's life against `media`: created with an offer, joined, left, ended. An SFU
+    /// is given `sfu_offer` (a real offer that sends a track) and must answer it with a
+    /// session; P2P (`None`) sets nothing up.
+    pub async fn run(media: &dyn Media, sfu_offer: Option<&str>) {
         assert!(!media.name().is_empty(), "a backend names itself");
         let room = RoomId::generate();
         let (alice, bob) = (
             ClientId::parse("client_id", "contract-alice").unwrap(),
             ClientId::parse("client_id", "contract-bob").unwrap(),
         );
-        let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
+        let answers_offers = sfu_offer.is_some();
+        assert_eq!(
+            media.takes_room_signals(),
+            answers_offers,
+            "an SFU takes the room's signals, P2P leaves them to the members"
+        );
+        let offer = sfu_offer.unwrap_or("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n");
         let created = media.room_created(&room, &alice, Some(offer)).await;
         match (&created, answers_offers) {
             (Ok(s), true) => assert!(
@@ -185,8 +192,16 @@ pub mod contract {
         }
         let joined = media.member_joined(&room, &bob).await.unwrap();
         if answers_offers {
-            assert!(joined.session_id.is_some(), "a joiner gets its own session");
+            assert!(
+                joined.session_id.is_some() && joined.session_id != created.unwrap().session_id,
+                "a joiner gets its own session"
+            );
+            assert!(
+                joined.offer_sdp.is_some(),
+                "a joiner is offered the published tracks"
+            );
         }
+        let _ = media.member_admitted(&room, &bob).await;
         media.member_left(&room, &bob).await;
         media.room_ended(&room).await;
     }
@@ -196,6 +211,6 @@ pub mod contract {
 mod tests {
     #[tokio::test]
     async fn p2p_keeps_the_contract() {
-        super::contract::run(&super::P2p, false).await;
+        super::contract::run(&super::P2p, None).await;
     }
 }

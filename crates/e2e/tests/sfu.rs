@@ -573,3 +573,27 @@ async fn json_dialect_members_get_the_sfus_offer_and_answer_it() {
     assert!(double.violations().is_empty(), "{:?}", double.violations());
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cloudflare_backend_keeps_the_media_contract() {
+    let double = SfuDouble::start().await;
+    let api = signal_media_cloudflare::Api::new(signal_media_cloudflare::ApiConfig {
+        base_url: double.base_url.clone(),
+        app_id: sfu::APP_ID.into(),
+        app_secret: sfu::APP_SECRET.into(),
+        timeout: Duration::from_secs(10),
+        attempts: 3,
+        retry_interval: Duration::from_millis(50),
+    })
+    .expect("API client");
+    let backend = signal_media_cloudflare::CloudflareSfu::new(api);
+    let publisher = MediaPeer::new().await;
+    publisher.publish("contract").await;
+    let offer = publisher.offer().await;
+    signal_core::media::contract::run(&backend, Some(&offer)).await;
+    assert!(
+        !double.calls_of("tracks/close").is_empty(),
+        "leaving closed tracks"
+    );
+    assert!(double.violations().is_empty(), "{:?}", double.violations());
+}
