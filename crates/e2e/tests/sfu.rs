@@ -38,6 +38,8 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn sfu_server(double: &SfuDouble, timeout: u64) -> TestServer {
     let base = double.base_url.clone();
     TestServer::start_with(move |c| {
+        c.metrics.enabled = true;
+        c.metrics.port = 0;
         c.webrtc.media = signal_server::config::MediaMode::Cloudflare;
         c.cloudflare = Some(signal_server::config::CloudflareConfig {
             app_id: Some(sfu::APP_ID.into()),
@@ -281,6 +283,29 @@ async fn a_track_flows_from_the_creator_to_a_joiner_through_the_sfu() {
     let frame = subscriber.frame_of("cam-").await;
     assert!(frame.starts_with("cam-"), "{frame}");
 
+    // Seed 000's tables name the Cloudflare sessions.
+    let store = signal_store_sqlite::SqliteStore::open(&server.db_url, Default::default())
+        .await
+        .expect("open the server's database");
+    use signal_core::store::Store as _;
+    let room = store.get_room("sfu-room").await.unwrap().expect("room row");
+    assert_eq!(room.session_id.as_deref(), Some(alice_session.as_str()));
+    let mut sessions: Vec<(String, Option<String>)> = store
+        .room_webrtc_clients("sfu-room")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.client_id, c.session_id))
+        .collect();
+    sessions.sort();
+    assert_eq!(
+        sessions,
+        [
+            ("alice".to_owned(), Some(alice_session.clone())),
+            ("bob".to_owned(), Some(joined.session_id.clone())),
+        ]
+    );
+
     let renegotiated = double.calls_of("renegotiate");
     assert_eq!(renegotiated.len(), 1, "Bob's answer went to renegotiate");
     assert_eq!(
@@ -457,6 +482,25 @@ async fn cloudflare_failures_become_clear_errors_and_leave_no_room_behind() {
     assert!(joined.offer_sdp.is_some());
     let _ = bob.next_event_within(Duration::from_millis(10)).await;
     assert!(double.violations().is_empty(), "{:?}", double.violations());
+
+    // Every attempt is counted by operation and outcome, and timed.
+    let metrics = reqwest::get(format!(
+        "http://{}/metrics",
+        server.metrics_addr.expect("metrics listener")
+    ))
+    .await
+    .expect("GET /metrics")
+    .text()
+    .await
+    .expect("metrics text");
+    for line in [
+        r#"signal_cloudflare_calls_total{operation="sessions/new",outcome="error"}"#,
+        r#"signal_cloudflare_calls_total{operation="tracks/new",outcome="timeout"}"#,
+        r#"signal_cloudflare_calls_total{operation="sessions/new",outcome="ok"}"#,
+        r#"signal_cloudflare_call_seconds_count{operation="tracks/new"}"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
     server.shutdown().await;
 }
 

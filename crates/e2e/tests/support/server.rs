@@ -28,6 +28,12 @@ pub struct TestServer {
     running: Option<Running>,
     /// `ws://127.0.0.1:PORT` (no trailing slash).
     pub base: String,
+    /// `sqlite://…` of its database file.
+    #[allow(dead_code)] // read by some test binaries only
+    pub db_url: String,
+    /// Its metrics listener, when `metrics.enabled`.
+    #[allow(dead_code)] // read by some test binaries only
+    pub metrics_addr: Option<std::net::SocketAddr>,
     _dir: TempDir,
 }
 
@@ -45,7 +51,8 @@ impl TestServer {
         c.server.port = 0;
         c.auth.api_keys = KEYS.iter().map(|(i, t)| format!("{i}:{t}")).collect();
         c.auth.token_secret = Some(JWT_SECRET.into());
-        c.database.url = format!("sqlite://{}", dir.path().join("signal.db").display());
+        let db_url = format!("sqlite://{}", dir.path().join("signal.db").display());
+        c.database.url = db_url.clone();
         c.metrics.enabled = false;
         c.server.shutdown_timeout = 5;
         adjust(&mut c);
@@ -56,8 +63,10 @@ impl TestServer {
             .expect("server starts");
         let base = format!("ws://{}", running.addr);
         Self {
+            metrics_addr: running.metrics_addr,
             running: Some(running),
             base,
+            db_url,
             _dir: dir,
         }
     }
