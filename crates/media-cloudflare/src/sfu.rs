@@ -484,9 +484,11 @@ impl Media for CloudflareSfu {
         client: &ClientId,
         sdp: &str,
     ) -> Result<MediaUpdate, MediaError> {
+        // Its session is negotiating until the publication is answered: no pull of
+        // another member's tracks may run on it meanwhile.
         {
-            let rooms = self.rooms.lock();
-            match rooms.get(room).and_then(|r| r.members.get(client)) {
+            let mut rooms = self.rooms.lock();
+            match rooms.get_mut(room).and_then(|r| r.members.get_mut(client)) {
                 None => {
                     return Err(MediaError::Refused(format!(
                         "not a member of SFU room '{room}'"
@@ -497,11 +499,29 @@ impl Media for CloudflareSfu {
                         "answer the SFU's offer before making one".into(),
                     ));
                 }
-                Some(_) => {}
+                Some(m) => m.awaiting = true,
             }
         }
-        let (_, answer) = self.publish(room, client, sdp).await?;
-        let offers = self.offer_to_others(room, client).await;
+        let published = self.publish(room, client, sdp).await;
+        if let Some(m) = self
+            .rooms
+            .lock()
+            .get_mut(room)
+            .and_then(|r| r.members.get_mut(client))
+        {
+            m.awaiting = false;
+        }
+        let (_, answer) = published?;
+        let mut offers = self.offer_to_others(room, client).await;
+        // Tracks others published while it was publishing.
+        if let Some(tracks) = self.claim_missing(room, client) {
+            match self.pull(room, client, tracks).await {
+                Ok((_, offer)) => offers.push((client.clone(), offer)),
+                Err(e) => {
+                    tracing::warn!(room_id = %room, client_id = %client, error = %e, "could not offer a publisher the tracks published meanwhile")
+                }
+            }
+        }
         Ok(MediaUpdate {
             answer_sdp: Some(answer),
             offers,
