@@ -630,7 +630,10 @@ async fn a_simple_dialect_client_resumes_on_another_node() {
     assert_eq!(first["type"], "resumed", "{first}");
     let mut got = Vec::new();
     while got.len() < 10 {
-        let m = back.recv().await;
+        let m = match back.next_within(Duration::from_secs(5)).await {
+            Ok(m) => m,
+            Err(e) => panic!("after {got:?}: {e:?}"),
+        };
         if m["type"] == "offer" {
             got.push(m["payload"]["sdp"].as_str().unwrap_or_default().to_owned());
         }

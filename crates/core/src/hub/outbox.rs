@@ -143,6 +143,9 @@ struct Queue {
     /// Items that are [`Outbound::Mark`]s (not counted against the capacity).
     marks: usize,
     closed: bool,
+    /// Items are taken in but not handed out (a session being taken over: what it is
+    /// sent meanwhile waits behind what it missed).
+    held: bool,
 }
 
 // === impl Outbox ===
@@ -266,7 +269,21 @@ impl Outbox {
             }
             q.bytes += first.size();
             q.items.push_front(first);
+            q.held = false;
         }
+        self.notify();
+    }
+
+    /// Hands nothing out until [`restore`](Self::restore) or [`release`](Self::release):
+    /// a session taken over from another node is registered (and sent to) before what
+    /// it missed is put in front.
+    pub fn hold(&self) {
+        self.items.lock().held = true;
+    }
+
+    /// Ends a [`hold`](Self::hold) without restoring anything (the take-over failed).
+    pub fn release(&self) {
+        self.items.lock().held = false;
         self.notify();
     }
 
@@ -402,6 +419,9 @@ impl Outbox {
     /// returns whether items remain.
     pub fn drain(&self, max: usize, mut f: impl FnMut(Outbound) -> bool) -> bool {
         let mut q = self.items.lock();
+        if q.held {
+            return false;
+        }
         for _ in 0..max {
             let Some(item) = q.items.pop_front() else {
                 break;
@@ -423,6 +443,9 @@ impl Outbox {
     /// Takes the oldest item, if any.
     pub fn try_pop(&self) -> Option<Outbound> {
         let mut q = self.items.lock();
+        if q.held {
+            return None;
+        }
         let item = q.items.pop_front()?;
         q.bytes -= item.size();
         if matches!(item, Outbound::Mark(_)) {
@@ -495,6 +518,30 @@ mod tests {
         q.close();
         assert!(q.is_empty(), "close drops what was queued");
         assert_eq!(q.push(frame(5)), Err(PushError::Closed));
+    }
+
+    #[test]
+    fn a_held_queue_hands_out_nothing_until_what_was_missed_is_in_front() {
+        let q = Outbox::new(8);
+        q.hold();
+        q.push(frame(9)).unwrap();
+        assert!(!q.drain(8, |_| panic!("a held queue hands nothing out")));
+        assert!(q.try_pop().is_none());
+        q.restore(0, frame(1), vec![frame(2), frame(3)]);
+        let mut got = vec![];
+        q.drain(8, |i| {
+            got.push(byte(i));
+            true
+        });
+        assert_eq!(
+            got,
+            [1, 2, 3, 9],
+            "the ack, what was missed, then what came meanwhile"
+        );
+        q.hold();
+        q.push(frame(4)).unwrap();
+        q.release();
+        assert_eq!(q.try_pop().map(byte), Some(4), "released without a restore");
     }
 
     #[test]

@@ -244,6 +244,7 @@ impl Hub {
             let first = match ack(&resumed.session, &resumed.token, n) {
                 Ok(first) => first,
                 Err(e) => {
+                    outbox.release();
                     self.disconnect(&resumed.session, "resume failed", false)
                         .await;
                     return Err(e);

@@ -187,7 +187,9 @@ impl Hub {
             .map(|f| Outbound::Frame(f.payload.clone()))
             .collect();
 
-        // The session, here now, in its rooms.
+        // The session, here now, in its rooms. What it is sent from now on waits behind
+        // what it missed: the queue hands nothing out until `replay` restores.
+        outbox.hold();
         outbox.keep_sent(
             self.inner.cfg.resume_buffer,
             self.inner.cfg.resume_buffer_bytes,
@@ -197,6 +199,19 @@ impl Hub {
         session
             .outbox()
             .set_mirror(Mirror::new(router.clone(), session.id, hw));
+        let mut joined: Vec<RoomId> = Vec::with_capacity(rooms.len());
+        for room_id in &rooms {
+            match self.adopt_member(&session, room_id, &from).await {
+                Ok(true) => joined.push(room_id.clone()),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(room_id = %room_id, error = %e, "resume: could not move the session's membership here");
+                }
+            }
+        }
+        // Reachable here only once it is a member here: a signal naming one of its rooms
+        // that found its session before its membership would be refused (404). Until
+        // then what is sent to it goes to the old node's inbox, read below.
         self.inner
             .sessions
             .entry(record.client.clone())
@@ -208,16 +223,6 @@ impl Hub {
         metrics::gauge!("signal_sessions", "wire" => session.format_label()).increment(1.0);
         self.inner.resumable.insert(token.clone(), session.clone());
         router.session_moved(&record.client, &from).await;
-        let mut joined: Vec<RoomId> = Vec::with_capacity(rooms.len());
-        for room_id in &rooms {
-            match self.adopt_member(&session, room_id, &from).await {
-                Ok(true) => joined.push(room_id.clone()),
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(room_id = %room_id, error = %e, "resume: could not move the session's membership here");
-                }
-            }
-        }
         // What this node posted for the old node is in its inbox before it is read.
         router.posted_sent().await;
         let sent = match router.inbox_since(&from, hw).await {
