@@ -83,7 +83,16 @@ async fn emulator_down_is_unavailable_then_recovers() {
     })
     .await
     .unwrap();
-    store.health().await.unwrap();
+    // The emulator's first answers after a restart can be slow (a cold JVM): the store
+    // recovers once it answers, without being reopened.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while let Err(e) = store.health().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the store did not recover within 30 s of the emulator's return: {e}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
     store
         .register_client(&contract::client("def"))
         .await
