@@ -105,9 +105,7 @@ pub trait Media: Send + Sync + 'static {
         sdp: &str,
     ) -> Result<MediaUpdate, MediaError> {
         let _ = (room, client, sdp);
-        Err(MediaError::Refused(
-            "this room's media is peer-to-peer: name a target peer".into(),
-        ))
+        Err(peer_to_peer())
     }
 
     /// A member's answer to an offer the backend made it; may bring the next offer.
@@ -118,10 +116,13 @@ pub trait Media: Send + Sync + 'static {
         sdp: &str,
     ) -> Result<MediaUpdate, MediaError> {
         let _ = (room, client, sdp);
-        Err(MediaError::Refused(
-            "this room's media is peer-to-peer: name a target peer".into(),
-        ))
+        Err(peer_to_peer())
     }
+}
+
+/// What a backend without room signals says to one.
+fn peer_to_peer() -> MediaError {
+    MediaError::Refused("this room's media is peer-to-peer: name a target peer".into())
 }
 
 /// Peer-to-peer media: the peers carry it; nothing to set up.

@@ -67,17 +67,37 @@ impl CloudflareSfu {
         json!({ "session_id": session, "room_id": room.as_str(), "app_id": self.api.app_id() })
     }
 
-    /// A new session for `client` (created now, recorded in its state).
-    async fn open_session(&self, room: &RoomId, client: &ClientId) -> Result<String, MediaError> {
-        let sid = self.api.new_session().await?;
-        if let Some(m) = self
-            .rooms
+    /// Runs `f` on `client`'s state in `room`, if it is a member.
+    fn with_member<T>(
+        &self,
+        room: &RoomId,
+        client: &ClientId,
+        f: impl FnOnce(&mut MemberState) -> T,
+    ) -> Option<T> {
+        self.rooms
             .lock()
             .get_mut(room)
             .and_then(|r| r.members.get_mut(client))
-        {
-            m.session = Some(sid.clone());
+            .map(f)
+    }
+
+    /// Offers `client` what the room published that it has not pulled, if it can take
+    /// an offer now; a failure is logged (the member asks again by its next answer).
+    async fn catch_up(&self, room: &RoomId, client: &ClientId) -> Option<(ClientId, String)> {
+        let tracks = self.claim_missing(room, client)?;
+        match self.pull(room, client, tracks).await {
+            Ok((_, offer)) => Some((client.clone(), offer)),
+            Err(e) => {
+                tracing::warn!(room_id = %room, client_id = %client, error = %e, "could not offer a member the tracks published meanwhile");
+                None
+            }
         }
+    }
+
+    /// A new session for `client` (created now, recorded in its state).
+    async fn open_session(&self, room: &RoomId, client: &ClientId) -> Result<String, MediaError> {
+        let sid = self.api.new_session().await?;
+        self.with_member(room, client, |m| m.session = Some(sid.clone()));
         Ok(sid)
     }
 
@@ -396,27 +416,11 @@ impl Media for CloudflareSfu {
     }
 
     async fn member_admitted(&self, room: &RoomId, client: &ClientId) -> MediaUpdate {
-        if let Some(m) = self
-            .rooms
-            .lock()
-            .get_mut(room)
-            .and_then(|r| r.members.get_mut(client))
-        {
-            m.joining = false;
-        }
+        self.with_member(room, client, |m| m.joining = false);
         // Tracks published while it was joining (and it had no offer to answer).
-        let mut offers = Vec::new();
-        if let Some(tracks) = self.claim_missing(room, client) {
-            match self.pull(room, client, tracks).await {
-                Ok((_, offer)) => offers.push((client.clone(), offer)),
-                Err(e) => {
-                    tracing::warn!(room_id = %room, client_id = %client, error = %e, "could not offer a new member the tracks published while it joined")
-                }
-            }
-        }
         MediaUpdate {
             answer_sdp: None,
-            offers,
+            offers: self.catch_up(room, client).await.into_iter().collect(),
         }
     }
 
@@ -503,25 +507,11 @@ impl Media for CloudflareSfu {
             }
         }
         let published = self.publish(room, client, sdp).await;
-        if let Some(m) = self
-            .rooms
-            .lock()
-            .get_mut(room)
-            .and_then(|r| r.members.get_mut(client))
-        {
-            m.awaiting = false;
-        }
+        self.with_member(room, client, |m| m.awaiting = false);
         let (_, answer) = published?;
         let mut offers = self.offer_to_others(room, client).await;
         // Tracks others published while it was publishing.
-        if let Some(tracks) = self.claim_missing(room, client) {
-            match self.pull(room, client, tracks).await {
-                Ok((_, offer)) => offers.push((client.clone(), offer)),
-                Err(e) => {
-                    tracing::warn!(room_id = %room, client_id = %client, error = %e, "could not offer a publisher the tracks published meanwhile")
-                }
-            }
-        }
+        offers.extend(self.catch_up(room, client).await);
         Ok(MediaUpdate {
             answer_sdp: Some(answer),
             offers,
@@ -556,24 +546,12 @@ impl Media for CloudflareSfu {
             let _guard = self.api.lock(&session).await;
             self.api.renegotiate(&session, sdp).await
         };
-        if let Some(m) = self
-            .rooms
-            .lock()
-            .get_mut(room)
-            .and_then(|r| r.members.get_mut(client))
-        {
-            m.awaiting = false;
-        }
+        self.with_member(room, client, |m| m.awaiting = false);
         result?;
         // Tracks published while it was negotiating: the next offer.
-        let mut offers = Vec::new();
-        if let Some(tracks) = self.claim_missing(room, client) {
-            let (_, offer) = self.pull(room, client, tracks).await?;
-            offers.push((client.clone(), offer));
-        }
         Ok(MediaUpdate {
             answer_sdp: None,
-            offers,
+            offers: self.catch_up(room, client).await.into_iter().collect(),
         })
     }
 }

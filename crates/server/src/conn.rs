@@ -161,8 +161,9 @@ pub(crate) struct Conn {
     /// `{"from_client_id":"…"` for frames this session relays, built on first use.
     pub(crate) stamp: Option<Bytes>,
     /// The SFU's offer to a JSON-dialect member that just joined, sent once the join's
-    /// own reply is queued (so it follows the reply).
-    pub(crate) sfu_offer: Option<(signal_core::ids::RoomId, String)>,
+    /// own reply is queued (so it follows the reply). Boxed: set for an instant, once per
+    /// join, and every idle connection carries the field.
+    pub(crate) sfu_offer: Option<Box<(signal_core::ids::RoomId, String)>>,
     /// When the read that brought the message being handled returned.
     pub(crate) received_at: std::time::Instant,
     /// Boxed: the limiter is larger than the pointer, and off in many deployments.
@@ -184,7 +185,8 @@ impl Conn {
 
     /// Queues the SFU's offer a join left for this session, after what was replied.
     pub(crate) fn send_sfu_offer(&mut self) {
-        if let (Some((room, sdp)), Some(session)) = (self.sfu_offer.take(), &self.session) {
+        if let (Some(offer), Some(session)) = (self.sfu_offer.take(), &self.session) {
+            let (room, sdp) = *offer;
             self.state.hub.offer_from_sfu(session, &room, sdp);
         }
     }

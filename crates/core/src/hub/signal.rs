@@ -69,7 +69,7 @@ impl Hub {
         let kind = req.kind;
         // SFU mode: a signal without a target (or to the SFU's id) is for the media
         // backend, not for the room's other members.
-        if self.inner.media.takes_room_signals() && target.is_none_or(|t| t == SFU_PEER) {
+        if target.is_none_or(|t| t == SFU_PEER) && self.inner.media.takes_room_signals() {
             return self.media_signal(from, kind, room, req.body).await;
         }
         let Some(target) = target else {

@@ -193,7 +193,7 @@ async fn join(
         .media
         .offer_sdp
         .clone()
-        .map(|sdp| (room.clone(), sdp));
+        .map(|sdp| Box::new((room.clone(), sdp)));
     // A peer is in at most one room: joining another leaves the first.
     for old in before {
         if let Err(e) = hub.exit_room(session, old.as_str(), "left").await {

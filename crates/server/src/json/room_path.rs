@@ -163,7 +163,7 @@ impl AsyncDialect for RoomPath {
         if let Some(sdp) = joined.media.offer_sdp.clone() {
             conn.sfu_offer = signal_core::ids::RoomId::parse(&room)
                 .ok()
-                .map(|r| (r, sdp));
+                .map(|r| Box::new((r, sdp)));
             conn.send_sfu_offer();
         }
         if let Some(token) = session.resume_token() {

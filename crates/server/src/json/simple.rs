@@ -156,7 +156,7 @@ async fn join(
         .media
         .offer_sdp
         .clone()
-        .map(|sdp| (room.clone(), sdp));
+        .map(|sdp| Box::new((room.clone(), sdp)));
     let peers: Vec<Value> = joined
         .participants
         .iter()
