@@ -406,6 +406,9 @@ async fn a_simple_dialect_client_resumes() {
     let mut bob = s.json("/ws?token=bob-token").await;
     bob.send(&json!({"type": "join", "room": "jr", "sender": "bob"}))
         .await;
+    // Bob is in before alice joins: otherwise her join may create the room and bob,
+    // joining second, is told of her in his `joined` list instead of by a `join`.
+    bob.recv_type("joined").await;
     let mut alice = common::JsonClient::connect(&format!(
         "ws://{}/ws?token=alice-token&resume=1",
         proxy.addr
