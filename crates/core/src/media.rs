@@ -84,8 +84,30 @@ pub trait Media: Send + Sync + 'static {
         MediaUpdate::default()
     }
 
-    /// `client` left `room` (its tracks end).
+    /// `client` left `room` (its tracks end). Called on every node of a cluster: on the
+    /// member's own node, and on each node holding other members of the room (which stop
+    /// pulling its tracks).
     async fn member_left(&self, room: &RoomId, client: &ClientId);
+
+    /// What `client` published in `room`, for members on other nodes (their node hands it
+    /// to [`remote_published`](Self::remote_published)); `None` if nothing.
+    fn published(&self, room: &RoomId, client: &ClientId) -> Option<Value> {
+        let _ = (room, client);
+        None
+    }
+
+    /// `publisher`, a member on another node, published `tracks` (what
+    /// [`published`](Self::published) said there): offers for this node's members that
+    /// can take them now. Telling a backend twice of the same tracks changes nothing.
+    async fn remote_published(
+        &self,
+        room: &RoomId,
+        publisher: &ClientId,
+        tracks: &Value,
+    ) -> Vec<(ClientId, String)> {
+        let _ = (room, publisher, tracks);
+        Vec::new()
+    }
 
     /// `room` ended (every session of it ends).
     async fn room_ended(&self, room: &RoomId);
@@ -206,6 +228,49 @@ pub mod contract {
         media.member_left(&room, &bob).await;
         media.room_ended(&room).await;
     }
+
+    /// A room across two nodes, `a` and `b` (two instances of one backend): a joiner on
+    /// `b` is offered what the creator published on `a`, told once however often `b`
+    /// hears of it, and `b` lets go of the creator's tracks when it leaves.
+    pub async fn run_across_nodes(a: &dyn Media, b: &dyn Media, sfu_offer: Option<&str>) {
+        let room = RoomId::generate();
+        let (alice, bob) = (
+            ClientId::parse("client_id", "contract-alice").unwrap(),
+            ClientId::parse("client_id", "contract-bob").unwrap(),
+        );
+        let offer = sfu_offer.unwrap_or("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n");
+        a.room_created(&room, &alice, Some(offer)).await.unwrap();
+        let published = a.published(&room, &alice);
+        assert_eq!(
+            published.is_some(),
+            sfu_offer.is_some(),
+            "an SFU says what a member published, P2P has nothing to say: {published:?}"
+        );
+        assert_eq!(a.published(&room, &bob), None, "not a member");
+        if let Some(tracks) = &published {
+            assert!(
+                b.remote_published(&room, &alice, tracks).await.is_empty(),
+                "no member on b yet: no offer"
+            );
+            let joined = b.member_joined(&room, &bob).await.unwrap();
+            assert!(
+                joined.offer_sdp.is_some(),
+                "a joiner on b is offered what was published on a: {joined:?}"
+            );
+            assert!(
+                b.remote_published(&room, &alice, tracks).await.is_empty(),
+                "the same tracks told again: no second offer"
+            );
+            let _ = b.member_admitted(&room, &bob).await;
+        }
+        // The creator leaves on a; b hears of it and stops pulling its tracks.
+        a.member_left(&room, &alice).await;
+        b.member_left(&room, &alice).await;
+        assert_eq!(b.published(&room, &alice), None, "its tracks are gone");
+        b.member_left(&room, &bob).await;
+        a.room_ended(&room).await;
+        b.room_ended(&room).await;
+    }
 }
 
 #[cfg(test)]
@@ -213,5 +278,6 @@ mod tests {
     #[tokio::test]
     async fn p2p_keeps_the_contract() {
         super::contract::run(&super::P2p, None).await;
+        super::contract::run_across_nodes(&super::P2p, &super::P2p, None).await;
     }
 }

@@ -310,6 +310,10 @@ pub struct MemberEntry {
     pub joined_at: DateTime<Utc>,
     /// Its room session id.
     pub room_session: Uuid,
+    /// What it published on the room's media backend (SFU mode), as the backend
+    /// describes it ([`crate::media::Media::published`]), for members on other nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<Value>,
 }
 
 /// The registry's answer to one join of [`Router::join_members`].
@@ -447,6 +451,12 @@ pub trait Router: Send + Sync + 'static {
 
     /// Takes `client` out of `room` without ending it (a join undone).
     async fn forget_member(&self, _room: &RoomId, _client: &ClientId) {}
+
+    /// Replaces a member's entry (its [`MemberEntry::media`] changed); nothing if it is
+    /// no member of the room (it left meanwhile).
+    async fn update_member(&self, _room: &RoomId, _entry: &MemberEntry) -> Result<(), RouterError> {
+        Ok(())
+    }
 
     /// Whether `client` is a member of one of `rooms`, on any node.
     async fn in_any_room(

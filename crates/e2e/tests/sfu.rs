@@ -17,6 +17,7 @@ use signal_client::{
     protocol::{MessageType, payload::SignalPayload},
 };
 use support::{
+    cluster::Cluster,
     server::{TestServer, token},
     sfu::{self, Fault, SfuDouble},
 };
@@ -34,28 +35,37 @@ use webrtc::{
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// `c` with its rooms on `double`.
+fn on_sfu(c: &mut signal_server::config::Config, double: &SfuDouble, timeout: u64) {
+    c.webrtc.media = signal_server::config::MediaMode::Cloudflare;
+    c.cloudflare = Some(signal_server::config::CloudflareConfig {
+        app_id: Some(sfu::APP_ID.into()),
+        app_secret: Some(sfu::APP_SECRET.into()),
+        base_url: double.base_url.clone(),
+        retry_interval: 50,
+        timeout,
+        ..Default::default()
+    });
+}
+
 /// A server whose rooms run on `double`.
 async fn sfu_server(double: &SfuDouble, timeout: u64) -> TestServer {
-    let base = double.base_url.clone();
     TestServer::start_with(move |c| {
         c.metrics.enabled = true;
         c.metrics.port = 0;
-        c.webrtc.media = signal_server::config::MediaMode::Cloudflare;
-        c.cloudflare = Some(signal_server::config::CloudflareConfig {
-            app_id: Some(sfu::APP_ID.into()),
-            app_secret: Some(sfu::APP_SECRET.into()),
-            base_url: base,
-            retry_interval: 50,
-            timeout,
-            ..Default::default()
-        });
+        on_sfu(c, double, timeout);
     })
     .await
 }
 
 /// A registered binary client.
 async fn client(server: &TestServer, id: &str) -> Client {
-    let mut c = Client::connect(&server.url("/")).await.expect("connects");
+    client_at(&server.url("/"), id).await
+}
+
+/// A registered binary client of the server at `url`.
+async fn client_at(url: &str, id: &str) -> Client {
+    let mut c = Client::connect(url).await.expect("connects");
     c.authenticate(id, &token(id)).await.expect("CONNECT");
     match c.register(&token(id)).await {
         Ok(_) => {}
@@ -385,6 +395,113 @@ async fn a_track_published_later_reaches_every_member() {
     server.shutdown().await;
 }
 
+/// Waits until `double` was asked to close tracks on `session`.
+async fn tracks_closed_on(double: &SfuDouble, session: &str) {
+    let closed = || {
+        double
+            .calls_of("tracks/close")
+            .iter()
+            .any(|c| c.session.as_deref() == Some(session))
+    };
+    tokio::time::timeout(WAIT, async {
+        while !closed() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no tracks/close on session {session}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sfu_rooms_span_the_nodes_of_a_cluster() {
+    let double = SfuDouble::start().await;
+    let cluster = Cluster::start(2, |c| on_sfu(c, &double, 10)).await;
+    let mut alice = client_at(&cluster.url(0, "/"), "alice").await;
+    let mut bob = client_at(&cluster.url(1, "/"), "bob").await;
+
+    // Bob publishes on node 1 as he creates the room.
+    let mut bob_cam = MediaPeer::new().await;
+    bob_cam.publish("cam").await;
+    let offer = bob_cam.offer().await;
+    let created = bob
+        .create_room(&token("bob"), Some("span"), Some(&offer))
+        .await
+        .expect("ROOM_CREATE on node 1");
+    bob_cam
+        .take_answer(&created.answer_sdp.clone().expect("answer_sdp"))
+        .await;
+    bob_cam.connected().await;
+
+    // Alice joins on node 0, which has never seen the room's media: it reads Bob's
+    // tracks from the cluster's registry and pulls them into her session.
+    let mut alice_view = MediaPeer::new().await;
+    let joined = alice
+        .join_room(&token("alice"), "span")
+        .await
+        .expect("ROOM_JOIN on node 0");
+    let sfu_offer = joined
+        .offer_sdp
+        .clone()
+        .expect("node 0 offers the tracks published on node 1");
+    let answer = alice_view.answer(&sfu_offer).await;
+    alice
+        .send_answer("sfu", Some("span"), &answer)
+        .await
+        .expect("answer to the SFU");
+    alice_view.connected().await;
+    alice_view.frame_of("cam-").await;
+
+    // A second room, created on node 1 with nothing published; Alice joins on node 0
+    // and publishes later: node 1 is told and offers Bob her track.
+    bob.create_room(&token("bob"), Some("span-later"), None)
+        .await
+        .expect("ROOM_CREATE");
+    let later = alice
+        .join_room(&token("alice"), "span-later")
+        .await
+        .expect("ROOM_JOIN");
+    assert!(
+        later.offer_sdp.is_none(),
+        "nothing published yet: {later:?}"
+    );
+    let alice_mic = MediaPeer::new().await;
+    alice_mic.publish("late").await;
+    let offer = alice_mic.offer().await;
+    alice
+        .send_offer("sfu", Some("span-later"), &offer)
+        .await
+        .expect("offer to the SFU");
+    let answer = sfu_signal(&mut alice, MessageType::SignalAnswer).await;
+    alice_mic.take_answer(&answer).await;
+    let mut bob_view = MediaPeer::new().await;
+    let sfu_offer = sfu_signal(&mut bob, MessageType::SignalOffer).await;
+    let answer = bob_view.answer(&sfu_offer).await;
+    bob.send_answer("sfu", Some("span-later"), &answer)
+        .await
+        .expect("answer to the SFU");
+    bob_view.connected().await;
+    bob_view.frame_of("late-").await;
+    let bob_later_session = double
+        .calls_of("renegotiate")
+        .last()
+        .and_then(|c| c.session.clone())
+        .expect("Bob's answer renegotiated his session");
+
+    // Alice leaves the second room on node 0: node 1 closes Bob's pulls of her track.
+    alice
+        .leave_room(&token("alice"), "span-later")
+        .await
+        .expect("leave");
+    tracks_closed_on(&double, &bob_later_session).await;
+
+    // Bob, the first room's sender, leaves it on node 1: the room ends, and node 0
+    // closes what Alice pulled.
+    bob.leave_room(&token("bob"), "span").await.expect("leave");
+    tracks_closed_on(&double, &joined.session_id).await;
+    assert!(double.violations().is_empty(), "{:?}", double.violations());
+    cluster.shutdown().await;
+}
+
 /// The error a ROOM_CREATE with an offer gets, with `fault` played on `op`.
 async fn create_fails(double: &SfuDouble, server: &TestServer, room: &str) -> (u16, String) {
     let alice = client(server, "alice").await;
@@ -621,20 +738,27 @@ async fn json_dialect_members_get_the_sfus_offer_and_answer_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cloudflare_backend_keeps_the_media_contract() {
     let double = SfuDouble::start().await;
-    let api = signal_media_cloudflare::Api::new(signal_media_cloudflare::ApiConfig {
-        base_url: double.base_url.clone(),
-        app_id: sfu::APP_ID.into(),
-        app_secret: sfu::APP_SECRET.into(),
-        timeout: Duration::from_secs(10),
-        attempts: 3,
-        retry_interval: Duration::from_millis(50),
-    })
-    .expect("API client");
-    let backend = signal_media_cloudflare::CloudflareSfu::new(api);
+    let backend = || {
+        let api = signal_media_cloudflare::Api::new(signal_media_cloudflare::ApiConfig {
+            base_url: double.base_url.clone(),
+            app_id: sfu::APP_ID.into(),
+            app_secret: sfu::APP_SECRET.into(),
+            timeout: Duration::from_secs(10),
+            attempts: 3,
+            retry_interval: Duration::from_millis(50),
+        })
+        .expect("API client");
+        signal_media_cloudflare::CloudflareSfu::new(api)
+    };
     let publisher = MediaPeer::new().await;
     publisher.publish("contract").await;
     let offer = publisher.offer().await;
-    signal_core::media::contract::run(&backend, Some(&offer)).await;
+    signal_core::media::contract::run(&backend(), Some(&offer)).await;
+    // Two nodes: two backends over one Cloudflare app.
+    let publisher = MediaPeer::new().await;
+    publisher.publish("contract-2").await;
+    let offer = publisher.offer().await;
+    signal_core::media::contract::run_across_nodes(&backend(), &backend(), Some(&offer)).await;
     assert!(
         !double.calls_of("tracks/close").is_empty(),
         "leaving closed tracks"

@@ -430,9 +430,8 @@ impl Media for CloudflareSfu {
             let Some(state) = rooms.get_mut(room) else {
                 return;
             };
-            let Some(me) = state.members.remove(client) else {
-                return;
-            };
+            // A member on another node has no state here: only the pulls of its tracks.
+            let me = state.members.remove(client);
             state.tracks.retain(|t| &t.publisher != client);
             // Each other member's pulls of the leaver's tracks.
             let mut others = Vec::new();
@@ -445,11 +444,17 @@ impl Media for CloudflareSfu {
                     others.push((s.clone(), gone.into_values().collect::<Vec<_>>()));
                 }
             }
-            let own = me.session.map(|s| {
-                let mut mids: Vec<String> = me.published.into_iter().collect();
-                mids.extend(me.pulled.into_values());
-                (s, mids)
+            let own = me.and_then(|me| {
+                me.session.map(|s| {
+                    let mut mids: Vec<String> = me.published.into_iter().collect();
+                    mids.extend(me.pulled.into_values());
+                    (s, mids)
+                })
             });
+            // No member left on this node: what others publish is read again at a join.
+            if state.members.is_empty() {
+                rooms.remove(room);
+            }
             (own, others)
         };
         let own_session = own.as_ref().map(|(s, _)| s.clone());
@@ -463,6 +468,56 @@ impl Media for CloudflareSfu {
         if let Some(s) = own_session {
             self.api.forget(&s);
         }
+    }
+
+    fn published(&self, room: &RoomId, client: &ClientId) -> Option<serde_json::Value> {
+        let rooms = self.rooms.lock();
+        let tracks: Vec<serde_json::Value> = rooms
+            .get(room)?
+            .tracks
+            .iter()
+            .filter(|t| &t.publisher == client)
+            .map(|t| json!({ "session_id": t.session, "track_name": t.track }))
+            .collect();
+        (!tracks.is_empty()).then_some(serde_json::Value::Array(tracks))
+    }
+
+    async fn remote_published(
+        &self,
+        room: &RoomId,
+        publisher: &ClientId,
+        tracks: &serde_json::Value,
+    ) -> Vec<(ClientId, String)> {
+        let listed: Vec<Published> = tracks
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| {
+                        Some(Published {
+                            publisher: publisher.clone(),
+                            session: t.get("session_id")?.as_str()?.to_owned(),
+                            track: t.get("track_name")?.as_str()?.to_owned(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let added = {
+            let mut rooms = self.rooms.lock();
+            let state = rooms.entry(room.clone()).or_default();
+            let mut added = false;
+            for t in listed {
+                if !state.tracks.contains(&t) {
+                    state.tracks.push(t);
+                    added = true;
+                }
+            }
+            added
+        };
+        if !added {
+            return Vec::new();
+        }
+        self.offer_to_others(room, publisher).await
     }
 
     async fn room_ended(&self, room: &RoomId) {

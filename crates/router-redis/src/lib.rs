@@ -234,6 +234,7 @@ struct Scripts {
     join: Script,
     leave: Script,
     forget: Script,
+    update: Script,
     restore_room: Script,
     restore_presence: Script,
 }
@@ -290,6 +291,15 @@ for i = 3, #ARGV, 3 do
   end
 end
 return 1
+";
+
+// Replaces a member's entry if it is still a member. KEYS: members. ARGV: client, entry.
+const UPDATE: &str = r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
 ";
 
 // Puts back one node's sessions of a client. KEYS: presence. ARGV: node, count.
@@ -510,6 +520,7 @@ impl RedisRouter {
                 join: Script::new(JOIN),
                 leave: Script::new(LEAVE),
                 forget: Script::new(FORGET),
+                update: Script::new(UPDATE),
                 restore_room: Script::new(RESTORE_ROOM),
                 restore_presence: Script::new(RESTORE_PRESENCE),
             },
@@ -1290,6 +1301,20 @@ impl Router for RedisRouter {
             con.srem::<_, _, ()>(node_members_key(&self.node_id), format!("{room}\n{client}"))
                 .await,
         );
+    }
+
+    async fn update_member(&self, room: &RoomId, entry: &MemberEntry) -> Result<(), RouterError> {
+        let mut con = self.con.clone();
+        self.checked(
+            self.scripts
+                .update
+                .key(members_key(room))
+                .arg(entry.client.as_str())
+                .arg(encode(entry)?)
+                .invoke_async::<i64>(&mut con)
+                .await,
+        )?;
+        Ok(())
     }
 
     async fn in_any_room(&self, client: &ClientId, rooms: &[RoomId]) -> Result<bool, RouterError> {

@@ -100,7 +100,8 @@ impl HotMetrics {
             Event::PeerLeft { .. } => 1,
             Event::RoomClosed { .. } => 2,
             Event::Signal(s) => 3 + Self::kind_index(s.kind),
-            Event::PeerReconnecting { .. } => 6,
+            // Never sent to a connection (it stays between nodes).
+            Event::PeerReconnecting { .. } | Event::MediaPublished { .. } => 6,
         }
     }
 }

@@ -29,6 +29,14 @@ use crate::{
     store::{ClientInTerminatedRoomRecord, TerminatedRoomRecord},
 };
 
+/// What [`Hub::admit`] returns: the admitted joins, the members the first of them
+/// finds, and what those on other nodes published on the media backend.
+pub(super) type Admitted = (
+    Vec<(PendingJoin, Member)>,
+    Vec<ParticipantInfo>,
+    Vec<(ClientId, serde_json::Value)>,
+);
+
 fn registry_unavailable() -> CoreError {
     CoreError::new(
         ErrorKind::Unavailable,
@@ -77,8 +85,9 @@ impl Hub {
     }
 
     /// A member of this node as the registry keeps it.
-    pub(super) fn member_entry(&self, m: &Member) -> MemberEntry {
+    pub(super) fn member_entry(&self, room: &RoomId, m: &Member) -> MemberEntry {
         MemberEntry {
+            media: self.inner.media.published(room, m.client()),
             client: m.client().clone(),
             node: self.inner.router.node_id().to_owned(),
             role: m.role,
@@ -113,15 +122,18 @@ impl Hub {
     }
 
     /// Has the registry admit a batch of joins checked here: answers the refused ones,
-    /// and returns the admitted ones with the members the first of them finds. `None`
-    /// when every join was answered (the registry could not be asked).
+    /// and returns the admitted ones with the members the first of them finds, and what
+    /// those on other nodes published on the media backend. `None` when every join was
+    /// answered (the registry could not be asked).
     pub(super) async fn admit(
         &self,
         room: &Arc<Room>,
         accepted: Vec<(PendingJoin, Member)>,
-    ) -> Option<(Vec<(PendingJoin, Member)>, Vec<ParticipantInfo>)> {
-        let entries: Vec<MemberEntry> =
-            accepted.iter().map(|(_, m)| self.member_entry(m)).collect();
+    ) -> Option<Admitted> {
+        let entries: Vec<MemberEntry> = accepted
+            .iter()
+            .map(|(_, m)| self.member_entry(&room.id, m))
+            .collect();
         let (verdicts, before) = match self.inner.router.join_members(&room.id, &entries).await {
             Ok(v) => v,
             Err(e) => {
@@ -174,7 +186,64 @@ impl Hub {
             };
             let _ = j.reply.send(Err(refused));
         }
-        Some((admitted, before.iter().map(participant_of).collect()))
+        let me = self.inner.router.node_id();
+        let published = before
+            .iter()
+            .filter(|m| m.node != me)
+            .filter_map(|m| Some((m.client.clone(), m.media.clone()?)))
+            .collect();
+        Some((
+            admitted,
+            before.iter().map(participant_of).collect(),
+            published,
+        ))
+    }
+
+    /// Tells the other nodes what `client` published on the room's media backend (SFU
+    /// mode): its registry entry first, which a later joiner there reads, then the nodes
+    /// holding members now, which pull the tracks for them.
+    pub(super) async fn share_published(&self, room: &Arc<Room>, client: &ClientId) {
+        if !self.clustered() {
+            return;
+        }
+        let Some(tracks) = self.inner.media.published(&room.id, client) else {
+            return;
+        };
+        let entry = {
+            let st = room.state.read();
+            st.members
+                .iter()
+                .find(|m| m.client() == client)
+                .map(|m| self.member_entry(&room.id, m))
+        };
+        let Some(entry) = entry else { return };
+        if let Err(e) = self.inner.router.update_member(&room.id, &entry).await {
+            tracing::warn!(room_id = %room.id, client_id = %client, error = %e, "cluster: could not record a member's SFU tracks; joiners on other nodes will not pull them");
+        }
+        let env = Envelope::new(Event::MediaPublished {
+            room: room.id.clone(),
+            client: client.clone(),
+            tracks,
+        });
+        self.tell_other_nodes(&room.id, Some(client), &env).await;
+    }
+
+    /// A member on another node published tracks: this node's members pull them.
+    pub(super) async fn remote_published(
+        &self,
+        room_id: &RoomId,
+        client: &ClientId,
+        tracks: serde_json::Value,
+    ) {
+        let Some(r) = self.room(room_id.as_str()) else {
+            return;
+        };
+        let offers = self
+            .inner
+            .media
+            .remote_published(room_id, client, &tracks)
+            .await;
+        self.deliver_sfu_offers(&r, offers);
     }
 
     /// Forgets this node's replica of `room` (closed, so a join queued on it looks again).
@@ -223,7 +292,7 @@ impl Hub {
                 if let Err(e) = other {
                     tracing::warn!(room_id = %room.id, error = %e, "leave: cluster registry unavailable; told this node's members only");
                 }
-                let entry = self.member_entry(&member);
+                let entry = self.member_entry(&room.id, &member);
                 self.member_gone(&room.id, &entry, reason, Some(record))
                     .await;
             }
@@ -271,9 +340,8 @@ impl Hub {
         reason: &str,
         record: Option<ClientInTerminatedRoomRecord>,
     ) {
-        if gone.node == self.inner.router.node_id() {
-            self.inner.media.member_left(room_id, &gone.client).await;
-        }
+        // On its node its tracks end; here, other members stop pulling them.
+        self.inner.media.member_left(room_id, &gone.client).await;
         let env = Envelope::new(Event::PeerLeft {
             room: room_id.clone(),
             client: gone.client.clone(),
@@ -460,7 +528,7 @@ impl Hub {
                     },
                     st.members
                         .iter()
-                        .map(|m| self.member_entry(m))
+                        .map(|m| self.member_entry(&room.id, m))
                         .collect::<Vec<_>>(),
                 )
             })

@@ -225,6 +225,16 @@ pub enum Event {
     },
     /// A relayed offer, answer or candidate.
     Signal(Signal),
+    /// Between nodes only, never told to a connection: a member published tracks on the
+    /// room's media backend (SFU mode), which each node pulls for its own members.
+    MediaPublished {
+        /// The room.
+        room: RoomId,
+        /// Who published.
+        client: ClientId,
+        /// What, as the backend describes it ([`crate::media::Media::published`]).
+        tracks: Value,
+    },
 }
 
 impl Event {
@@ -249,6 +259,11 @@ impl Event {
                 Self::PeerReconnecting { room, client, .. } => {
                     room.as_str().len() + client.as_str().len() + 8
                 }
+                Self::MediaPublished {
+                    room,
+                    client,
+                    tracks,
+                } => room.as_str().len() + client.as_str().len() + value_size(tracks),
                 Self::Signal(s) => {
                     let b = &s.body;
                     s.from.as_str().len()
@@ -272,6 +287,7 @@ impl Event {
             Self::PeerLeft { .. } => "peer_left",
             Self::RoomClosed { .. } => "room_closed",
             Self::PeerReconnecting { .. } => "peer_reconnecting",
+            Self::MediaPublished { .. } => "media_published",
             Self::Signal(s) => s.kind.label(),
         }
     }

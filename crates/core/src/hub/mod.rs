@@ -646,6 +646,18 @@ impl Hub {
 
 /// Messages other nodes send here: delivered to this node's sessions like the hub's own.
 impl Inner {
+    /// Runs `f` on the media backend in a task of its own, when the backend takes part
+    /// in rooms (an SFU); peer-to-peer media has nothing to do.
+    fn media_task<F, Fut>(&self, f: F)
+    where
+        F: FnOnce(Arc<dyn Media>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if self.media.takes_room_signals() {
+            tokio::spawn(f(self.media.clone()));
+        }
+    }
+
     /// What a message for a client from another node becomes in `s`'s queue: the
     /// sender's own bytes for a receiver of the same format, as on one node, or the
     /// event. `None` if its body does not decode.
@@ -727,7 +739,19 @@ impl Inbox for Inner {
                 mark(&s, pos);
                 usize::from(s.send(item))
             }
+            Recipient::Room { room, .. } if matches!(event, Event::MediaPublished { .. }) => {
+                if let (Event::MediaPublished { client, tracks, .. }, Some(inner)) =
+                    (event, self.me.upgrade())
+                {
+                    tokio::spawn(async move {
+                        Hub { inner }.remote_published(&room, &client, tracks).await;
+                    });
+                }
+                0
+            }
             Recipient::Room { room, .. } if matches!(event, Event::RoomClosed { .. }) => {
+                let ended = room.clone();
+                self.media_task(move |media| async move { media.room_ended(&ended).await });
                 if let Some(r) = pos.and_then(|_| self.rooms.get(room.as_str()).map(|r| r.clone()))
                 {
                     for m in &r.state.read().members {
@@ -748,6 +772,10 @@ impl Inbox for Inner {
                     }
                     Event::PeerLeft { client, .. } => {
                         r.state.write().remote_left(client, &env);
+                        let (room, client) = (room.clone(), client.clone());
+                        self.media_task(move |media| async move {
+                            media.member_left(&room, &client).await;
+                        });
                         None
                     }
                     _ => None,

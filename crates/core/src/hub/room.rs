@@ -636,7 +636,7 @@ impl Hub {
             };
             self.inner
                 .router
-                .create_room(&room_id, &entry, &self.member_entry(&member))
+                .create_room(&room_id, &entry, &self.member_entry(&room_id, &member))
                 .await
         } else {
             self.inner.router.claim_room(&room_id).await
@@ -745,6 +745,7 @@ impl Hub {
             st.ever_joined = 1;
         }
         session.add_room(room_id.clone());
+        self.share_published(&room, &session.client_id).await;
         metrics::counter!("signal_rooms_created_total").increment(1);
         tracing::debug!(room_id = %room_id, client_id = %session.client_id, "room created");
         self.publish(events::Kind::RoomCreated, |e| {
@@ -1019,13 +1020,22 @@ impl Hub {
         // the members the first of them finds.
         let mut cluster_before: Option<Vec<ParticipantInfo>> = None;
         if clustered {
-            let Some((admitted, before)) = self.admit(room, accepted).await else {
+            let Some((admitted, before, published)) = self.admit(room, accepted).await else {
                 return;
             };
             accepted = admitted;
             cluster_before = Some(before);
             if accepted.is_empty() {
                 return;
+            }
+            // What members on other nodes published, for the joiners to pull.
+            for (publisher, tracks) in published {
+                let offers = self
+                    .inner
+                    .media
+                    .remote_published(room_id, &publisher, &tracks)
+                    .await;
+                self.deliver_sfu_offers(room, offers);
             }
         }
         // The media backend, then the store: the writes go to the store together, so
@@ -1062,6 +1072,12 @@ impl Hub {
         for (((j, member), media), stored) in accepted.into_iter().zip(media).zip(stored) {
             let media = match (media, stored) {
                 (Err(e), _) => {
+                    if clustered {
+                        self.inner
+                            .router
+                            .forget_member(room_id, &j.session.client_id)
+                            .await;
+                    }
                     let _ = j.reply.send(Err(e));
                     continue;
                 }

@@ -411,6 +411,9 @@ impl Hub {
         }
         .map_err(|e| super::room::media_error("media signal", e))?;
         self.deliver_media_update(&r, from, update);
+        if kind == SignalKind::Offer {
+            self.share_published(&r, &from.client_id).await;
+        }
         Ok(())
     }
 
@@ -437,20 +440,39 @@ impl Hub {
         caller: &Arc<Session>,
         update: MediaUpdate,
     ) {
-        let sfu = ClientId::sfu();
         if let Some(sdp) = update.answer_sdp {
+            let sfu = ClientId::sfu();
             caller.deliver(sfu_signal(&sfu, SignalKind::Answer, caller, room, sdp));
         }
-        for (client, sdp) in update.offers {
-            let target = if client == caller.client_id {
-                Some(caller.clone())
-            } else {
-                room.state
+        self.deliver_sfu_offers_with(room, Some(caller), update.offers);
+    }
+
+    /// The media backend's offers to members of `room` on this node.
+    pub(super) fn deliver_sfu_offers(
+        &self,
+        room: &super::room::Room,
+        offers: Vec<(ClientId, String)>,
+    ) {
+        self.deliver_sfu_offers_with(room, None, offers);
+    }
+
+    fn deliver_sfu_offers_with(
+        &self,
+        room: &super::room::Room,
+        caller: Option<&Arc<Session>>,
+        offers: Vec<(ClientId, String)>,
+    ) {
+        let sfu = ClientId::sfu();
+        for (client, sdp) in offers {
+            let target = match caller {
+                Some(c) if c.client_id == client => Some(c.clone()),
+                _ => room
+                    .state
                     .read()
                     .members
                     .iter()
                     .find(|m| m.session.client_id == client)
-                    .map(|m| m.session.clone())
+                    .map(|m| m.session.clone()),
             };
             match target {
                 Some(t) => {

@@ -466,6 +466,7 @@ async fn room_events_go_to_the_other_nodes_too() {
                     Event::RoomClosed { .. } => "room_closed",
                     Event::Signal(_) => "signal",
                     Event::PeerReconnecting { .. } => "peer_reconnecting",
+                    Event::MediaPublished { .. } => "media_published",
                 };
                 (kind.to_owned(), except.as_ref().map(|c| c.to_string()))
             }

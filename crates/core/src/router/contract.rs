@@ -42,6 +42,7 @@ fn member(client: &ClientId, node: &str, role: Role) -> MemberEntry {
         display_name: None,
         joined_at: chrono::Utc::now(),
         room_session: Uuid::new_v4(),
+        media: None,
     }
 }
 
@@ -116,6 +117,23 @@ async fn registry<R: Router>(make: &impl Fn(&str) -> Arc<R>) {
         !a.in_any_room(&dave, std::slice::from_ref(&room))
             .await
             .unwrap()
+    );
+    // A member's entry changes (what it published on the SFU); other nodes read it.
+    let mut published = member(&alice, a.node_id(), Role::Sender);
+    published.room_session = creator.room_session;
+    published.joined_at = creator.joined_at;
+    published.media = Some(serde_json::json!([{"session": "s1", "track": "0"}]));
+    a.update_member(&room, &published).await.unwrap();
+    let (_, members) = b.room_entry(&room).await.unwrap().unwrap();
+    let seen = members.iter().find(|m| m.client == alice).unwrap();
+    assert_eq!(seen.media, published.media, "a member's media is shared");
+    a.update_member(&room, &creator).await.unwrap();
+    let stranger = member(&client("stranger"), a.node_id(), Role::Receiver);
+    a.update_member(&room, &stranger).await.unwrap();
+    let (_, members) = b.room_entry(&room).await.unwrap().unwrap();
+    assert!(
+        members.iter().all(|m| m.client != stranger.client),
+        "updating a member that is not one adds nothing"
     );
     // Many rooms at once (on a Redis Cluster, in different slots).
     let others: Vec<RoomId> = (0..6)

@@ -360,6 +360,18 @@ impl Router for MemoryRouter {
         }
     }
 
+    async fn update_member(&self, room: &RoomId, entry: &MemberEntry) -> Result<(), RouterError> {
+        let mut st = self.cluster.state.lock();
+        if let Some(m) = st
+            .rooms
+            .get_mut(room)
+            .and_then(|r| r.members.iter_mut().find(|m| m.client == entry.client))
+        {
+            *m = entry.clone();
+        }
+        Ok(())
+    }
+
     async fn in_any_room(&self, client: &ClientId, rooms: &[RoomId]) -> Result<bool, RouterError> {
         let st = self.cluster.state.lock();
         Ok(rooms.iter().any(|r| {

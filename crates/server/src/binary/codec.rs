@@ -137,6 +137,8 @@ pub fn encode_event(env: &Envelope, pt: PayloadType) -> Option<Bytes> {
                 window: *window,
             },
         ),
+        // Between nodes only.
+        Event::MediaPublished { .. } => return None,
         Event::RoomClosed { room, reason } => encode(
             MessageType::RoomClosed,
             env.id,

@@ -133,14 +133,6 @@ impl Config {
                     "webrtc.media = \"cloudflare\" needs [cloudflare] app_id (the SFU app's id)",
                 );
             }
-            if self.cluster.is_some() {
-                c.fail(
-                    "webrtc.media",
-                    "webrtc.media = \"cloudflare\" runs on one node: a room's published tracks \
-                     are known only to the node that published them, so [cluster] cannot be \
-                     combined with it yet",
-                );
-            }
             if cf.app_secret.is_none() {
                 c.fail(
                     "cloudflare.app_secret",

@@ -384,6 +384,8 @@ pub fn encode_event(env: &Envelope) -> Option<Bytes> {
             "payload": { "peer_id": client.as_str(), "window": window },
             "timestamp": now,
         }),
+        // Between nodes only.
+        Event::MediaPublished { .. } => return None,
         Event::RoomClosed { room, reason } => json!({
             "type": "ROOM_CLOSED",
             "room_id": room.as_str(),

@@ -325,6 +325,8 @@ pub fn encode_event(env: &Envelope) -> Option<Bytes> {
             "server",
             Some(room.as_str()),
         ),
+        // Between nodes only.
+        Event::MediaPublished { .. } => return None,
         Event::RoomClosed { room, reason } => message(
             "error",
             json!({ "code": "ROOM_CLOSED", "message": format!("Room closed: {reason}") }),

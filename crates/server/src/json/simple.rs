@@ -278,6 +278,8 @@ pub fn encode_event(env: &Envelope) -> Option<Bytes> {
             "sender": client.as_str(),
             "payload": { "window": window },
         }),
+        // Between nodes only.
+        Event::MediaPublished { .. } => return None,
         Event::RoomClosed { room, reason } => json!({
             "type": "room_closed",
             "room": room.as_str(),
