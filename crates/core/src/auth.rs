@@ -382,18 +382,21 @@ mod tests {
         let a = Authenticator::new([], Some("jwt-secret"), store.clone());
         let now = chrono::Utc::now();
         store
-            .register_client(&crate::store::RegisteredClient {
-                id: uuid::Uuid::new_v4(),
-                client_id: "dot".into(),
-                auth_token: hash_token("a.b.c"),
-                room_id: None,
-                capabilities: vec![],
-                registered_at: now,
-                last_seen: None,
-                status: "Active".into(),
-                metadata: serde_json::json!({}),
-                record_created_at: now,
-            })
+            .register_client(
+                &crate::store::RegisteredClient {
+                    id: uuid::Uuid::new_v4(),
+                    client_id: "dot".into(),
+                    auth_token: hash_token("a.b.c"),
+                    room_id: None,
+                    capabilities: vec![],
+                    registered_at: now,
+                    last_seen: None,
+                    status: "Active".into(),
+                    metadata: serde_json::json!({}),
+                    record_created_at: now,
+                },
+                &[],
+            )
             .await
             .unwrap();
         assert_eq!(

@@ -1,14 +1,15 @@
 //! The events port: the lifecycle of clients, sessions, rooms and members, told to
 //! whoever listens (webhooks, GCP Pub/Sub).
 //!
-//! The hub publishes an [`Event`] at each step of a lifecycle, in the order the steps
-//! happened (per room, the order the room's control lock gave them). Publishing never
-//! waits and never fails the step it describes: a sink queues, and delivers at least
-//! once. Without a sink configured, [`NoEvents`] drops them.
+//! The hub builds an [`Event`] at each step of a lifecycle and hands it to the store with
+//! the write the step makes, in the same transaction (the outbox): an event is recorded
+//! exactly when its step committed. The store numbers a room's events (`seq`, gapless);
+//! a publisher drains the outbox into the sinks, at least once and in order per room.
+//! Without a sink configured, [`NoEvents`] says so and the hub builds no events at all.
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -75,9 +76,14 @@ pub struct Event {
     /// The client, where one applies.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<ClientId>,
+    /// Its place among its room's events (1, 2, ...; gapless), given by the store when it
+    /// is recorded; none for an event of no room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     /// The node it happened on.
     pub node_id: String,
-    /// When.
+    /// When (RFC 3339, milliseconds, UTC).
+    #[serde(with = "millis")]
     pub at: DateTime<Utc>,
     /// What else there is to say (a reason, a room's summary).
     pub data: Value,
@@ -91,8 +97,9 @@ impl Event {
             kind,
             room_id: None,
             client_id: None,
+            seq: None,
             node_id: node_id.to_owned(),
-            at: Utc::now(),
+            at: Utc::now().trunc_subsecs(3),
             data: Value::Object(Default::default()),
         }
     }
@@ -113,6 +120,23 @@ impl Event {
     pub fn data(mut self, data: Value) -> Self {
         self.data = data;
         self
+    }
+}
+
+/// `at` as RFC 3339 with milliseconds (`2026-12-04T17:33:00.123Z`).
+mod millis {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(D::Error::custom)
     }
 }
 

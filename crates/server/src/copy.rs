@@ -90,7 +90,7 @@ pub async fn copy_store(
         report.clients += page.len() as u64;
         stream::iter(page.iter().map(Ok))
             .try_for_each_concurrent(IN_FLIGHT, |c| async move {
-                to.register_client(c).await.map_err(CopyError::Target)
+                to.register_client(c, &[]).await.map_err(CopyError::Target)
             })
             .await?;
     }
@@ -141,10 +141,12 @@ async fn copy_room(
     }
     // With no active room of that id on the target, these only append history.
     for m in &members {
-        to.remove_member(m).await.map_err(CopyError::Target)?;
+        to.remove_member(m, &[]).await.map_err(CopyError::Target)?;
     }
     for t in &ended {
-        to.terminate_room(t, &[]).await.map_err(CopyError::Target)?;
+        to.terminate_room(t, &[], &[])
+            .await
+            .map_err(CopyError::Target)?;
     }
     Ok(CopyReport {
         clients: 0,

@@ -59,6 +59,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use signal_core::events::Event;
 use signal_core::store::{
     ClientInRoomRecord, ClientInTerminatedRoomRecord, MemberRecords, RegisteredClient,
     RoomCreatedRecord, RoomRecord, Store, StoreError, TerminatedRoomRecord, WebrtcClientRecord,
@@ -75,6 +76,12 @@ const ROOM_CREATED: &str = "room_created";
 const CLIENT_IN_ROOM: &str = "client_in_room";
 const TERMINATED_ROOMS: &str = "terminated_rooms";
 const CLIENT_IN_TERMINATED_ROOM: &str = "client_in_terminated_room";
+/// The event log: every recorded event (`id`, `room_id`, `seq`, `position`, `body`).
+const EVENTS: &str = "events";
+/// The outbox: the events not delivered yet, the same fields (deleted once delivered).
+const EVENT_OUTBOX: &str = "event_outbox";
+/// The last `seq` given per room id (`last`).
+const EVENT_ROOM_SEQ: &str = "event_room_seq";
 
 /// How many times a write that lost a race for a room document (or a transaction that
 /// Firestore aborted) is run again before giving up.
@@ -133,7 +140,14 @@ pub struct FirestoreStore {
     retry_interval: Duration,
     closed: AtomicBool,
     description: String,
+    /// Writes recording a room's events take the room's stripe here first: they all
+    /// read and move its counter, and Firestore would otherwise abort all but one of
+    /// those racing in this process (other nodes' are retried on `ABORTED`).
+    event_locks: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// Stripes of [`FirestoreStore::event_locks`].
+const EVENT_LOCKS: usize = 64;
 
 impl std::fmt::Debug for FirestoreStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -214,6 +228,9 @@ impl FirestoreStore {
             retry_interval: opts.retry_interval,
             closed: AtomicBool::new(false),
             description,
+            event_locks: (0..EVENT_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         };
         store.health().await?;
         Ok(store)
@@ -287,6 +304,148 @@ impl FirestoreStore {
                     tokio::time::sleep(backoff(contended)).await;
                 }
                 Err(e) => {
+                    n += 1;
+                    if !self.again(op, &e, n, true).await {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Holds the stripes of the rooms `events` number, in order (so two writers never
+    /// wait for each other's).
+    async fn lock_rooms(&self, events: &[Event]) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        use std::hash::{Hash, Hasher};
+        let mut stripes: Vec<usize> = events
+            .iter()
+            .filter_map(|e| e.room_id.as_ref())
+            .map(|r| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                r.as_str().hash(&mut h);
+                (h.finish() % EVENT_LOCKS as u64) as usize
+            })
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            guards.push(self.event_locks[s].lock().await);
+        }
+        guards
+    }
+
+    /// The writes recording `events` in transaction `tx`: each room's counter read in
+    /// it and moved on, each event into the log and the outbox.
+    async fn event_writes(&self, events: &[Event], tx: &str) -> Result<Vec<Value>, Failure> {
+        let mut rooms: Vec<&str> = events
+            .iter()
+            .filter_map(|e| e.room_id.as_ref().map(|r| r.as_str()))
+            .collect();
+        rooms.sort_unstable();
+        rooms.dedup();
+        let names: Vec<String> = rooms
+            .iter()
+            .map(|r| self.rest.name(EVENT_ROOM_SEQ, &doc_id(r)))
+            .collect();
+        let found = if names.is_empty() {
+            Vec::new()
+        } else {
+            self.rest.get(&names, Some(tx)).await?
+        };
+        let mut last: std::collections::HashMap<&str, i64> = rooms
+            .iter()
+            .zip(&found)
+            .map(|(r, d)| {
+                (
+                    *r,
+                    d.as_ref().map_or(0, |d| Doc::new(d).int_or_zero("last")),
+                )
+            })
+            .collect();
+        let mut writes = Vec::with_capacity(events.len() * 2 + rooms.len());
+        for e in events {
+            let seq = e.room_id.as_ref().map(|r| {
+                let n = last.entry(r.as_str()).or_default();
+                *n += 1;
+                *n
+            });
+            let body = serde_json::to_string(&Event {
+                seq: None,
+                ..e.clone()
+            })
+            .map_err(|err| Failure::Status {
+                status: "ENCODING".into(),
+                message: format!("event {}: {err}", e.id),
+            })?;
+            let mut fields = Fields::new()
+                .uuid("id", e.id)
+                .int("position", next_seq())
+                .str("body", &body);
+            fields = match (&e.room_id, seq) {
+                (Some(r), Some(s)) => fields.str("room_id", r.as_str()).int("seq", s),
+                _ => fields.null("room_id"),
+            };
+            let fields = fields.into_map();
+            writes.push(create(
+                self.rest.name(EVENTS, &e.id.to_string()),
+                fields.clone(),
+            ));
+            writes.push(create(
+                self.rest.name(EVENT_OUTBOX, &e.id.to_string()),
+                fields,
+            ));
+        }
+        for (room, name) in rooms.iter().zip(names) {
+            let n = last.get(room).copied().unwrap_or_default();
+            writes.push(json!({
+                "update": { "name": name, "fields": Fields::new().int("last", n).into_map() },
+            }));
+        }
+        Ok(writes)
+    }
+
+    /// Commits `writes` with `events` recorded, in a transaction when there are events
+    /// (their rooms' counters are read in it); run again while Firestore aborts it for
+    /// contention, or when it certainly was not applied.
+    async fn commit_with(
+        &self,
+        op: &str,
+        writes: Vec<Value>,
+        events: &[Event],
+    ) -> Result<(), Failure> {
+        if events.is_empty() {
+            return self.commit(op, writes).await;
+        }
+        let _rooms = self.lock_rooms(events).await;
+        let mut n = 0;
+        let mut contended = 0;
+        loop {
+            let result = match self.rest.begin().await {
+                Ok(tx) => {
+                    let r = match self.event_writes(events, &tx).await {
+                        Ok(mut ev) => {
+                            let mut all = writes.clone();
+                            all.append(&mut ev);
+                            self.rest.commit(all, Some(&tx)).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    if r.is_err() {
+                        self.rest.rollback(&tx).await;
+                    }
+                    r
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if e.is("ABORTED") && contended < CONTENTION_ATTEMPTS {
+                        contended += 1;
+                        tokio::time::sleep(backoff(contended)).await;
+                        continue;
+                    }
                     n += 1;
                     if !self.again(op, &e, n, true).await {
                         return Err(e);
@@ -393,6 +552,7 @@ impl FirestoreStore {
         &self,
         record: &TerminatedRoomRecord,
         members: &[ClientInTerminatedRoomRecord],
+        events: &[Event],
     ) -> Result<(), Failure> {
         let tx = self.rest.begin().await?;
         let result = async {
@@ -434,6 +594,7 @@ impl FirestoreStore {
             for (i, h) in members.iter().enumerate() {
                 writes.push(self.history_write(h, seq + i as i64));
             }
+            writes.extend(self.event_writes(events, &tx).await?);
             self.rest.commit(writes, Some(&tx)).await
         }
         .await;
@@ -468,6 +629,20 @@ fn greater_than(field: &str, value: &str) -> Value {
 }
 
 // ----- decoding -----
+
+fn decode_event(d: &Doc<'_>) -> Result<Event, StoreError> {
+    let body = d.str("body")?;
+    let mut e: Event = serde_json::from_str(&body)
+        .map_err(|err| StoreError::Internal(format!("bad value in field body: {err}")))?;
+    e.seq = match d.int_or_zero("seq") {
+        0 => None,
+        n => Some(
+            u64::try_from(n)
+                .map_err(|err| StoreError::Internal(format!("bad value in field seq: {err}")))?,
+        ),
+    };
+    Ok(e)
+}
 
 fn decode_client(d: &Doc<'_>) -> Result<RegisteredClient, StoreError> {
     Ok(RegisteredClient {
@@ -579,7 +754,11 @@ impl Store for FirestoreStore {
             .map(drop)
     }
 
-    async fn register_client(&self, c: &RegisteredClient) -> Result<(), StoreError> {
+    async fn register_client(
+        &self,
+        c: &RegisteredClient,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
         self.open_or_err()?;
         let write = create(
             self.rest.name(REGISTERED_CLIENTS, &doc_id(&c.client_id)),
@@ -596,7 +775,10 @@ impl Store for FirestoreStore {
                 .time("record_created_at", &c.record_created_at)
                 .into_map(),
         );
-        match self.commit("register_client", vec![write]).await {
+        match self
+            .commit_with("register_client", vec![write], events)
+            .await
+        {
             Ok(()) => Ok(()),
             Err(f) if f.is("ALREADY_EXISTS") => Err(StoreError::Conflict(format!(
                 "client '{}' is already registered",
@@ -616,11 +798,11 @@ impl Store for FirestoreStore {
             .transpose()
     }
 
-    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+    async fn delete_client(&self, client_id: &str, events: &[Event]) -> Result<bool, StoreError> {
         self.open_or_err()?;
         let name = self.rest.name(REGISTERED_CLIENTS, &doc_id(client_id));
         match self
-            .commit("delete_client", vec![delete_existing(name)])
+            .commit_with("delete_client", vec![delete_existing(name)], events)
             .await
         {
             Ok(()) => Ok(true),
@@ -650,6 +832,7 @@ impl Store for FirestoreStore {
         room: &RoomRecord,
         created: &RoomCreatedRecord,
         creator: &MemberRecords,
+        events: &[Event],
     ) -> Result<(), StoreError> {
         self.open_or_err()?;
         for other in [
@@ -685,7 +868,7 @@ impl Store for FirestoreStore {
             ),
         ];
         writes.extend(self.member_writes(creator, seq));
-        match self.commit("create_room", writes).await {
+        match self.commit_with("create_room", writes, events).await {
             Ok(()) => Ok(()),
             Err(f) if f.is("ALREADY_EXISTS") => Err(StoreError::Conflict(format!(
                 "room '{}' already exists",
@@ -695,7 +878,7 @@ impl Store for FirestoreStore {
         }
     }
 
-    async fn add_member(&self, member: &MemberRecords) -> Result<(), StoreError> {
+    async fn add_member(&self, member: &MemberRecords, events: &[Event]) -> Result<(), StoreError> {
         self.open_or_err()?;
         let room_id = &member.client_in_room.room_id;
         let client_id = &member.client_in_room.client_id;
@@ -727,7 +910,7 @@ impl Store for FirestoreStore {
             };
             let mut writes = self.member_writes(member, next_seq()).to_vec();
             writes.push(room_write);
-            match self.commit("add_member", writes).await {
+            match self.commit_with("add_member", writes, events).await {
                 Ok(()) => return Ok(()),
                 Err(f) if f.is("ALREADY_EXISTS") => {
                     return Err(StoreError::Conflict(format!(
@@ -750,6 +933,7 @@ impl Store for FirestoreStore {
     async fn remove_member(
         &self,
         history: &ClientInTerminatedRoomRecord,
+        events: &[Event],
     ) -> Result<(), StoreError> {
         self.open_or_err()?;
         let (room_id, client_id) = (&history.room_id, &history.client_id);
@@ -758,21 +942,77 @@ impl Store for FirestoreStore {
             delete(self.member_name(WEBRTC_CLIENTS, room_id, client_id)),
             self.history_write(history, next_seq()),
         ];
-        self.commit("remove_member", writes)
+        self.commit_with("remove_member", writes, events)
             .await
             .map_err(|f| failed("remove_member", f))
+    }
+
+    async fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        self.open_or_err()?;
+        self.commit_with("append_events", Vec::new(), events)
+            .await
+            .map_err(|f| failed("append_events", f))
+    }
+
+    async fn pending_events(&self, limit: u32) -> Result<Vec<Event>, StoreError> {
+        let query = json!({
+            "from": [{ "collectionId": EVENT_OUTBOX }],
+            "orderBy": [{ "field": { "fieldPath": "position" }, "direction": "ASCENDING" }],
+            "limit": limit,
+        });
+        let docs = self
+            .read("pending_events", || self.rest.query(query.clone(), None))
+            .await?;
+        docs.iter().map(|d| decode_event(&Doc::new(d))).collect()
+    }
+
+    async fn mark_delivered(&self, ids: &[uuid::Uuid]) -> Result<(), StoreError> {
+        self.open_or_err()?;
+        for chunk in ids.chunks(400) {
+            let writes = chunk
+                .iter()
+                .map(|id| delete(self.rest.name(EVENT_OUTBOX, &id.to_string())))
+                .collect();
+            self.commit("mark_delivered", writes)
+                .await
+                .map_err(|f| failed("mark_delivered", f))?;
+        }
+        Ok(())
+    }
+
+    async fn room_events(
+        &self,
+        room_id: &str,
+        since: u64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        let docs = self
+            .read("room_events", || {
+                self.rest.where_eq(EVENTS, "room_id", room_id, None)
+            })
+            .await?;
+        let mut events = docs
+            .iter()
+            .map(|d| decode_event(&Doc::new(d)))
+            .collect::<Result<Vec<_>, _>>()?;
+        events.retain(|e| e.seq.is_some_and(|s| s > since));
+        events.sort_by_key(|e| e.seq);
+        events.truncate(limit as usize);
+        Ok(events)
     }
 
     async fn terminate_room(
         &self,
         record: &TerminatedRoomRecord,
         members: &[ClientInTerminatedRoomRecord],
+        events: &[Event],
     ) -> Result<(), StoreError> {
         self.open_or_err()?;
+        let _rooms = self.lock_rooms(events).await;
         let mut n = 0;
         let mut contended = 0;
         loop {
-            match self.terminate_once(record, members).await {
+            match self.terminate_once(record, members, events).await {
                 Ok(()) => return Ok(()),
                 Err(f) if f.is("ABORTED") && contended < CONTENTION_ATTEMPTS => {
                     contended += 1;

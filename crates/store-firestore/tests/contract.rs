@@ -56,7 +56,7 @@ async fn emulator_down_is_unavailable_then_recovers() {
     .await
     .unwrap();
     store
-        .register_client(&contract::client("abc"))
+        .register_client(&contract::client("abc"), &[])
         .await
         .unwrap();
 
@@ -69,7 +69,7 @@ async fn emulator_down_is_unavailable_then_recovers() {
     for r in [
         store.health().await,
         store.get_client("abc").await.map(drop),
-        store.register_client(&contract::client("def")).await,
+        store.register_client(&contract::client("def"), &[]).await,
     ] {
         match r {
             Err(StoreError::Unavailable(m)) => assert!(m.contains("Firestore"), "{m}"),
@@ -94,7 +94,7 @@ async fn emulator_down_is_unavailable_then_recovers() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     store
-        .register_client(&contract::client("def"))
+        .register_client(&contract::client("def"), &[])
         .await
         .unwrap();
     assert!(store.get_client("def").await.unwrap().is_some());

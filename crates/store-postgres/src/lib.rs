@@ -41,6 +41,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use signal_core::events::Event;
 use signal_core::store::{
     ClientInRoomRecord, ClientInTerminatedRoomRecord, MemberRecords, RegisteredClient,
     RoomCreatedRecord, RoomRecord, Store, StoreError, TerminatedRoomRecord, WebrtcClientRecord,
@@ -509,6 +510,50 @@ async fn insert_history(
     Ok(())
 }
 
+/// Appends `events` to the outbox, numbering each room's (the room's counter row stays
+/// locked until the transaction ends: a room's events commit in `seq` order).
+async fn insert_events(tx: &mut PgConnection, events: &[Event]) -> Result<(), StoreError> {
+    for e in events {
+        let seq: Option<i64> = match &e.room_id {
+            Some(room) => Some(
+                sqlx::query_scalar(
+                    "INSERT INTO event_room_seq (room_id, last) VALUES ($1, 1) \
+                     ON CONFLICT (room_id) DO UPDATE SET last = event_room_seq.last + 1 \
+                     RETURNING last",
+                )
+                .bind(room.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(classify)?,
+            ),
+            None => None,
+        };
+        let body = Event {
+            seq: None,
+            ..e.clone()
+        };
+        sqlx::query("INSERT INTO event_outbox (id, room_id, seq, body) VALUES ($1, $2, $3, $4)")
+            .bind(e.id)
+            .bind(e.room_id.as_ref().map(|r| r.as_str()))
+            .bind(seq)
+            .bind(Json(&body))
+            .execute(&mut *tx)
+            .await
+            .map_err(|err| insert_err(err, |_| format!("event {} is recorded already", e.id)))?;
+    }
+    Ok(())
+}
+
+/// An event read back from the outbox (`seq`, `body` columns).
+fn event_from_row(row: &PgRow) -> Result<Event, StoreError> {
+    let seq: Option<i64> = row.try_get("seq").map_err(|e| corrupt("seq", e))?;
+    let Json(mut e): Json<Event> = row.try_get("body").map_err(|e| corrupt("body", e))?;
+    e.seq = seq
+        .map(|s| u64::try_from(s).map_err(|e| corrupt("seq", e)))
+        .transpose()?;
+    Ok(e)
+}
+
 async fn delete_member(
     tx: &mut PgConnection,
     client_id: &str,
@@ -541,7 +586,11 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn register_client(&self, c: &RegisteredClient) -> Result<(), StoreError> {
+    async fn register_client(
+        &self,
+        c: &RegisteredClient,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
         self.write("register_client", |mut tx| async move {
             sqlx::query(
                 "INSERT INTO registered_clients (id, client_id, auth_token, room_id, \
@@ -569,6 +618,7 @@ impl Store for PostgresStore {
                     }
                 })
             })?;
+            insert_events(&mut tx, events).await?;
             Ok((tx, ()))
         })
         .await
@@ -586,14 +636,18 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+    async fn delete_client(&self, client_id: &str, events: &[Event]) -> Result<bool, StoreError> {
         self.write("delete_client", |mut tx| async move {
             let done = sqlx::query("DELETE FROM registered_clients WHERE client_id = $1")
                 .bind(client_id)
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
-            Ok((tx, done.rows_affected() > 0))
+            let deleted = done.rows_affected() > 0;
+            if deleted {
+                insert_events(&mut tx, events).await?;
+            }
+            Ok((tx, deleted))
         })
         .await
     }
@@ -627,6 +681,7 @@ impl Store for PostgresStore {
         room: &RoomRecord,
         created: &RoomCreatedRecord,
         creator: &MemberRecords,
+        events: &[Event],
     ) -> Result<(), StoreError> {
         self.write("create_room", |mut tx| async move {
             sqlx::query(
@@ -657,12 +712,13 @@ impl Store for PostgresStore {
             })?;
             insert_created(&mut tx, created).await?;
             insert_member(&mut tx, creator).await?;
+            insert_events(&mut tx, events).await?;
             Ok((tx, ()))
         })
         .await
     }
 
-    async fn add_member(&self, member: &MemberRecords) -> Result<(), StoreError> {
+    async fn add_member(&self, member: &MemberRecords, events: &[Event]) -> Result<(), StoreError> {
         self.write("add_member", |mut tx| async move {
             insert_member(&mut tx, member).await?;
             let w = &member.webrtc_client;
@@ -685,6 +741,7 @@ impl Store for PostgresStore {
                     .await
                     .map_err(classify)?;
             }
+            insert_events(&mut tx, events).await?;
             Ok((tx, ()))
         })
         .await
@@ -693,11 +750,74 @@ impl Store for PostgresStore {
     async fn remove_member(
         &self,
         history: &ClientInTerminatedRoomRecord,
+        events: &[Event],
     ) -> Result<(), StoreError> {
         self.write("remove_member", |mut tx| async move {
             delete_member(&mut tx, &history.client_id, &history.room_id).await?;
             insert_history(&mut tx, history).await?;
+            insert_events(&mut tx, events).await?;
             Ok((tx, ()))
+        })
+        .await
+    }
+
+    async fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        self.write("append_events", |mut tx| async move {
+            insert_events(&mut tx, events).await?;
+            Ok((tx, ()))
+        })
+        .await
+    }
+
+    async fn pending_events(&self, limit: u32) -> Result<Vec<Event>, StoreError> {
+        self.read("pending_events", move || async move {
+            let rows = sqlx::query(
+                "SELECT seq, body FROM event_outbox WHERE delivered_at IS NULL \
+                 ORDER BY position LIMIT $1",
+            )
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+            rows.iter().map(event_from_row).collect()
+        })
+        .await
+    }
+
+    async fn mark_delivered(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        self.write("mark_delivered", |mut tx| async move {
+            sqlx::query(
+                "UPDATE event_outbox SET delivered_at = now() \
+                 WHERE delivered_at IS NULL AND id = ANY($1)",
+            )
+            .bind(ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+            Ok((tx, ()))
+        })
+        .await
+    }
+
+    async fn room_events(
+        &self,
+        room_id: &str,
+        since: u64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        let since = i64::try_from(since).unwrap_or(i64::MAX);
+        self.read("room_events", move || async move {
+            let rows = sqlx::query(
+                "SELECT seq, body FROM event_outbox WHERE room_id = $1 AND seq > $2 \
+                 ORDER BY seq LIMIT $3",
+            )
+            .bind(room_id)
+            .bind(since)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+            rows.iter().map(event_from_row).collect()
         })
         .await
     }
@@ -706,6 +826,7 @@ impl Store for PostgresStore {
         &self,
         record: &TerminatedRoomRecord,
         members: &[ClientInTerminatedRoomRecord],
+        events: &[Event],
     ) -> Result<(), StoreError> {
         self.write("terminate_room", |mut tx| async move {
             for sql in [
@@ -743,6 +864,7 @@ impl Store for PostgresStore {
             for member in members {
                 insert_history(&mut tx, member).await?;
             }
+            insert_events(&mut tx, events).await?;
             Ok((tx, ()))
         })
         .await

@@ -47,7 +47,7 @@ async fn two_nodes_share_one_database_and_race_fairly() {
         PostgresStore::open(&url, opts())
     );
     let (a, b) = (a.unwrap(), b.unwrap());
-    a.register_client(&client("shared")).await.unwrap();
+    a.register_client(&client("shared"), &[]).await.unwrap();
     assert!(b.get_client("shared").await.unwrap().is_some());
     // Both create one room id at once: one wins.
     let r1 = room("contested", 0, Some("alice"));
@@ -55,7 +55,10 @@ async fn two_nodes_share_one_database_and_race_fairly() {
     let (c1, c2) = (created(&r1, "alice"), created(&r2, "bob"));
     let m1 = member("alice", "contested", "sender", 0);
     let m2 = member("bob", "contested", "sender", 1);
-    let (x, y) = tokio::join!(a.create_room(&r1, &c1, &m1), b.create_room(&r2, &c2, &m2));
+    let (x, y) = tokio::join!(
+        a.create_room(&r1, &c1, &m1, &[]),
+        b.create_room(&r2, &c2, &m2, &[])
+    );
     let conflicts = [&x, &y]
         .iter()
         .filter(
@@ -75,14 +78,14 @@ async fn a_lost_server_is_unavailable_and_a_bad_url_is_refused() {
     let mut server = PgServer::start().await;
     let url = server.fresh_database().await;
     let store = PostgresStore::open(&url, opts()).await.unwrap();
-    store.register_client(&client("before")).await.unwrap();
+    store.register_client(&client("before"), &[]).await.unwrap();
     server.kill();
     assert!(
         matches!(store.health().await, Err(StoreError::Unavailable(_))),
         "a dead server is unavailable, not an internal error"
     );
     assert!(matches!(
-        store.register_client(&client("after")).await,
+        store.register_client(&client("after"), &[]).await,
         Err(StoreError::Unavailable(_))
     ));
     // Nothing listens there now.
@@ -97,7 +100,7 @@ async fn timestamps_keep_microseconds() {
     let (s, _server) = postgres().await;
     let mut c = client("precise");
     c.registered_at = chrono::DateTime::from_timestamp(1_717_243_200, 123_456_789).unwrap();
-    s.register_client(&c).await.unwrap();
+    s.register_client(&c, &[]).await.unwrap();
     let got = s.get_client("precise").await.unwrap().unwrap();
     assert_eq!(
         got.registered_at,
@@ -123,7 +126,7 @@ async fn operations_retry_while_the_database_restarts() {
         .await
         .unwrap(),
     );
-    store.register_client(&client("before")).await.unwrap();
+    store.register_client(&client("before"), &[]).await.unwrap();
     server.kill();
     // A read and a write start while the database is down...
     let read = tokio::spawn({
@@ -132,7 +135,7 @@ async fn operations_retry_while_the_database_restarts() {
     });
     let write = tokio::spawn({
         let s = store.clone();
-        async move { s.register_client(&client("during")).await }
+        async move { s.register_client(&client("during"), &[]).await }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     // ...and finish once it is back, each applied once.

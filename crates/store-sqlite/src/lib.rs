@@ -47,6 +47,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
+use signal_core::events::Event;
 use signal_core::store::{
     ClientInRoomRecord, ClientInTerminatedRoomRecord, MemberRecords, RegisteredClient,
     RoomCreatedRecord, RoomRecord, Store, StoreError, TerminatedRoomRecord, WebrtcClientRecord,
@@ -273,7 +274,18 @@ impl SqliteStore {
 
     /// Runs a write the writer knows by kind (see [`Op`]).
     async fn write_op(&self, name: &'static str, op: Op) -> Result<u64, StoreError> {
-        self.run(name, submit(&self.writes, op, false)).await
+        self.write_with(name, op, Vec::new()).await
+    }
+
+    /// Runs a write and records `events` in the same transaction.
+    async fn write_with(
+        &self,
+        name: &'static str,
+        op: Op,
+        events: Vec<Event>,
+    ) -> Result<u64, StoreError> {
+        self.run(name, submit(&self.writes, op, events, false))
+            .await
     }
 }
 
@@ -281,11 +293,17 @@ impl SqliteStore {
 async fn submit(
     writes: &mpsc::UnboundedSender<WriteJob>,
     op: Op,
+    events: Vec<Event>,
     probe: bool,
 ) -> Result<u64, StoreError> {
     let (reply, done) = oneshot::channel();
     writes
-        .send(WriteJob { op, reply, probe })
+        .send(WriteJob {
+            op,
+            events,
+            reply,
+            probe,
+        })
         .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
     done.await
         .map_err(|_| StoreError::Unavailable("the store's writer stopped".into()))?
@@ -467,7 +485,7 @@ async fn probe(inner: &Inner, writes: &mpsc::UnboundedSender<WriteJob>) -> Resul
             Ok(0)
         })
     });
-    tokio::time::timeout(inner.timeout, submit(writes, Op::Fn(f), true))
+    tokio::time::timeout(inner.timeout, submit(writes, Op::Fn(f), Vec::new(), true))
         .await
         .map_err(|_| StoreError::Unavailable("the health probe timed out".into()))?
         .map(drop)
@@ -529,8 +547,18 @@ impl Op {
         }
     }
 
-    /// Runs this one write's statements on the writer's connection.
-    async fn run(self, tx: &mut SqliteConnection) -> Result<u64, StoreError> {
+    /// Runs this one write's statements on the writer's connection, then records its
+    /// events (a write that changed nothing, `Ok(0)` from a statement closure that says
+    /// so, records none: see [`Op::Fn`]).
+    async fn run(self, tx: &mut SqliteConnection, events: &[Event]) -> Result<u64, StoreError> {
+        let n = self.run_alone(tx).await?;
+        if n != NOTHING_DONE {
+            insert_events(tx, events.iter()).await?;
+        }
+        Ok(n)
+    }
+
+    async fn run_alone(self, tx: &mut SqliteConnection) -> Result<u64, StoreError> {
         match self {
             Op::Fn(f) => f(tx).await,
             Op::AddMember(m) => add_member_stmts(tx, &m).await.map(|()| 0),
@@ -555,6 +583,8 @@ impl Op {
 
 struct WriteJob {
     op: Op,
+    /// The events the write records (the event outbox), in its transaction.
+    events: Vec<Event>,
     reply: oneshot::Sender<Result<u64, StoreError>>,
     /// The health monitor's probe: runs while the store is marked faulty.
     probe: bool,
@@ -702,17 +732,21 @@ async fn commit_batch(inner: &Inner, batch: &mut Vec<WriteJob>) {
             }
         }
         let refs = if run.len() > 1 { Run::of(&run) } else { None };
-        if let Some(refs) = refs
-            && together(&mut tx, refs).await.is_ok()
-        {
-            results.extend(run.into_iter().map(|j| (j.reply, Ok(0))));
-            continue;
+        if let Some(refs) = refs {
+            let events: Vec<&Event> = run.iter().flat_map(|j| &j.events).collect();
+            if together(&mut tx, refs, &events).await.is_ok() {
+                results.extend(run.into_iter().map(|j| (j.reply, Ok(0))));
+                continue;
+            }
         }
-        for WriteJob { op, reply, .. } in run {
+        for WriteJob {
+            op, reply, events, ..
+        } in run
+        {
             let r = if alone {
-                op.run(&mut tx).await
+                op.run(&mut tx, &events).await
             } else {
-                in_savepoint(&mut tx, op).await
+                in_savepoint(&mut tx, op, &events).await
             };
             results.push((reply, r));
         }
@@ -753,9 +787,13 @@ fn note_unavailable(inner: &Inner, e: &StoreError) {
 
 /// Runs one write of a batch inside a savepoint: released if it succeeds, rolled back
 /// (alone) if it fails.
-async fn in_savepoint(tx: &mut SqliteConnection, op: Op) -> Result<u64, StoreError> {
+async fn in_savepoint(
+    tx: &mut SqliteConnection,
+    op: Op,
+    events: &[Event],
+) -> Result<u64, StoreError> {
     let mut sp = tx.begin().await.map_err(classify)?;
-    match op.run(&mut sp).await {
+    match op.run(&mut sp, events).await {
         Ok(n) => {
             sp.commit().await.map_err(classify)?;
             Ok(n)
@@ -805,13 +843,21 @@ impl<'a> Run<'a> {
     }
 }
 
-async fn together(tx: &mut SqliteConnection, run: Run<'_>) -> Result<(), StoreError> {
+async fn together(
+    tx: &mut SqliteConnection,
+    run: Run<'_>,
+    events: &[&Event],
+) -> Result<(), StoreError> {
     let mut sp = tx.begin().await.map_err(classify)?;
     let r = match run {
         Run::Members(members) => add_members_together(&mut sp, &members).await,
         Run::Rooms(rooms) => create_rooms_together(&mut sp, &rooms).await,
         Run::Leaves(leaves) => remove_members_together(&mut sp, &leaves).await,
         Run::Touches(touches) => touch_clients_together(&mut sp, &touches).await,
+    };
+    let r = match r {
+        Ok(()) => insert_events(&mut sp, events.iter().copied()).await,
+        e => e,
     };
     match r {
         Ok(()) => sp.commit().await.map_err(classify),
@@ -926,6 +972,57 @@ fn caps(c: &[String]) -> String {
 }
 
 // ----- decoding -----
+
+/// What a write returns that changed nothing (an unregistration of no client): the events
+/// it was given are not recorded.
+const NOTHING_DONE: u64 = u64::MAX;
+
+/// Appends `events` to the outbox, numbering each room's.
+async fn insert_events<'e>(
+    tx: &mut SqliteConnection,
+    events: impl Iterator<Item = &'e Event>,
+) -> Result<(), StoreError> {
+    for e in events {
+        let seq: Option<i64> = match &e.room_id {
+            Some(room) => Some(
+                sqlx::query_scalar(
+                    "INSERT INTO event_room_seq (room_id, last) VALUES (?, 1) \
+                     ON CONFLICT (room_id) DO UPDATE SET last = last + 1 RETURNING last",
+                )
+                .bind(room.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(classify)?,
+            ),
+            None => None,
+        };
+        let body = serde_json::to_string(&Event {
+            seq: None,
+            ..e.clone()
+        })
+        .map_err(|err| StoreError::Internal(format!("encoding event {}: {err}", e.id)))?;
+        sqlx::query("INSERT INTO event_outbox (id, room_id, seq, body) VALUES (?, ?, ?, ?)")
+            .bind(e.id.to_string())
+            .bind(e.room_id.as_ref().map(|r| r.as_str()))
+            .bind(seq)
+            .bind(body)
+            .execute(&mut *tx)
+            .await
+            .map_err(|err| insert_err(err, |_| format!("event {} is recorded already", e.id)))?;
+    }
+    Ok(())
+}
+
+/// An event read back from the outbox (`seq`, `body` columns).
+fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
+    let seq: Option<i64> = row.try_get("seq").map_err(|e| corrupt("seq", e))?;
+    let body: String = row.try_get("body").map_err(|e| corrupt("body", e))?;
+    let mut e: Event = serde_json::from_str(&body).map_err(|e| corrupt("body", e))?;
+    e.seq = seq
+        .map(|s| u64::try_from(s).map_err(|e| corrupt("seq", e)))
+        .transpose()?;
+    Ok(e)
+}
 
 fn corrupt(col: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Internal(format!("bad value in column {col}: {e}"))
@@ -1550,11 +1647,15 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn register_client(&self, c: &RegisteredClient) -> Result<(), StoreError> {
+    async fn register_client(
+        &self,
+        c: &RegisteredClient,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
         let c = c.clone();
-        self.write(
+        self.write_with(
             "register_client",
-            job(move |tx| {
+            Op::Fn(job(move |tx| {
                 Box::pin(async move {
                     sqlx::query(
                         "INSERT INTO registered_clients (id, client_id, auth_token, room_id, \
@@ -1584,7 +1685,8 @@ impl Store for SqliteStore {
                     })?;
                     Ok(0)
                 })
-            }),
+            })),
+            events.to_vec(),
         )
         .await
         .map(|_| ())
@@ -1606,23 +1708,27 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+    async fn delete_client(&self, client_id: &str, events: &[Event]) -> Result<bool, StoreError> {
         let client_id = client_id.to_owned();
-        self.write(
+        self.write_with(
             "delete_client",
-            job(move |tx| {
+            Op::Fn(job(move |tx| {
                 Box::pin(async move {
                     let done = sqlx::query("DELETE FROM registered_clients WHERE client_id = ?")
                         .bind(client_id)
                         .execute(&mut *tx)
                         .await
                         .map_err(classify)?;
-                    Ok(done.rows_affected())
+                    Ok(match done.rows_affected() {
+                        0 => NOTHING_DONE,
+                        n => n,
+                    })
                 })
-            }),
+            })),
+            events.to_vec(),
         )
         .await
-        .map(|n| n > 0)
+        .map(|n| n != NOTHING_DONE)
     }
 
     async fn touch_client(&self, client_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
@@ -1646,37 +1752,117 @@ impl Store for SqliteStore {
         room: &RoomRecord,
         created: &RoomCreatedRecord,
         creator: &MemberRecords,
+        events: &[Event],
     ) -> Result<(), StoreError> {
         let op = Op::CreateRoom(Box::new(NewRoom {
             room: room.clone(),
             created: created.clone(),
             creator: creator.clone(),
         }));
-        self.write_op("create_room", op).await.map(|_| ())
+        self.write_with("create_room", op, events.to_vec())
+            .await
+            .map(|_| ())
     }
 
-    async fn add_member(&self, member: &MemberRecords) -> Result<(), StoreError> {
+    async fn add_member(&self, member: &MemberRecords, events: &[Event]) -> Result<(), StoreError> {
         let op = Op::AddMember(Box::new(member.clone()));
-        self.write_op("add_member", op).await.map(|_| ())
+        self.write_with("add_member", op, events.to_vec())
+            .await
+            .map(|_| ())
     }
 
     async fn remove_member(
         &self,
         history: &ClientInTerminatedRoomRecord,
+        events: &[Event],
     ) -> Result<(), StoreError> {
         let op = Op::RemoveMember(Box::new(history.clone()));
-        self.write_op("remove_member", op).await.map(|_| ())
+        self.write_with("remove_member", op, events.to_vec())
+            .await
+            .map(|_| ())
+    }
+
+    async fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        let nothing = job(|_| Box::pin(async { Ok(0) }));
+        self.write_with("append_events", Op::Fn(nothing), events.to_vec())
+            .await
+            .map(|_| ())
+    }
+
+    async fn pending_events(&self, limit: u32) -> Result<Vec<Event>, StoreError> {
+        self.read("pending_events", || async {
+            let rows = sqlx::query(
+                "SELECT seq, body FROM event_outbox WHERE delivered_at IS NULL \
+                 ORDER BY position LIMIT ?",
+            )
+            .bind(i64::from(limit))
+            .fetch_all(&self.inner.pool())
+            .await
+            .map_err(classify)?;
+            rows.iter().map(event_from_row).collect()
+        })
+        .await
+    }
+
+    async fn mark_delivered(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        let ids = serde_json::to_string(&ids)
+            .map_err(|e| StoreError::Internal(format!("encoding event ids: {e}")))?;
+        let now = ts(&Utc::now());
+        self.write(
+            "mark_delivered",
+            job(move |tx| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE event_outbox SET delivered_at = ? WHERE delivered_at IS NULL \
+                         AND id IN (SELECT value FROM json_each(?))",
+                    )
+                    .bind(now)
+                    .bind(ids)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                    Ok(0)
+                })
+            }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn room_events(
+        &self,
+        room_id: &str,
+        since: u64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        let since = i64::try_from(since).unwrap_or(i64::MAX);
+        self.read("room_events", || async {
+            let rows = sqlx::query(
+                "SELECT seq, body FROM event_outbox WHERE room_id = ? AND seq > ? \
+                 ORDER BY seq LIMIT ?",
+            )
+            .bind(room_id)
+            .bind(since)
+            .bind(i64::from(limit))
+            .fetch_all(&self.inner.pool())
+            .await
+            .map_err(classify)?;
+            rows.iter().map(event_from_row).collect()
+        })
+        .await
     }
 
     async fn terminate_room(
         &self,
         record: &TerminatedRoomRecord,
         members: &[ClientInTerminatedRoomRecord],
+        events: &[Event],
     ) -> Result<(), StoreError> {
         let (record, members) = (record.clone(), members.to_vec());
-        self.write(
+        self.write_with(
             "terminate_room",
-            job(move |tx| {
+            Op::Fn(job(move |tx| {
                 Box::pin(async move {
                     for sql in [
                         "DELETE FROM client_in_room WHERE room_id = ?",
@@ -1721,7 +1907,8 @@ impl Store for SqliteStore {
                     }
                     Ok(0)
                 })
-            }),
+            })),
+            events.to_vec(),
         )
         .await
         .map(|_| ())

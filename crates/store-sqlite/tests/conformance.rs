@@ -75,8 +75,8 @@ async fn sqlite_data_survives_reopen() {
     let m = member("abc", "r1", "sender", 0);
     {
         let s = open_file(&path).await;
-        s.register_client(&a).await.unwrap();
-        s.create_room(&r, &c, &m).await.unwrap();
+        s.register_client(&a, &[]).await.unwrap();
+        s.create_room(&r, &c, &m, &[]).await.unwrap();
         s.close().await;
     }
     let s = open_file(&path).await;
@@ -86,7 +86,7 @@ async fn sqlite_data_survives_reopen() {
     assert_eq!(s.room_members("r1").await.unwrap(), vec![m.client_in_room]);
     // Reopening reruns no migration and keeps unique keys.
     assert!(matches!(
-        s.register_client(&client("abc")).await,
+        s.register_client(&client("abc"), &[]).await,
         Err(StoreError::Conflict(_))
     ));
     s.close().await;
@@ -97,7 +97,7 @@ async fn sqlite_creates_missing_directories() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a").join("b").join("store.db");
     let s = open_file(&path).await;
-    s.register_client(&client("abc")).await.unwrap();
+    s.register_client(&client("abc"), &[]).await.unwrap();
     s.close().await;
     assert!(path.is_file());
 }
@@ -134,7 +134,7 @@ async fn sqlite_accepts_url_forms() {
         let s = SqliteStore::open(&url, SqliteOptions::default())
             .await
             .unwrap_or_else(|e| panic!("{url}: {e}"));
-        s.register_client(&client("abc")).await.unwrap();
+        s.register_client(&client("abc"), &[]).await.unwrap();
         s.close().await;
     }
     assert!(abs.is_file());
@@ -160,7 +160,7 @@ async fn sqlite_memory_databases_are_private() {
     let b = SqliteStore::open("sqlite::memory:", SqliteOptions::default())
         .await
         .unwrap();
-    a.register_client(&client("abc")).await.unwrap();
+    a.register_client(&client("abc"), &[]).await.unwrap();
     assert_eq!(b.count_clients().await.unwrap(), 0);
 }
 
@@ -192,7 +192,7 @@ async fn sqlite_pragmas_and_storage_format() {
 
     let mut c = client("abc");
     c.registered_at = chrono::DateTime::from_timestamp(1_717_243_200, 123_456_789).unwrap();
-    s.register_client(&c).await.unwrap();
+    s.register_client(&c, &[]).await.unwrap();
     let (id, registered, caps, meta): (String, String, String, String) =
         sqlx::query_as("SELECT id, registered_at, capabilities, metadata FROM registered_clients")
             .fetch_one(pool)
@@ -217,6 +217,8 @@ async fn sqlite_pragmas_and_storage_format() {
         [
             "client_in_room",
             "client_in_terminated_room",
+            "event_outbox",
+            "event_room_seq",
             "registered_clients",
             "room_created",
             "terminated_rooms",
@@ -243,7 +245,7 @@ async fn sqlite_operation_timeout_is_unavailable() {
     .unwrap();
     // Another writer holds the write lock longer than the operation timeout.
     let mut blocker = s.pool().begin_with("BEGIN IMMEDIATE").await.unwrap();
-    match s.register_client(&client("abc")).await {
+    match s.register_client(&client("abc"), &[]).await {
         Err(StoreError::Unavailable(msg)) => {
             assert_eq!(msg, "register_client timed out after 300ms");
         }
@@ -256,7 +258,7 @@ async fn sqlite_operation_timeout_is_unavailable() {
         .await
         .unwrap();
     blocker.rollback().await.unwrap();
-    s.register_client(&client("abc")).await.unwrap();
+    s.register_client(&client("abc"), &[]).await.unwrap();
     s.close().await;
 }
 
@@ -264,7 +266,7 @@ async fn sqlite_operation_timeout_is_unavailable() {
 async fn concurrent_writes_commit_together_and_a_failing_one_is_undone_alone() {
     let dir = tempfile::tempdir().unwrap();
     let s = std::sync::Arc::new(open_file(&dir.path().join("store.db")).await);
-    s.register_client(&client("taken")).await.unwrap();
+    s.register_client(&client("taken"), &[]).await.unwrap();
     // 60 writes at once (the writer commits them in batches), one of them a duplicate.
     let mut tasks = Vec::new();
     for i in 0..60 {
@@ -275,7 +277,7 @@ async fn concurrent_writes_commit_together_and_a_failing_one_is_undone_alone() {
             format!("c{i}")
         };
         tasks.push(tokio::spawn(async move {
-            (id.clone(), s.register_client(&client(&id)).await)
+            (id.clone(), s.register_client(&client(&id), &[]).await)
         }));
     }
     for t in tasks {
@@ -307,11 +309,12 @@ async fn a_join_whose_second_row_fails_leaves_no_first_row_even_inside_a_batch()
         &r,
         &created(&r, "owner"),
         &member("owner", "r1", "sender", 0),
+        &[],
     )
     .await
     .unwrap();
     let first = member("first", "r1", "receiver", 1);
-    s.add_member(&first).await.unwrap();
+    s.add_member(&first, &[]).await.unwrap();
     // Its client_in_room row is new; its webrtc_clients row reuses an id, so the second
     // insert fails after the first succeeded.
     let mut broken = member("broken", "r1", "receiver", 2);
@@ -324,7 +327,7 @@ async fn a_join_whose_second_row_fails_leaves_no_first_row_even_inside_a_batch()
         } else {
             member(&format!("m{i}"), "r1", "receiver", 3)
         };
-        tasks.push(tokio::spawn(async move { s.add_member(&m).await }));
+        tasks.push(tokio::spawn(async move { s.add_member(&m, &[]).await }));
     }
     let results: Vec<_> = futures_join(tasks).await;
     assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
@@ -333,7 +336,7 @@ async fn a_join_whose_second_row_fails_leaves_no_first_row_even_inside_a_batch()
     assert!(members.iter().all(|m| m.client_id != "broken"));
     // Alone (a batch of one) too.
     broken.client_in_room.id = Uuid::new_v4();
-    assert!(s.add_member(&broken).await.is_err());
+    assert!(s.add_member(&broken, &[]).await.is_err());
     assert!(
         s.room_members("r1")
             .await
@@ -357,7 +360,7 @@ async fn sqlite_keeps_nanoseconds() {
     let b = sqlite_file().await;
     let mut c = client("precise");
     c.registered_at = chrono::DateTime::from_timestamp(1_717_243_200, 123_456_789).unwrap();
-    b.store.register_client(&c).await.unwrap();
+    b.store.register_client(&c, &[]).await.unwrap();
     let got = b.store.get_client("precise").await.unwrap().unwrap();
     assert_eq!(got.registered_at, c.registered_at);
 }
@@ -394,11 +397,11 @@ async fn creates_and_joins_written_together_read_back_as_written_one_by_one() {
         (r, c, m)
     };
     let create = |s: Arc<SqliteStore>, (r, c, m): (_, _, _)| -> futures_box::BoxFuture<_> {
-        Box::pin(async move { s.create_room(&r, &c, &m).await })
+        Box::pin(async move { s.create_room(&r, &c, &m, &[]).await })
     };
     let join =
         |s: Arc<SqliteStore>, m: signal_core::store::MemberRecords| -> futures_box::BoxFuture<_> {
-            Box::pin(async move { s.add_member(&m).await })
+            Box::pin(async move { s.add_member(&m, &[]).await })
         };
     // 19 rooms created at once: one run of creations, written together.
     let rooms: Vec<_> = (0..19).map(new_room).collect();
@@ -484,7 +487,9 @@ async fn client_look_ups_at_once_each_get_their_own_client() {
     let b = sqlite_file().await;
     let s = b.store;
     for i in 0..50 {
-        s.register_client(&client(&format!("c{i}"))).await.unwrap();
+        s.register_client(&client(&format!("c{i}")), &[])
+            .await
+            .unwrap();
     }
     let mut tasks = Vec::new();
     for i in 0..100 {
@@ -512,17 +517,19 @@ async fn leaves_and_touches_written_together_read_back_as_written_one_by_one() {
         let id = format!("room-{i}");
         let r = room(&id, i, Some("owner"));
         let owner = member(&format!("owner-{i}"), &id, "sender", i);
-        s.create_room(&r, &created(&r, "owner"), &owner)
+        s.create_room(&r, &created(&r, "owner"), &owner, &[])
             .await
             .unwrap();
         for k in 0..5 {
             let m = member(&format!("m{i}-{k}"), &id, "receiver", 10 + k);
-            s.add_member(&m).await.unwrap();
+            s.add_member(&m, &[]).await.unwrap();
             members.push(m);
         }
     }
     for i in 0..10 {
-        s.register_client(&client(&format!("c{i}"))).await.unwrap();
+        s.register_client(&client(&format!("c{i}")), &[])
+            .await
+            .unwrap();
     }
     // Every other member leaves, all at once.
     let leaving: Vec<_> = members
@@ -533,7 +540,7 @@ async fn leaves_and_touches_written_together_read_back_as_written_one_by_one() {
     let leave = |s: Arc<SqliteStore>,
                  h: signal_core::store::ClientInTerminatedRoomRecord|
      -> futures_box::BoxFuture<_> {
-        Box::pin(async move { s.remove_member(&h).await })
+        Box::pin(async move { s.remove_member(&h, &[]).await })
     };
     for r in at_once(&s, &leaving, leave).await {
         r.unwrap();

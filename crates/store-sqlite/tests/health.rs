@@ -71,13 +71,13 @@ async fn removed_database_refuses_writes_and_recovers_when_restored() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("data/signal.db");
     let store = open(&db).await;
-    store.register_client(&client("before")).await.unwrap();
+    store.register_client(&client("before"), &[]).await.unwrap();
     store.health().await.unwrap();
 
     // The file moved away: nothing may be acknowledged into it.
     let aside = dir.path().join("aside");
     std::fs::rename(dir.path().join("data"), &aside).unwrap();
-    let why = unavailable(store.register_client(&client("lost")).await, "write");
+    let why = unavailable(store.register_client(&client("lost"), &[]).await, "write");
     assert!(why.contains("is gone"), "{why}");
     let why = unavailable(store.health().await, "health");
     assert!(why.contains("is gone"), "{why}");
@@ -88,7 +88,7 @@ async fn removed_database_refuses_writes_and_recovers_when_restored() {
         store.health().await.is_ok()
     })
     .await;
-    store.register_client(&client("after")).await.unwrap();
+    store.register_client(&client("after"), &[]).await.unwrap();
     assert!(store.get_client("before").await.unwrap().is_some());
     assert!(store.get_client("lost").await.unwrap().is_none());
     store.close().await;
@@ -106,14 +106,14 @@ async fn deleted_directory_stays_unavailable_until_restored() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("data/signal.db");
     let store = open(&db).await;
-    store.register_client(&client("a")).await.unwrap();
+    store.register_client(&client("a"), &[]).await.unwrap();
     std::fs::remove_dir_all(dir.path().join("data")).unwrap();
-    unavailable(store.register_client(&client("b")).await, "write");
+    unavailable(store.register_client(&client("b"), &[]).await, "write");
     // Not silently replaced by an empty database: still refused after the monitor ran.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let why = unavailable(store.health().await, "health");
     assert!(why.contains("is gone"), "{why}");
-    unavailable(store.register_client(&client("c")).await, "write");
+    unavailable(store.register_client(&client("c"), &[]).await, "write");
     assert!(
         !db.exists(),
         "no new database was created behind the operator's back"
@@ -127,24 +127,30 @@ async fn replaced_database_is_noticed_and_the_new_file_taken() {
     let db = dir.path().join("signal.db");
     let other_path = dir.path().join("other.db");
     let other = open(&other_path).await;
-    other.register_client(&client("in-other")).await.unwrap();
+    other
+        .register_client(&client("in-other"), &[])
+        .await
+        .unwrap();
     other.close().await;
 
     let store = open(&db).await;
-    store.register_client(&client("in-first")).await.unwrap();
+    store
+        .register_client(&client("in-first"), &[])
+        .await
+        .unwrap();
     // Restoring a backup as docs/configuration.md says: the file without its companions.
     std::fs::rename(&other_path, &db).unwrap();
     for ext in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(dir.path().join(format!("signal.db{ext}")));
     }
-    let why = unavailable(store.register_client(&client("x")).await, "write");
+    let why = unavailable(store.register_client(&client("x"), &[]).await, "write");
     assert!(why.contains("was replaced"), "{why}");
     eventually("the store reopens the new file", || async {
         store.health().await.is_ok()
     })
     .await;
     assert!(store.get_client("in-other").await.unwrap().is_some());
-    store.register_client(&client("y")).await.unwrap();
+    store.register_client(&client("y"), &[]).await.unwrap();
     store.close().await;
 }
 
@@ -198,7 +204,7 @@ fn run(cmd: &str, args: &[&str]) {
 async fn full_disk_refuses_writes_and_recovers() {
     let fs = Tmpfs::mount("4m");
     let store = open(&fs.path().join("signal.db")).await;
-    store.register_client(&client("a")).await.unwrap();
+    store.register_client(&client("a"), &[]).await.unwrap();
 
     // Fill the file system.
     let filler = fs.path().join("filler");
@@ -217,7 +223,7 @@ async fn full_disk_refuses_writes_and_recovers() {
         // Large rows, so the WAL must grow.
         let mut c = client(&format!("big-{i}"));
         c.metadata = json!({ "pad": "x".repeat(16 * 1024) });
-        match store.register_client(&c).await {
+        match store.register_client(&c, &[]).await {
             Ok(()) => {}
             Err(StoreError::Unavailable(_)) => {
                 refused = true;
@@ -237,7 +243,7 @@ async fn full_disk_refuses_writes_and_recovers() {
         store.health().await.is_ok()
     })
     .await;
-    store.register_client(&client("after")).await.unwrap();
+    store.register_client(&client("after"), &[]).await.unwrap();
     store.close().await;
 }
 
@@ -258,12 +264,12 @@ async fn reads_are_retried_through_a_short_outage() {
     )
     .await
     .unwrap();
-    store.register_client(&client("kept")).await.unwrap();
+    store.register_client(&client("kept"), &[]).await.unwrap();
 
     let aside = dir.path().join("aside");
     std::fs::rename(dir.path().join("data"), &aside).unwrap();
     // Writes are not retried: this one is refused at once.
-    unavailable(store.register_client(&client("lost")).await, "write");
+    unavailable(store.register_client(&client("lost"), &[]).await, "write");
 
     let back = dir.path().join("data");
     let restore = tokio::spawn(async move {

@@ -364,16 +364,20 @@ impl Hub {
         }
         self.tell_other_nodes(room_id, Some(&gone.client), &env)
             .await;
-        if let Some(record) = record
-            && let Err(e) = self.store().remove_member(&record).await
-        {
-            tracing::error!(room_id = %room_id, error = %e, "could not record room leave");
+        // Without a record the leave was recorded (with its event) when it happened.
+        if let Some(record) = record {
+            let ev: Vec<events::Event> = self
+                .event(events::Kind::MemberLeft, |e| {
+                    e.room(room_id)
+                        .client(&gone.client)
+                        .data(json!({ "reason": reason }))
+                })
+                .into_iter()
+                .collect();
+            if let Err(e) = self.store().remove_member(&record, &ev).await {
+                tracing::error!(room_id = %room_id, error = %e, "could not record room leave");
+            }
         }
-        self.publish(events::Kind::MemberLeft, |e| {
-            e.room(room_id)
-                .client(&gone.client)
-                .data(json!({ "reason": reason }))
-        });
     }
 
     /// The room ended with `gone`'s leave, and the registry chose this node to record
@@ -422,6 +426,7 @@ impl Hub {
                 .await;
         }
         let now = Utc::now();
+        let record_given = record.is_some();
         let mut histories: Vec<ClientInTerminatedRoomRecord> = record.into_iter().collect();
         histories.extend(
             remaining
@@ -444,26 +449,34 @@ impl Hub {
             metadata: entry.metadata.clone(),
             record_created_at: now,
         };
-        if let Err(e) = self.store().terminate_room(&terminated, &histories).await {
-            tracing::error!(room_id = %room_id, error = %e, "could not record room termination");
+        let mut ev: Vec<events::Event> = Vec::new();
+        // The leaver's own event, unless its leave was recorded already.
+        if record_given {
+            ev.extend(self.event(events::Kind::MemberLeft, |e| {
+                e.room(room_id)
+                    .client(&gone.client)
+                    .data(json!({ "reason": reason }))
+            }));
         }
-        self.publish(events::Kind::MemberLeft, |e| {
-            e.room(room_id)
-                .client(&gone.client)
-                .data(json!({ "reason": reason }))
-        });
         for m in &remaining {
-            self.publish(events::Kind::MemberLeft, |e| {
+            ev.extend(self.event(events::Kind::MemberLeft, |e| {
                 e.room(room_id)
                     .client(&m.client)
                     .data(json!({ "reason": why }))
-            });
+            }));
         }
-        self.publish(events::Kind::RoomTerminated, |e| {
+        ev.extend(self.event(events::Kind::RoomTerminated, |e| {
             e.room(room_id)
                 .client(&gone.client)
                 .data(terminated.room_data.clone())
-        });
+        }));
+        if let Err(e) = self
+            .store()
+            .terminate_room(&terminated, &histories, &ev)
+            .await
+        {
+            tracing::error!(room_id = %room_id, error = %e, "could not record room termination");
+        }
         metrics::counter!("signal_rooms_terminated_total").increment(1);
     }
 

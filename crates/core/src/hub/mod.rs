@@ -277,17 +277,33 @@ impl Hub {
         &self.inner.media
     }
 
-    /// Publishes a lifecycle event of `kind`, stamped with this node.
-    pub(crate) fn publish(
+    /// A lifecycle event of `kind` stamped with this node, for the store write of its
+    /// step; none when no sink listens.
+    pub(crate) fn event(
         &self,
         kind: events::Kind,
         build: impl FnOnce(events::Event) -> events::Event,
-    ) {
-        if !self.inner.events.is_enabled() {
-            return;
+    ) -> Option<events::Event> {
+        self.inner
+            .events
+            .is_enabled()
+            .then(|| build(events::Event::new(kind, self.inner.router.node_id())))
+    }
+
+    /// Records the events of a step that writes nothing else (a session opening or
+    /// closing). Such a step does not depend on the store: if the outbox cannot be
+    /// written, the event is logged and counted as lost.
+    pub(crate) async fn record_events(&self, events: Option<events::Event>) {
+        let Some(e) = events else { return };
+        if let Err(err) = self
+            .inner
+            .store
+            .append_events(std::slice::from_ref(&e))
+            .await
+        {
+            metrics::counter!("signal_events_unrecorded_total").increment(1);
+            tracing::error!(event = e.kind.name(), error = %err, "could not record a lifecycle event");
         }
-        let e = events::Event::new(kind, self.inner.router.node_id());
-        self.inner.events.publish(build(e));
     }
 
     /// The configuration.
@@ -413,12 +429,13 @@ impl Hub {
             old.close(CloseReason::Replaced);
         }
         metrics::gauge!("signal_sessions", "wire" => session.format_label()).increment(1.0);
-        self.publish(events::Kind::SessionConnected, |e| {
+        let ev = self.event(events::Kind::SessionConnected, |e| {
             e.client(&session.client_id).data(serde_json::json!({
                 "session_id": session.id.to_string(),
                 "wire": session.format_label(),
             }))
         });
+        self.record_events(ev).await;
         Ok(session)
     }
 
@@ -457,12 +474,13 @@ impl Hub {
         }
         self.leave_all(session, reason, voluntary).await;
         if removed {
-            self.publish(events::Kind::SessionDisconnected, |e| {
+            let ev = self.event(events::Kind::SessionDisconnected, |e| {
                 e.client(&session.client_id).data(serde_json::json!({
                     "session_id": session.id.to_string(),
                     "reason": reason,
                 }))
             });
+            self.record_events(ev).await;
         }
         if let Err(e) = self
             .inner
@@ -490,13 +508,14 @@ impl Hub {
             metadata: p.metadata,
             record_created_at: now,
         };
-        match self.inner.store.register_client(&client).await {
-            Ok(()) => {
-                self.publish(events::Kind::ClientRegistered, |e| {
-                    e.client(&session.client_id)
-                });
-                Ok(())
-            }
+        let ev: Vec<events::Event> = self
+            .event(events::Kind::ClientRegistered, |e| {
+                e.client(&session.client_id)
+            })
+            .into_iter()
+            .collect();
+        match self.inner.store.register_client(&client, &ev).await {
+            Ok(()) => Ok(()),
             Err(crate::store::StoreError::Conflict(_)) => Err(CoreError::new(
                 ErrorKind::AlreadyRegistered,
                 "Client already registered",
@@ -528,8 +547,14 @@ impl Hub {
         if !verify_token(&creds.auth_token, &client.auth_token) {
             return Err(CoreError::unauthorized("Invalid client_id or auth_token"));
         }
+        let ev: Vec<events::Event> = self
+            .event(events::Kind::ClientUnregistered, |e| {
+                e.client(&session.client_id)
+            })
+            .into_iter()
+            .collect();
         if !store
-            .delete_client(&creds.client_id)
+            .delete_client(&creds.client_id, &ev)
             .await
             .map_err(|e| CoreError::from_store("unregister", e))?
         {
@@ -547,9 +572,6 @@ impl Hub {
         for s in sessions {
             self.leave_all(&s, "unregistered", true).await;
         }
-        self.publish(events::Kind::ClientUnregistered, |e| {
-            e.client(&session.client_id)
-        });
         Ok(())
     }
 

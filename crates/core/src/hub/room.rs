@@ -710,7 +710,27 @@ impl Hub {
         if let Some(sfu_session) = &media.session_id {
             records.webrtc_client.session_id = Some(sfu_session.clone());
         }
-        if let Err(e) = self.store().create_room(&record, &created, &records).await {
+        let ev: Vec<events::Event> = [
+            self.event(events::Kind::RoomCreated, |e| {
+                e.room(&room_id).client(&session.client_id).data(json!({
+                    "max_participants": max_participants,
+                    "media": self.inner.media.name(),
+                }))
+            }),
+            self.event(events::Kind::MemberJoined, |e| {
+                e.room(&room_id)
+                    .client(&session.client_id)
+                    .data(json!({ "role": role.as_str() }))
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if let Err(e) = self
+            .store()
+            .create_room(&record, &created, &records, &ev)
+            .await
+        {
             room.state.write().closed = true;
             self.inner
                 .rooms
@@ -748,17 +768,6 @@ impl Hub {
         self.share_published(&room, &session.client_id).await;
         metrics::counter!("signal_rooms_created_total").increment(1);
         tracing::debug!(room_id = %room_id, client_id = %session.client_id, "room created");
-        self.publish(events::Kind::RoomCreated, |e| {
-            e.room(&room_id).client(&session.client_id).data(json!({
-                "max_participants": max_participants,
-                "media": self.inner.media.name(),
-            }))
-        });
-        self.publish(events::Kind::MemberJoined, |e| {
-            e.room(&room_id)
-                .client(&session.client_id)
-                .data(json!({ "role": role.as_str() }))
-        });
         Ok(RoomCreated {
             room_id,
             session_id: room_session,
@@ -931,10 +940,11 @@ impl Hub {
     async fn add_member_record(
         &self,
         r: &crate::store::MemberRecords,
+        ev: &[events::Event],
     ) -> Result<(), crate::store::StoreError> {
         let mut wait = std::time::Duration::from_millis(20);
         for _ in 0..6 {
-            match self.store().add_member(r).await {
+            match self.store().add_member(r, ev).await {
                 Err(crate::store::StoreError::NoRoom(_)) if self.clustered() => {
                     tokio::time::sleep(wait).await;
                     wait *= 2;
@@ -942,7 +952,7 @@ impl Hub {
                 other => return other,
             }
         }
-        self.store().add_member(r).await
+        self.store().add_member(r, ev).await
     }
 
     /// Runs a room's queued joins, a batch per turn of the control lock, until none is
@@ -1050,21 +1060,29 @@ impl Hub {
                     .map_err(|e| media_error("join_room", e)),
             );
         }
-        let records: Vec<Option<MemberRecords>> = accepted
+        let records: Vec<Option<(MemberRecords, Vec<events::Event>)>> = accepted
             .iter()
             .zip(&media)
-            .map(|((_, m), md)| {
+            .map(|((j, m), md)| {
                 let md = md.as_ref().ok()?;
                 let mut r = member_records(room, m);
                 if let Some(sfu_session) = &md.session_id {
                     r.webrtc_client.session_id = Some(sfu_session.clone());
                 }
-                Some(r)
+                let ev = self
+                    .event(events::Kind::MemberJoined, |e| {
+                        e.room(room_id)
+                            .client(&j.session.client_id)
+                            .data(json!({ "role": j.role.as_str() }))
+                    })
+                    .into_iter()
+                    .collect();
+                Some((r, ev))
             })
             .collect();
         let stored = futures_util::future::join_all(records.iter().map(|r| async move {
             match r {
-                Some(r) => Some(self.add_member_record(r).await),
+                Some((r, ev)) => Some(self.add_member_record(r, ev).await),
                 None => None,
             }
         }))
@@ -1143,11 +1161,6 @@ impl Hub {
             session.add_room(room_id.clone());
             self.tell_other_nodes(room_id, Some(&session.client_id), &env)
                 .await;
-            self.publish(events::Kind::MemberJoined, |e| {
-                e.room(room_id)
-                    .client(&session.client_id)
-                    .data(json!({ "role": role.as_str() }))
-            });
             let _ = reply.send(Ok(RoomJoined {
                 room_id: room_id.clone(),
                 session_id: room_session,
@@ -1342,26 +1355,27 @@ impl Hub {
                 metadata: room.metadata.clone(),
                 record_created_at: now,
             };
-            if let Err(e) = self.store().terminate_room(&record, &histories).await {
-                tracing::error!(room_id = %room.id, error = %e, "could not record room termination");
-            }
-            self.publish(events::Kind::MemberLeft, |e| {
+            let mut ev: Vec<events::Event> = Vec::new();
+            ev.extend(self.event(events::Kind::MemberLeft, |e| {
                 e.room(&room.id)
                     .client(member.client())
                     .data(json!({ "reason": reason }))
-            });
+            }));
             for m in &remaining {
-                self.publish(events::Kind::MemberLeft, |e| {
+                ev.extend(self.event(events::Kind::MemberLeft, |e| {
                     e.room(&room.id)
                         .client(m.client())
                         .data(json!({ "reason": why_for_events }))
-                });
+                }));
             }
-            self.publish(events::Kind::RoomTerminated, |e| {
+            ev.extend(self.event(events::Kind::RoomTerminated, |e| {
                 e.room(&room.id)
                     .client(member.client())
                     .data(record.room_data.clone())
-            });
+            }));
+            if let Err(e) = self.store().terminate_room(&record, &histories, &ev).await {
+                tracing::error!(room_id = %room.id, error = %e, "could not record room termination");
+            }
             metrics::counter!("signal_rooms_terminated_total").increment(1);
         } else {
             self.inner
@@ -1378,24 +1392,24 @@ impl Hub {
             }
             self.tell_other_nodes(&room.id, Some(member.client()), &env)
                 .await;
+            let ev: Vec<events::Event> = self
+                .event(events::Kind::MemberLeft, |e| {
+                    e.room(&room.id)
+                        .client(member.client())
+                        .data(json!({ "reason": reason }))
+                })
+                .into_iter()
+                .collect();
             if let Err(e) = self
                 .store()
-                .remove_member(&history(
-                    room,
-                    &member,
-                    reason,
-                    &by,
-                    final_status(voluntary),
-                ))
+                .remove_member(
+                    &history(room, &member, reason, &by, final_status(voluntary)),
+                    &ev,
+                )
                 .await
             {
                 tracing::error!(room_id = %room.id, error = %e, "could not record room leave");
             }
-            self.publish(events::Kind::MemberLeft, |e| {
-                e.room(&room.id)
-                    .client(member.client())
-                    .data(json!({ "reason": reason }))
-            });
         }
         true
     }
@@ -1477,8 +1491,24 @@ impl Hub {
                 metadata: r.metadata.clone(),
                 record_created_at: now,
             };
+            // Its members left when the server stopped; the room ends now.
+            let mut ev: Vec<events::Event> = Vec::new();
+            if let Ok(room_id) = RoomId::parse(&r.room_id) {
+                for m in &members {
+                    if let Ok(client) = ClientId::parse("client_id", &m.client_id) {
+                        ev.extend(self.event(events::Kind::MemberLeft, |e| {
+                            e.room(&room_id)
+                                .client(&client)
+                                .data(json!({ "reason": reason }))
+                        }));
+                    }
+                }
+                ev.extend(self.event(events::Kind::RoomTerminated, |e| {
+                    e.room(&room_id).data(record.room_data.clone())
+                }));
+            }
             store
-                .terminate_room(&record, &histories)
+                .terminate_room(&record, &histories, &ev)
                 .await
                 .map_err(|e| CoreError::from_store("recover", e))?;
         }

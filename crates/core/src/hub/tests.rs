@@ -267,8 +267,9 @@ async fn every_lifecycle_step_is_published_in_order() {
         },
     );
     room_life(&hub).await;
-    let steps: Vec<(Kind, Option<String>, Option<String>)> = log
-        .events()
+    let recorded = store.pending_events(100).await.unwrap();
+    let steps: Vec<(Kind, Option<String>, Option<String>)> = recorded
+        .clone()
         .into_iter()
         .map(|e| {
             (
@@ -296,7 +297,12 @@ async fn every_lifecycle_step_is_published_in_order() {
             step(Kind::SessionDisconnected, "alice", None),
         ]
     );
-    let last = log.events();
+    let last = recorded;
+    assert_eq!(
+        last.iter().filter_map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6],
+        "the room's events are numbered in order"
+    );
     let terminated = last
         .iter()
         .find(|e| e.kind == Kind::RoomTerminated)

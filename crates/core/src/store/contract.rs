@@ -13,6 +13,11 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::{
+    events::{Event, Kind},
+    ids::{ClientId, RoomId},
+};
+
 use super::{
     ClientInRoomRecord, ClientInTerminatedRoomRecord, MemberRecords, RegisteredClient,
     RoomCreatedRecord, RoomRecord, Store, StoreError, TerminatedRoomRecord, WebrtcClientRecord,
@@ -47,7 +52,10 @@ macro_rules! store_contract {
             concurrent_registrations_all_succeed,
             concurrent_duplicate_registration_one_wins,
             concurrent_rooms_and_members,
-            concurrent_creators_of_one_room_one_wins
+            concurrent_creators_of_one_room_one_wins,
+            events_are_recorded_with_their_writes,
+            failed_writes_record_no_events,
+            concurrent_room_events_are_numbered_without_gaps
         );
     };
     (@module $module:ident, $make:expr; $($name:ident),* $(,)?) => {
@@ -187,6 +195,22 @@ pub fn terminated(room: &RoomRecord, secs: i64, by: &str) -> TerminatedRoomRecor
     }
 }
 
+/// An event of `kind` about `client`, in `room` if given, with some data.
+pub fn event(kind: Kind, client: &str, room: Option<&str>) -> Event {
+    let e = Event::new(kind, "node-a")
+        .client(&ClientId::parse("client_id", client).unwrap())
+        .data(json!({"reason": "left", "n": [1, 2.5, null], "nested": {"ok": true}}));
+    match room {
+        Some(r) => e.room(&RoomId::parse(r).unwrap()),
+        None => e,
+    }
+}
+
+/// `e` as the store gives it back: numbered `seq`.
+pub fn numbered(e: &Event, seq: Option<u64>) -> Event {
+    Event { seq, ..e.clone() }
+}
+
 pub fn ids<T>(rows: &[T], f: impl Fn(&T) -> &str) -> Vec<String> {
     rows.iter().map(|r| f(r).to_owned()).collect()
 }
@@ -209,8 +233,8 @@ pub async fn clients_register_get_touch_delete(s: &Arc<dyn Store>) {
     b.capabilities = vec![];
     b.last_seen = Some(at(5));
     b.metadata = json!({});
-    s.register_client(&a).await.unwrap();
-    s.register_client(&b).await.unwrap();
+    s.register_client(&a, &[]).await.unwrap();
+    s.register_client(&b, &[]).await.unwrap();
     assert_eq!(s.count_clients().await.unwrap(), 2);
     assert_eq!(s.get_client("abc").await.unwrap(), Some(a.clone()));
     assert_eq!(s.get_client("def").await.unwrap(), Some(b.clone()));
@@ -229,21 +253,21 @@ pub async fn clients_register_get_touch_delete(s: &Arc<dyn Store>) {
     s.touch_client("nobody", at(60)).await.unwrap();
     assert_eq!(s.count_clients().await.unwrap(), 2);
 
-    assert!(s.delete_client("abc").await.unwrap());
-    assert!(!s.delete_client("abc").await.unwrap());
+    assert!(s.delete_client("abc", &[]).await.unwrap());
+    assert!(!s.delete_client("abc", &[]).await.unwrap());
     assert_eq!(s.get_client("abc").await.unwrap(), None);
     assert_eq!(s.count_clients().await.unwrap(), 1);
     // A deleted id can register again.
-    s.register_client(&client("abc")).await.unwrap();
+    s.register_client(&client("abc"), &[]).await.unwrap();
     assert_eq!(s.count_clients().await.unwrap(), 2);
 }
 
 pub async fn duplicate_client_is_conflict(s: &Arc<dyn Store>) {
     let first = client("abc");
-    s.register_client(&first).await.unwrap();
+    s.register_client(&first, &[]).await.unwrap();
     let mut second = client("abc");
     second.auth_token = "c2VjcmV0LXRva2Vu".into();
-    match s.register_client(&second).await {
+    match s.register_client(&second, &[]).await {
         Err(StoreError::Conflict(msg)) => {
             assert_eq!(msg, "client 'abc' is already registered");
             assert!(!msg.contains(&second.auth_token));
@@ -259,7 +283,7 @@ pub async fn create_room_round_trips(s: &Arc<dyn Store>) {
     let r = room("r1", 0, Some("alice"));
     let c = created(&r, "alice");
     let alice = member("alice", "r1", "sender", 0);
-    s.create_room(&r, &c, &alice).await.unwrap();
+    s.create_room(&r, &c, &alice, &[]).await.unwrap();
 
     assert_eq!(s.get_room("r1").await.unwrap(), Some(r.clone()));
     assert_eq!(s.get_room("r2").await.unwrap(), None);
@@ -286,7 +310,9 @@ pub async fn create_room_round_trips(s: &Arc<dyn Store>) {
     let mut bob = member("bob", "r2", "receiver", 1);
     bob.webrtc_client.session_id = None;
     bob.client_in_room.capabilities = vec![];
-    s.create_room(&bare, &bare_created, &bob).await.unwrap();
+    s.create_room(&bare, &bare_created, &bob, &[])
+        .await
+        .unwrap();
     // The room is stored as given: create_room does not fill role slots.
     assert_eq!(s.get_room("r2").await.unwrap(), Some(bare));
     assert_eq!(s.room_created("r2").await.unwrap(), vec![bare_created]);
@@ -306,6 +332,7 @@ pub async fn create_room_conflicts(s: &Arc<dyn Store>) {
         &r,
         &created(&r, "alice"),
         &member("alice", "r1", "sender", 0),
+        &[],
     )
     .await
     .unwrap();
@@ -315,6 +342,7 @@ pub async fn create_room_conflicts(s: &Arc<dyn Store>) {
             &again,
             &created(&again, "bob"),
             &member("bob", "r1", "sender", 5),
+            &[],
         )
         .await
     {
@@ -338,6 +366,7 @@ pub async fn failed_create_room_writes_nothing(s: &Arc<dyn Store>) {
             &r,
             &created(&r, "alice"),
             &member("alice", "elsewhere", "sender", 0),
+            &[],
         )
         .await
         .unwrap_err();
@@ -354,6 +383,7 @@ pub async fn failed_create_room_writes_nothing(s: &Arc<dyn Store>) {
         &r,
         &created(&r, "alice"),
         &member("alice", "r1", "sender", 0),
+        &[],
     )
     .await
     .unwrap();
@@ -365,21 +395,22 @@ pub async fn add_member_fills_empty_role_slots(s: &Arc<dyn Store>) {
         &r,
         &created(&r, "alice"),
         &member("alice", "r1", "sender", 0),
+        &[],
     )
     .await
     .unwrap();
 
     let bob = member("bob", "r1", "receiver", 1);
-    s.add_member(&bob).await.unwrap();
+    s.add_member(&bob, &[]).await.unwrap();
     let got = s.get_room("r1").await.unwrap().unwrap();
     assert_eq!(got.receiver_client_id.as_deref(), Some("bob"));
     assert_eq!(got.sender_client_id.as_deref(), Some("alice"));
 
     // Occupied slots are kept.
-    s.add_member(&member("carol", "r1", "receiver", 2))
+    s.add_member(&member("carol", "r1", "receiver", 2), &[])
         .await
         .unwrap();
-    s.add_member(&member("dave", "r1", "sender", 3))
+    s.add_member(&member("dave", "r1", "sender", 3), &[])
         .await
         .unwrap();
     let got = s.get_room("r1").await.unwrap().unwrap();
@@ -411,10 +442,11 @@ pub async fn add_member_fills_empty_role_slots(s: &Arc<dyn Store>) {
         &r2,
         &created(&r2, "erin"),
         &member("erin", "r2", "receiver", 10),
+        &[],
     )
     .await
     .unwrap();
-    s.add_member(&member("frank", "r2", "Sender", 11))
+    s.add_member(&member("frank", "r2", "Sender", 11), &[])
         .await
         .unwrap();
     let got = s.get_room("r2").await.unwrap().unwrap();
@@ -428,19 +460,23 @@ pub async fn add_member_errors(s: &Arc<dyn Store>) {
         &r,
         &created(&r, "alice"),
         &member("alice", "r1", "sender", 0),
+        &[],
     )
     .await
     .unwrap();
     let bob = member("bob", "r1", "receiver", 1);
-    s.add_member(&bob).await.unwrap();
+    s.add_member(&bob, &[]).await.unwrap();
 
-    match s.add_member(&member("bob", "r1", "receiver", 2)).await {
+    match s.add_member(&member("bob", "r1", "receiver", 2), &[]).await {
         Err(StoreError::Conflict(msg)) => {
             assert_eq!(msg, "client 'bob' is already in room 'r1'");
         }
         other => panic!("expected Conflict, got {other:?}"),
     }
-    match s.add_member(&member("carol", "nope", "receiver", 2)).await {
+    match s
+        .add_member(&member("carol", "nope", "receiver", 2), &[])
+        .await
+    {
         Err(StoreError::NoRoom(msg)) => assert_eq!(msg, "room 'nope' is not active"),
         other => panic!("expected NoRoom, got {other:?}"),
     }
@@ -468,14 +504,15 @@ pub async fn remove_member_moves_member_to_history(s: &Arc<dyn Store>) {
         &r,
         &created(&r, "alice"),
         &member("alice", "r1", "sender", 0),
+        &[],
     )
     .await
     .unwrap();
     let bob = member("bob", "r1", "receiver", 1);
-    s.add_member(&bob).await.unwrap();
+    s.add_member(&bob, &[]).await.unwrap();
 
     let left = history(&bob, 30, "bob", "VoluntaryDisconnect");
-    s.remove_member(&left).await.unwrap();
+    s.remove_member(&left, &[]).await.unwrap();
 
     assert_eq!(
         ids(&s.room_members("r1").await.unwrap(), |m| &m.client_id),
@@ -491,7 +528,7 @@ pub async fn remove_member_moves_member_to_history(s: &Arc<dyn Store>) {
     assert!(s.get_room("r1").await.unwrap().is_some());
     assert!(s.terminated_rooms("r1").await.unwrap().is_empty());
     // The member may come back.
-    s.add_member(&member("bob", "r1", "receiver", 40))
+    s.add_member(&member("bob", "r1", "receiver", 40), &[])
         .await
         .unwrap();
     assert_eq!(s.room_members("r1").await.unwrap().len(), 2);
@@ -500,20 +537,20 @@ pub async fn remove_member_moves_member_to_history(s: &Arc<dyn Store>) {
 pub async fn terminate_room_empties_active_tables(s: &Arc<dyn Store>) {
     let r1 = room("r1", 0, Some("alice"));
     let alice = member("alice", "r1", "sender", 0);
-    s.create_room(&r1, &created(&r1, "alice"), &alice)
+    s.create_room(&r1, &created(&r1, "alice"), &alice, &[])
         .await
         .unwrap();
     let bob = member("bob", "r1", "receiver", 1);
-    s.add_member(&bob).await.unwrap();
+    s.add_member(&bob, &[]).await.unwrap();
     let carol = member("carol", "r1", "receiver", 2);
-    s.add_member(&carol).await.unwrap();
+    s.add_member(&carol, &[]).await.unwrap();
     let carol_left = history(&carol, 10, "carol", "Disconnected");
-    s.remove_member(&carol_left).await.unwrap();
+    s.remove_member(&carol_left, &[]).await.unwrap();
 
     // Another room must not be touched.
     let r2 = room("r2", 3, Some("zed"));
     let zed = member("zed", "r2", "sender", 3);
-    s.create_room(&r2, &created(&r2, "zed"), &zed)
+    s.create_room(&r2, &created(&r2, "zed"), &zed, &[])
         .await
         .unwrap();
 
@@ -522,7 +559,7 @@ pub async fn terminate_room_empties_active_tables(s: &Arc<dyn Store>) {
         history(&alice, 20, "alice", "Disconnected"),
         history(&bob, 20, "alice", "Kicked"),
     ];
-    s.terminate_room(&record, &finals).await.unwrap();
+    s.terminate_room(&record, &finals, &[]).await.unwrap();
 
     assert_eq!(s.get_room("r1").await.unwrap(), None);
     assert!(s.room_members("r1").await.unwrap().is_empty());
@@ -547,16 +584,24 @@ pub async fn room_id_reusable_after_termination(s: &Arc<dyn Store>) {
     let first = room("r1", 0, Some("alice"));
     let first_created = created(&first, "alice");
     let alice = member("alice", "r1", "sender", 0);
-    s.create_room(&first, &first_created, &alice).await.unwrap();
-    let first_end = terminated(&first, 10, "alice");
-    s.terminate_room(&first_end, &[history(&alice, 10, "alice", "Disconnected")])
+    s.create_room(&first, &first_created, &alice, &[])
         .await
         .unwrap();
+    let first_end = terminated(&first, 10, "alice");
+    s.terminate_room(
+        &first_end,
+        &[history(&alice, 10, "alice", "Disconnected")],
+        &[],
+    )
+    .await
+    .unwrap();
 
     let second = room("r1", 20, Some("bob"));
     let second_created = created(&second, "bob");
     let bob = member("bob", "r1", "sender", 20);
-    s.create_room(&second, &second_created, &bob).await.unwrap();
+    s.create_room(&second, &second_created, &bob, &[])
+        .await
+        .unwrap();
 
     assert_eq!(s.get_room("r1").await.unwrap(), Some(second.clone()));
     assert_eq!(
@@ -571,9 +616,13 @@ pub async fn room_id_reusable_after_termination(s: &Arc<dyn Store>) {
 
     // And terminated again.
     let second_end = terminated(&second, 30, "bob");
-    s.terminate_room(&second_end, &[history(&bob, 30, "bob", "Disconnected")])
-        .await
-        .unwrap();
+    s.terminate_room(
+        &second_end,
+        &[history(&bob, 30, "bob", "Disconnected")],
+        &[],
+    )
+    .await
+    .unwrap();
     assert_eq!(
         s.terminated_rooms("r1").await.unwrap(),
         vec![first_end, second_end]
@@ -588,9 +637,14 @@ pub async fn room_id_reusable_after_termination(s: &Arc<dyn Store>) {
 pub async fn active_rooms_oldest_first(s: &Arc<dyn Store>) {
     for (name, secs) in [("young", 30), ("old", 10), ("middle", 20)] {
         let r = room(name, secs, Some("x"));
-        s.create_room(&r, &created(&r, "x"), &member("x", name, "sender", secs))
-            .await
-            .unwrap();
+        s.create_room(
+            &r,
+            &created(&r, "x"),
+            &member("x", name, "sender", secs),
+            &[],
+        )
+        .await
+        .unwrap();
     }
     assert_eq!(
         ids(&s.active_rooms().await.unwrap(), |r| &r.room_id),
@@ -602,7 +656,7 @@ pub async fn export_pages_and_imports_history(s: &Arc<dyn Store>) {
     assert!(s.export_clients(None, 10).await.unwrap().is_empty());
     assert!(s.history_room_ids(None, 10).await.unwrap().is_empty());
     for id in ["carol", "alice", "dave", "bob"] {
-        s.register_client(&client(id)).await.unwrap();
+        s.register_client(&client(id), &[]).await.unwrap();
     }
     let page = s.export_clients(None, 3).await.unwrap();
     assert_eq!(ids(&page, |c| &c.client_id), ["alice", "bob", "carol"]);
@@ -615,11 +669,14 @@ pub async fn export_pages_and_imports_history(s: &Arc<dyn Store>) {
     for (name, secs) in [("r1", 0), ("r2", 5)] {
         let r = room(name, secs, Some("alice"));
         let m = member("alice", name, "sender", secs);
-        s.create_room(&r, &created(&r, "alice"), &m).await.unwrap();
+        s.create_room(&r, &created(&r, "alice"), &m, &[])
+            .await
+            .unwrap();
         if name == "r1" {
             s.terminate_room(
                 &terminated(&r, 2, "alice"),
                 &[history(&m, 2, "alice", "Disconnected")],
+                &[],
             )
             .await
             .unwrap();
@@ -628,6 +685,7 @@ pub async fn export_pages_and_imports_history(s: &Arc<dyn Store>) {
                 &again,
                 &created(&again, "bob"),
                 &member("bob", name, "sender", 3),
+                &[],
             )
             .await
             .unwrap();
@@ -657,7 +715,7 @@ pub async fn export_pages_and_imports_history(s: &Arc<dyn Store>) {
 }
 
 pub async fn close_makes_store_unavailable(s: &Arc<dyn Store>) {
-    s.register_client(&client("abc")).await.unwrap();
+    s.register_client(&client("abc"), &[]).await.unwrap();
     s.close().await;
     assert!(matches!(s.health().await, Err(StoreError::Unavailable(_))));
     assert!(matches!(
@@ -665,7 +723,7 @@ pub async fn close_makes_store_unavailable(s: &Arc<dyn Store>) {
         Err(StoreError::Unavailable(_))
     ));
     assert!(matches!(
-        s.register_client(&client("def")).await,
+        s.register_client(&client("def"), &[]).await,
         Err(StoreError::Unavailable(_))
     ));
     assert!(matches!(
@@ -679,7 +737,10 @@ pub async fn concurrent_registrations_all_succeed(s: &Arc<dyn Store>) {
     let tasks: Vec<_> = (0..50)
         .map(|i| {
             let s = s.clone();
-            tokio::spawn(async move { s.register_client(&client(&format!("client-{i}"))).await })
+            tokio::spawn(async move {
+                s.register_client(&client(&format!("client-{i}")), &[])
+                    .await
+            })
         })
         .collect();
     for t in tasks {
@@ -694,7 +755,7 @@ pub async fn concurrent_duplicate_registration_one_wins(s: &Arc<dyn Store>) {
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let s = s.clone();
-            tokio::spawn(async move { s.register_client(&client("same")).await })
+            tokio::spawn(async move { s.register_client(&client("same"), &[]).await })
         })
         .collect();
     let (mut ok, mut conflicts) = (0, 0);
@@ -724,11 +785,15 @@ pub async fn concurrent_rooms_and_members(s: &Arc<dyn Store>) {
                     &r,
                     &created(&r, "host"),
                     &member("host", &name, "sender", i),
+                    &[],
                 )
                 .await?;
                 for j in 0..5 {
-                    s.add_member(&member(&format!("guest-{j}"), &name, "receiver", i + j + 1))
-                        .await?;
+                    s.add_member(
+                        &member(&format!("guest-{j}"), &name, "receiver", i + j + 1),
+                        &[],
+                    )
+                    .await?;
                 }
                 Ok::<_, StoreError>(())
             })
@@ -755,6 +820,7 @@ pub async fn concurrent_creators_of_one_room_one_wins(s: &Arc<dyn Store>) {
                     &r,
                     &created(&r, who),
                     &member(who, "contested", "sender", 0),
+                    &[],
                 )
                 .await
                 .map(|()| who)
@@ -778,4 +844,212 @@ pub async fn concurrent_creators_of_one_room_one_wins(s: &Arc<dyn Store>) {
         "the room holds the winner alone"
     );
     assert_eq!(s.active_rooms().await.unwrap().len(), 1);
+}
+
+/// Each lifecycle write records its events in the same unit of work; a room's events are
+/// numbered 1, 2, ... across the room id's uses; the outbox gives them back in order until
+/// they are marked delivered; a room's events are read back from any `seq`.
+pub async fn events_are_recorded_with_their_writes(s: &Arc<dyn Store>) {
+    let registered = event(Kind::ClientRegistered, "alice", None);
+    s.register_client(&client("alice"), std::slice::from_ref(&registered))
+        .await
+        .unwrap();
+    let r = room("r1", 0, Some("alice"));
+    let opened = [
+        event(Kind::RoomCreated, "alice", Some("r1")),
+        event(Kind::MemberJoined, "alice", Some("r1")),
+    ];
+    let alice = member("alice", "r1", "sender", 0);
+    s.create_room(&r, &created(&r, "alice"), &alice, &opened)
+        .await
+        .unwrap();
+    let joined = event(Kind::MemberJoined, "bob", Some("r1"));
+    let bob = member("bob", "r1", "receiver", 1);
+    s.add_member(&bob, std::slice::from_ref(&joined))
+        .await
+        .unwrap();
+    let session = event(Kind::SessionConnected, "carol", None);
+    s.append_events(std::slice::from_ref(&session))
+        .await
+        .unwrap();
+    let left = event(Kind::MemberLeft, "bob", Some("r1"));
+    s.remove_member(
+        &history(&bob, 2, "bob", "Left"),
+        std::slice::from_ref(&left),
+    )
+    .await
+    .unwrap();
+    let ended = [
+        event(Kind::MemberLeft, "alice", Some("r1")),
+        event(Kind::RoomTerminated, "alice", Some("r1")),
+    ];
+    s.terminate_room(
+        &terminated(&r, 3, "alice"),
+        &[history(&alice, 3, "alice", "Left")],
+        &ended,
+    )
+    .await
+    .unwrap();
+    let unregistered = event(Kind::ClientUnregistered, "alice", None);
+    assert!(
+        s.delete_client("alice", std::slice::from_ref(&unregistered))
+            .await
+            .unwrap()
+    );
+    let want = vec![
+        numbered(&registered, None),
+        numbered(&opened[0], Some(1)),
+        numbered(&opened[1], Some(2)),
+        numbered(&joined, Some(3)),
+        numbered(&session, None),
+        numbered(&left, Some(4)),
+        numbered(&ended[0], Some(5)),
+        numbered(&ended[1], Some(6)),
+        numbered(&unregistered, None),
+    ];
+    assert_eq!(
+        s.pending_events(100).await.unwrap(),
+        want,
+        "intact, in order"
+    );
+    assert_eq!(s.pending_events(2).await.unwrap(), want[..2]);
+    s.mark_delivered(&[want[0].id, want[2].id, Uuid::new_v4()])
+        .await
+        .unwrap();
+    let pending = s.pending_events(100).await.unwrap();
+    assert_eq!(
+        pending.iter().map(|e| e.id).collect::<Vec<_>>(),
+        want.iter()
+            .filter(|e| e.id != want[0].id && e.id != want[2].id)
+            .map(|e| e.id)
+            .collect::<Vec<_>>(),
+        "delivered events leave the outbox"
+    );
+    // A room's events, delivered or not, from a seq on.
+    assert_eq!(
+        s.room_events("r1", 0, 100).await.unwrap(),
+        want[1..4]
+            .iter()
+            .chain(&want[5..8])
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(s.room_events("r1", 4, 100).await.unwrap(), want[6..8]);
+    assert_eq!(s.room_events("r1", 2, 1).await.unwrap(), want[3..4]);
+    assert!(s.room_events("elsewhere", 0, 100).await.unwrap().is_empty());
+    // The id used again: its numbering goes on.
+    let again = room("r1", 10, Some("bob"));
+    let reopened = event(Kind::RoomCreated, "bob", Some("r1"));
+    s.create_room(
+        &again,
+        &created(&again, "bob"),
+        &member("bob", "r1", "sender", 10),
+        std::slice::from_ref(&reopened),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.room_events("r1", 6, 100).await.unwrap(),
+        [numbered(&reopened, Some(7))]
+    );
+}
+
+/// A write that fails records none of its events, and takes no number.
+pub async fn failed_writes_record_no_events(s: &Arc<dyn Store>) {
+    let r = room("r1", 0, Some("alice"));
+    let first = event(Kind::RoomCreated, "alice", Some("r1"));
+    s.create_room(
+        &r,
+        &created(&r, "alice"),
+        &member("alice", "r1", "sender", 0),
+        std::slice::from_ref(&first),
+    )
+    .await
+    .unwrap();
+    let again = room("r1", 5, Some("bob"));
+    let refused = event(Kind::RoomCreated, "bob", Some("r1"));
+    assert!(matches!(
+        s.create_room(
+            &again,
+            &created(&again, "bob"),
+            &member("bob", "r1", "sender", 5),
+            std::slice::from_ref(&refused),
+        )
+        .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let orphan = event(Kind::MemberJoined, "carol", Some("nowhere"));
+    assert!(
+        s.add_member(
+            &member("carol", "nowhere", "receiver", 1),
+            std::slice::from_ref(&orphan)
+        )
+        .await
+        .is_err()
+    );
+    s.register_client(&client("dave"), &[]).await.unwrap();
+    let twice = event(Kind::ClientRegistered, "dave", None);
+    assert!(
+        s.register_client(&client("dave"), std::slice::from_ref(&twice))
+            .await
+            .is_err()
+    );
+    let gone = event(Kind::ClientUnregistered, "erin", None);
+    assert!(
+        !s.delete_client("erin", std::slice::from_ref(&gone))
+            .await
+            .unwrap()
+    );
+    let next = event(Kind::MemberJoined, "bob", Some("r1"));
+    s.add_member(
+        &member("bob", "r1", "receiver", 2),
+        std::slice::from_ref(&next),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.pending_events(100).await.unwrap(),
+        [numbered(&first, Some(1)), numbered(&next, Some(2))],
+        "only the committed writes' events, numbered without a gap"
+    );
+}
+
+/// Members joining one room at once: their events are numbered 2..=21, each once.
+pub async fn concurrent_room_events_are_numbered_without_gaps(s: &Arc<dyn Store>) {
+    let r = room("busy", 0, Some("host"));
+    s.create_room(
+        &r,
+        &created(&r, "host"),
+        &member("host", "busy", "sender", 0),
+        &[event(Kind::RoomCreated, "host", Some("busy"))],
+    )
+    .await
+    .unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let who = format!("guest-{i}");
+                s.add_member(
+                    &member(&who, "busy", "receiver", i + 1),
+                    &[event(Kind::MemberJoined, &who, Some("busy"))],
+                )
+                .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let mut seqs: Vec<u64> = s
+        .room_events("busy", 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.seq)
+        .collect();
+    let in_order = seqs.clone();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=21).collect::<Vec<_>>());
+    assert_eq!(in_order, seqs, "read back in seq order");
 }

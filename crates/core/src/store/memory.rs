@@ -13,10 +13,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
+use uuid::Uuid;
+
 use super::{
     ClientInRoomRecord, ClientInTerminatedRoomRecord, MemberRecords, RegisteredClient,
     RoomCreatedRecord, RoomRecord, Store, StoreError, TerminatedRoomRecord, WebrtcClientRecord,
 };
+use crate::events::Event;
 
 /// The seven tables; `Vec`s keep insertion order, which breaks ties in orderings like the
 /// SQLite store's `rowid` does.
@@ -29,9 +32,26 @@ struct Tables {
     client_in_room: Vec<ClientInRoomRecord>,
     terminated_rooms: Vec<TerminatedRoomRecord>,
     client_in_terminated_room: Vec<ClientInTerminatedRoomRecord>,
+    /// The event outbox, in the order recorded, each with whether it was delivered.
+    events: Vec<(Event, bool)>,
+    /// The last `seq` given per room id.
+    seqs: HashMap<String, u64>,
 }
 
 impl Tables {
+    /// Appends `events` to the outbox, numbering each room's.
+    fn record(&mut self, events: &[Event]) {
+        for e in events {
+            let mut e = e.clone();
+            e.seq = e.room_id.as_ref().map(|r| {
+                let n = self.seqs.entry(r.to_string()).or_default();
+                *n += 1;
+                *n
+            });
+            self.events.push((e, false));
+        }
+    }
+
     fn room_is_active(&self, room_id: &str) -> bool {
         self.webrtc_rooms.iter().any(|r| r.room_id == room_id)
     }
@@ -163,7 +183,11 @@ impl Store for MemoryStore {
         self.tables().map(|_| ())
     }
 
-    async fn register_client(&self, client: &RegisteredClient) -> Result<(), StoreError> {
+    async fn register_client(
+        &self,
+        client: &RegisteredClient,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
         let mut t = self.tables()?;
         if t.registered_clients.contains_key(&client.client_id) {
             return Err(StoreError::Conflict(format!(
@@ -179,6 +203,7 @@ impl Store for MemoryStore {
         }
         t.registered_clients
             .insert(client.client_id.clone(), client.clone());
+        t.record(events);
         Ok(())
     }
 
@@ -186,12 +211,13 @@ impl Store for MemoryStore {
         Ok(self.tables()?.registered_clients.get(client_id).cloned())
     }
 
-    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .tables()?
-            .registered_clients
-            .remove(client_id)
-            .is_some())
+    async fn delete_client(&self, client_id: &str, events: &[Event]) -> Result<bool, StoreError> {
+        let mut t = self.tables()?;
+        let deleted = t.registered_clients.remove(client_id).is_some();
+        if deleted {
+            t.record(events);
+        }
+        Ok(deleted)
     }
 
     async fn touch_client(&self, client_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
@@ -210,6 +236,7 @@ impl Store for MemoryStore {
         room: &RoomRecord,
         created: &RoomCreatedRecord,
         creator: &MemberRecords,
+        events: &[Event],
     ) -> Result<(), StoreError> {
         let mut t = self.tables()?;
         if t.room_is_active(&room.room_id) {
@@ -234,10 +261,11 @@ impl Store for MemoryStore {
         t.webrtc_rooms.push(room.clone());
         t.room_created.push(created.clone());
         t.insert_member(creator);
+        t.record(events);
         Ok(())
     }
 
-    async fn add_member(&self, member: &MemberRecords) -> Result<(), StoreError> {
+    async fn add_member(&self, member: &MemberRecords, events: &[Event]) -> Result<(), StoreError> {
         let mut t = self.tables()?;
         t.check_member(member, None)?;
         t.insert_member(member);
@@ -255,17 +283,20 @@ impl Store for MemoryStore {
                 *slot = Some(wc.client_id.clone());
             }
         }
+        t.record(events);
         Ok(())
     }
 
     async fn remove_member(
         &self,
         history: &ClientInTerminatedRoomRecord,
+        events: &[Event],
     ) -> Result<(), StoreError> {
         let mut t = self.tables()?;
         t.check_history(history)?;
         t.delete_member(&history.client_id, &history.room_id);
         t.client_in_terminated_room.push(history.clone());
+        t.record(events);
         Ok(())
     }
 
@@ -273,6 +304,7 @@ impl Store for MemoryStore {
         &self,
         record: &TerminatedRoomRecord,
         members: &[ClientInTerminatedRoomRecord],
+        events: &[Event],
     ) -> Result<(), StoreError> {
         let mut t = self.tables()?;
         if t.terminated_rooms.iter().any(|r| r.id == record.id) {
@@ -296,7 +328,52 @@ impl Store for MemoryStore {
         t.webrtc_rooms.retain(|r| r.room_id != room_id);
         t.terminated_rooms.push(record.clone());
         t.client_in_terminated_room.extend(members.iter().cloned());
+        t.record(events);
         Ok(())
+    }
+
+    async fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        self.tables()?.record(events);
+        Ok(())
+    }
+
+    async fn pending_events(&self, limit: u32) -> Result<Vec<Event>, StoreError> {
+        Ok(self
+            .tables()?
+            .events
+            .iter()
+            .filter(|(_, done)| !done)
+            .take(limit as usize)
+            .map(|(e, _)| e.clone())
+            .collect())
+    }
+
+    async fn mark_delivered(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        let mut t = self.tables()?;
+        for (e, done) in &mut t.events {
+            if ids.contains(&e.id) {
+                *done = true;
+            }
+        }
+        Ok(())
+    }
+
+    async fn room_events(
+        &self,
+        room_id: &str,
+        since: u64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        Ok(self
+            .tables()?
+            .events
+            .iter()
+            .map(|(e, _)| e)
+            .filter(|e| e.room_id.as_ref().is_some_and(|r| r.as_str() == room_id))
+            .filter(|e| e.seq.is_some_and(|s| s > since))
+            .take(limit as usize)
+            .cloned()
+            .collect())
     }
 
     async fn active_rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {
@@ -483,10 +560,10 @@ mod tests {
     async fn register_get_touch_delete() {
         let s = MemoryStore::new();
         let c = client("a");
-        s.register_client(&c).await.unwrap();
+        s.register_client(&c, &[]).await.unwrap();
         assert_eq!(s.get_client("a").await.unwrap(), Some(c.clone()));
         assert!(matches!(
-            s.register_client(&client("a")).await,
+            s.register_client(&client("a"), &[]).await,
             Err(StoreError::Conflict(m)) if m.contains("'a'")
         ));
         assert_eq!(s.count_clients().await.unwrap(), 1);
@@ -496,8 +573,8 @@ mod tests {
             s.get_client("a").await.unwrap().unwrap().last_seen,
             Some(at(10))
         );
-        assert!(s.delete_client("a").await.unwrap());
-        assert!(!s.delete_client("a").await.unwrap());
+        assert!(s.delete_client("a", &[]).await.unwrap());
+        assert!(!s.delete_client("a", &[]).await.unwrap());
         assert_eq!(s.count_clients().await.unwrap(), 0);
     }
 
@@ -505,33 +582,33 @@ mod tests {
     async fn room_lifecycle() {
         let s = MemoryStore::new();
         let r = room("r1", 0);
-        s.create_room(&r, &created(&r, "a"), &member("a", "r1", "sender", 0))
+        s.create_room(&r, &created(&r, "a"), &member("a", "r1", "sender", 0), &[])
             .await
             .unwrap();
         assert!(matches!(
-            s.create_room(&r, &created(&r, "a"), &member("a", "r1", "sender", 0))
+            s.create_room(&r, &created(&r, "a"), &member("a", "r1", "sender", 0), &[])
                 .await,
             Err(StoreError::Conflict(_))
         ));
-        s.add_member(&member("b", "r1", "receiver", 1))
+        s.add_member(&member("b", "r1", "receiver", 1), &[])
             .await
             .unwrap();
-        s.add_member(&member("c", "r1", "receiver", 2))
+        s.add_member(&member("c", "r1", "receiver", 2), &[])
             .await
             .unwrap();
         assert!(matches!(
-            s.add_member(&member("c", "r1", "receiver", 3)).await,
+            s.add_member(&member("c", "r1", "receiver", 3), &[]).await,
             Err(StoreError::Conflict(_))
         ));
         assert!(matches!(
-            s.add_member(&member("d", "nope", "receiver", 3)).await,
+            s.add_member(&member("d", "nope", "receiver", 3), &[]).await,
             Err(StoreError::NoRoom(_))
         ));
         let got = s.get_room("r1").await.unwrap().unwrap();
         assert_eq!(got.receiver_client_id.as_deref(), Some("b"));
         assert_eq!(got.sender_client_id, None);
 
-        s.remove_member(&history("c", "r1", 4)).await.unwrap();
+        s.remove_member(&history("c", "r1", 4), &[]).await.unwrap();
         let members: Vec<_> = s
             .room_members("r1")
             .await
@@ -545,6 +622,7 @@ mod tests {
         s.terminate_room(
             &terminated("r1", 5),
             &[history("a", "r1", 5), history("b", "r1", 5)],
+            &[],
         )
         .await
         .unwrap();
@@ -563,9 +641,14 @@ mod tests {
         assert_eq!(hist, ["c", "a", "b"]);
 
         let r2 = room("r1", 10);
-        s.create_room(&r2, &created(&r2, "z"), &member("z", "r1", "sender", 10))
-            .await
-            .unwrap();
+        s.create_room(
+            &r2,
+            &created(&r2, "z"),
+            &member("z", "r1", "sender", 10),
+            &[],
+        )
+        .await
+        .unwrap();
         assert_eq!(s.room_created("r1").await.unwrap().len(), 2);
         assert_eq!(s.active_rooms().await.unwrap(), vec![r2]);
     }
@@ -576,9 +659,14 @@ mod tests {
         let r = room("r1", 0);
         // The creator refers to another room: nothing may be written.
         assert!(
-            s.create_room(&r, &created(&r, "a"), &member("a", "other", "sender", 0))
-                .await
-                .is_err()
+            s.create_room(
+                &r,
+                &created(&r, "a"),
+                &member("a", "other", "sender", 0),
+                &[]
+            )
+            .await
+            .is_err()
         );
         assert!(s.get_room("r1").await.unwrap().is_none());
         assert!(s.room_created("r1").await.unwrap().is_empty());
@@ -587,7 +675,7 @@ mod tests {
     #[tokio::test]
     async fn unavailable_and_close() {
         let s = MemoryStore::new();
-        s.register_client(&client("a")).await.unwrap();
+        s.register_client(&client("a"), &[]).await.unwrap();
         s.set_unavailable(true);
         assert!(matches!(s.health().await, Err(StoreError::Unavailable(_))));
         assert!(matches!(

@@ -6,6 +6,11 @@
 //! Active-state tables (`webrtc_rooms`, `webrtc_clients`, `client_in_room`) hold only live
 //! state and lose their rows when that state ends; history tables (`room_created`,
 //! `terminated_rooms`, `client_in_terminated_room`) are append-only.
+//!
+//! Every lifecycle write takes the [`Event`]s it describes and appends them to the event
+//! outbox in the same transaction, numbering each room's events (`seq`, from 1, gapless,
+//! in commit order, continued when a room id is used again). A publisher reads the outbox
+//! ([`Store::pending_events`]) and marks what it delivered ([`Store::mark_delivered`]).
 
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
@@ -17,6 +22,9 @@ pub use records::*;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::events::Event;
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -43,11 +51,16 @@ pub trait Store: Send + Sync + 'static {
     async fn health(&self) -> Result<(), StoreError>;
 
     /// Inserts a `registered_clients` row. `Conflict` if the client_id exists.
-    async fn register_client(&self, client: &RegisteredClient) -> Result<(), StoreError>;
+    async fn register_client(
+        &self,
+        client: &RegisteredClient,
+        events: &[Event],
+    ) -> Result<(), StoreError>;
     /// Reads a `registered_clients` row by client_id.
     async fn get_client(&self, client_id: &str) -> Result<Option<RegisteredClient>, StoreError>;
-    /// Deletes a `registered_clients` row; `false` if there was none.
-    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
+    /// Deletes a `registered_clients` row; `false` if there was none (and `events` are not
+    /// recorded).
+    async fn delete_client(&self, client_id: &str, events: &[Event]) -> Result<bool, StoreError>;
     /// Sets `last_seen` of a registered client (no error if absent).
     async fn touch_client(&self, client_id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
     /// Number of registered clients.
@@ -60,14 +73,18 @@ pub trait Store: Send + Sync + 'static {
         room: &RoomRecord,
         created: &RoomCreatedRecord,
         creator: &MemberRecords,
+        events: &[Event],
     ) -> Result<(), StoreError>;
     /// Adds a member: `client_in_room` + `webrtc_clients`, and sets the room's
     /// `sender_client_id`/`receiver_client_id` if `member`'s role slot is empty.
-    async fn add_member(&self, member: &MemberRecords) -> Result<(), StoreError>;
+    async fn add_member(&self, member: &MemberRecords, events: &[Event]) -> Result<(), StoreError>;
     /// Removes one member of a room that goes on: deletes its `client_in_room` and
     /// `webrtc_clients` rows and appends its `client_in_terminated_room` history.
-    async fn remove_member(&self, history: &ClientInTerminatedRoomRecord)
-    -> Result<(), StoreError>;
+    async fn remove_member(
+        &self,
+        history: &ClientInTerminatedRoomRecord,
+        events: &[Event],
+    ) -> Result<(), StoreError>;
     /// Terminates a room: deletes its `webrtc_rooms`, `client_in_room` and `webrtc_clients`
     /// rows, appends `terminated_rooms` and one `client_in_terminated_room` per member still
     /// in it, in one transaction.
@@ -75,7 +92,27 @@ pub trait Store: Send + Sync + 'static {
         &self,
         record: &TerminatedRoomRecord,
         members: &[ClientInTerminatedRoomRecord],
+        events: &[Event],
     ) -> Result<(), StoreError>;
+
+    // ----- the event outbox -----
+
+    /// Appends events of a step that writes nothing else (a session opened or closed).
+    async fn append_events(&self, events: &[Event]) -> Result<(), StoreError>;
+    /// Undelivered events, oldest first (the order they were recorded), at most `limit`,
+    /// each with its `seq`.
+    async fn pending_events(&self, limit: u32) -> Result<Vec<Event>, StoreError>;
+    /// Marks events delivered: [`pending_events`](Self::pending_events) no longer returns
+    /// them. Unknown ids are ignored.
+    async fn mark_delivered(&self, ids: &[Uuid]) -> Result<(), StoreError>;
+    /// A room's events (delivered or not) with `seq` above `since`, in order, at most
+    /// `limit`.
+    async fn room_events(
+        &self,
+        room_id: &str,
+        since: u64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError>;
 
     /// Active rooms (`webrtc_rooms`), oldest first.
     async fn active_rooms(&self) -> Result<Vec<RoomRecord>, StoreError>;
