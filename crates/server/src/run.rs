@@ -43,6 +43,9 @@ pub enum StartError {
     /// TLS material could not be loaded.
     #[error("tls: {0}")]
     Tls(String),
+    /// An events sink could not be set up.
+    #[error("events: {0}")]
+    Events(String),
     /// The metrics recorder could not be installed.
     #[error("metrics: {0}")]
     Metrics(String),
@@ -64,6 +67,8 @@ pub struct Running {
     handle: axum_server::Handle<SocketAddr>,
     join: JoinHandle<std::io::Result<()>>,
     metrics: Option<MetricsListener>,
+    /// The events publisher: its stop signal and task.
+    publisher: Option<(tokio::sync::watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 /// Opens the store named by `database.url`.
@@ -243,6 +248,23 @@ fn start_media(config: &Config) -> Result<Option<Arc<dyn signal_core::media::Med
     ))))
 }
 
+/// The sinks `[events]` sets (none: no event is recorded).
+fn event_sinks(config: &Config) -> Result<Vec<Arc<dyn signal_core::events::Events>>, StartError> {
+    let ev = &config.events;
+    let mut sinks: Vec<Arc<dyn signal_core::events::Events>> = Vec::new();
+    if let (Some(url), Some(secret)) = (&ev.webhook_url, &ev.webhook_secret) {
+        let webhook = signal_events::webhook::Webhook::new(signal_events::webhook::WebhookConfig {
+            url: url.clone(),
+            secret: secret.expose().to_owned(),
+            timeout: Duration::from_secs(ev.webhook_timeout.max(1)),
+        })
+        .map_err(StartError::Events)?;
+        tracing::info!(url = %url, "events: delivered to a webhook");
+        sinks.push(Arc::new(webhook));
+    }
+    Ok(sinks)
+}
+
 /// Starts the server on `listener` (or binds `server.host:server.port`).
 pub async fn start(
     config: Config,
@@ -259,7 +281,11 @@ pub async fn start(
         config.auth.token_secret.as_ref().map(|s| s.expose()),
         store.clone(),
     ));
-    let mut ports = Ports::single_node(store, auth);
+    let sinks = event_sinks(&config)?;
+    let mut ports = Ports::single_node(store.clone(), auth);
+    if !sinks.is_empty() {
+        ports.events = Arc::new(signal_core::events::Sinks(sinks.clone()));
+    }
     if let Some(cluster) = &config.cluster {
         ports.router = start_router(cluster, config.session.resume_window).await?;
     }
@@ -276,6 +302,21 @@ pub async fn start(
             tracing::error!(error = %e.message, "could not recover rooms left by a previous run")
         }
     }
+    let publisher = (!sinks.is_empty()).then(|| {
+        let ev = &config.events;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let p = signal_core::events::Publisher::new(
+            store.clone(),
+            sinks,
+            signal_core::events::PublisherConfig {
+                batch: ev.batch_size,
+                poll: Duration::from_millis(ev.poll_interval),
+                retry_initial: Duration::from_millis(ev.retry_initial),
+                retry_max: Duration::from_millis(ev.retry_max),
+            },
+        );
+        (stop, tokio::spawn(p.run(stopped)))
+    });
     let state = AppState {
         hub,
         config: config.clone(),
@@ -354,6 +395,7 @@ pub async fn start(
         handle,
         join,
         metrics,
+        publisher,
     })
 }
 
@@ -442,6 +484,13 @@ impl Running {
             );
         }
         let _ = tokio::time::timeout(timeout, self.join).await;
+        // The rooms' last events are in the outbox: one last pass hands them over.
+        if let Some((stop, task)) = self.publisher {
+            let _ = stop.send(true);
+            if tokio::time::timeout(timeout, task).await.is_err() {
+                tracing::warn!("events: the last delivery timed out; the rest waits in the outbox");
+            }
+        }
         self.state.hub.store().close().await;
         // Last, so the drain itself can be watched.
         if let Some(metrics) = self.metrics {

@@ -28,11 +28,12 @@ pub const ENV_PREFIX: &str = "SIGNAL_MANAGER_";
 const ENV_SOURCE: &str = "environment variable";
 
 /// Keys whose values must never appear in error messages.
-const SECRET_KEYS: [&str; 6] = [
+const SECRET_KEYS: [&str; 7] = [
     "auth.token_secret",
     "cloudflare.app_secret",
     "cloudflare.turn_key_api_token",
     "database.url",
+    "events.webhook_secret",
     "webrtc.turn_secret",
     "webrtc.turn_credential",
 ];

@@ -32,10 +32,10 @@ pub use error::{ConfigError, ConfigIssue};
 pub use load::ENV_PREFIX;
 pub use secret::Secret;
 pub use sections::{
-    BundlePolicy, CloudflareConfig, ClusterConfig, DEFAULT_STUN_URLS, FirestoreConfig,
-    HeartbeatConfig, IceTransportPolicy, LogFormat, LoggingConfig, MAX_TURN_USERNAME_LEN,
-    MediaMode, MetricsConfig, RoomsConfig, RoutingConfig, RtcpMuxPolicy, SecurityConfig,
-    SessionConfig, WebrtcConfig,
+    BundlePolicy, CloudflareConfig, ClusterConfig, DEFAULT_STUN_URLS, EventsConfig,
+    FirestoreConfig, HeartbeatConfig, IceTransportPolicy, LogFormat, LoggingConfig,
+    MAX_TURN_USERNAME_LEN, MediaMode, MetricsConfig, RoomsConfig, RoutingConfig, RtcpMuxPolicy,
+    SecurityConfig, SessionConfig, WebrtcConfig,
 };
 pub use server::{MAX_SIZE_LIMIT, MIN_SIZE_LIMIT, ServerConfig};
 
@@ -80,6 +80,8 @@ pub struct Config {
     pub webrtc: WebrtcConfig,
     /// `[cluster]`: many nodes over Redis; absent, one node.
     pub cluster: Option<ClusterConfig>,
+    /// `[events]`: lifecycle events to a webhook.
+    pub events: EventsConfig,
 }
 
 // === impl Config ===
@@ -139,6 +141,14 @@ impl Config {
                     "webrtc.media = \"cloudflare\" needs [cloudflare] app_secret (the SFU app's secret)",
                 );
             }
+        }
+        self.events.check(&mut c);
+        if self.events.enabled() && self.cluster.is_some() {
+            c.fail(
+                "events.webhook_url",
+                "events are delivered by one node; in cluster mode every node would publish \
+                 the shared outbox, so [events] cannot be combined with [cluster] yet",
+            );
         }
         if let Some(cluster) = &self.cluster {
             cluster.check(&mut c);

@@ -722,3 +722,84 @@ impl ClusterConfig {
         }
     }
 }
+
+/// `[events]`: lifecycle events (client registered, room created, member joined, ...)
+/// delivered from the store's outbox, at least once and in order per room. With no sink
+/// set, no event is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Each event is POSTed here as JSON, signed with `webhook_secret`.
+    pub webhook_url: Option<String>,
+    /// The key of the `X-Signal-Manager-Signature` HMAC (at least 16 bytes).
+    pub webhook_secret: Option<Secret>,
+    /// Seconds one POST may take.
+    pub webhook_timeout: u64,
+    /// Milliseconds before a failed delivery is tried again; doubles with each failure.
+    pub retry_initial: u64,
+    /// Longest pause between attempts, in milliseconds.
+    pub retry_max: u64,
+    /// Events read from the outbox per pass.
+    pub batch_size: u32,
+    /// Milliseconds between looks at an empty outbox.
+    pub poll_interval: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            webhook_secret: None,
+            webhook_timeout: 10,
+            retry_initial: 500,
+            retry_max: 60_000,
+            batch_size: 256,
+            poll_interval: 100,
+        }
+    }
+}
+
+impl EventsConfig {
+    /// Whether a sink is set (events are recorded and delivered).
+    pub fn enabled(&self) -> bool {
+        self.webhook_url.is_some()
+    }
+
+    pub(crate) fn check(&self, c: &mut Checks) {
+        if let Some(url) = &self.webhook_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                c.fail("events.webhook_url", "must be an http:// or https:// URL");
+            }
+            match &self.webhook_secret {
+                None => c.fail(
+                    "events.webhook_secret",
+                    "must be set with events.webhook_url: receivers check each event's signature",
+                ),
+                Some(s) if s.expose().len() < 16 => {
+                    c.fail("events.webhook_secret", "must be at least 16 bytes")
+                }
+                Some(_) => {}
+            }
+        } else if self.webhook_secret.is_some() {
+            c.fail(
+                "events.webhook_url",
+                "must be set with events.webhook_secret (where to POST events)",
+            );
+        }
+        if self.webhook_timeout == 0 {
+            c.fail("events.webhook_timeout", "must be at least 1 (seconds)");
+        }
+        if self.retry_initial == 0 {
+            c.fail("events.retry_initial", "must be at least 1 (milliseconds)");
+        }
+        if self.retry_max < self.retry_initial {
+            c.fail("events.retry_max", "must be at least events.retry_initial");
+        }
+        if !(1..=10_000).contains(&self.batch_size) {
+            c.fail("events.batch_size", "must be between 1 and 10000");
+        }
+        if self.poll_interval == 0 {
+            c.fail("events.poll_interval", "must be at least 1 (milliseconds)");
+        }
+    }
+}

@@ -334,3 +334,34 @@ fn sfu_mode_needs_the_app() {
     };
     assert_eq!(failing_keys(&config), ["cloudflare.turn_key_id"]);
 }
+
+#[test]
+fn events_need_a_signed_webhook_and_one_node() {
+    let mut config = Config::default();
+    config.events.webhook_url = Some("ftp://hooks.example".into());
+    assert_eq!(
+        failing_keys(&config),
+        ["events.webhook_url", "events.webhook_secret"]
+    );
+    config.events.webhook_url = Some("https://hooks.example/signal".into());
+    config.events.webhook_secret = Some(Secret::new("short"));
+    assert_eq!(failing_keys(&config), ["events.webhook_secret"]);
+    config.events.webhook_secret = Some(Secret::new("sixteen-bytes-or-more"));
+    assert!(failing_keys(&config).is_empty());
+    config.events.retry_max = 10;
+    assert_eq!(failing_keys(&config), ["events.retry_max"]);
+    config.events.retry_max = 60_000;
+    config.database.url = "postgres://db/app".into();
+    config.cluster = Some(ClusterConfig {
+        redis_url: "redis://127.0.0.1:6379".into(),
+        ..ClusterConfig::default()
+    });
+    assert_eq!(
+        failing_keys(&config),
+        ["events.webhook_url"],
+        "one publisher per cluster is not there yet"
+    );
+    let mut config = Config::default();
+    config.events.webhook_secret = Some(Secret::new("sixteen-bytes-or-more"));
+    assert_eq!(failing_keys(&config), ["events.webhook_url"]);
+}

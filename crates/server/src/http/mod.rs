@@ -8,6 +8,7 @@
 //! `{"error": "..."}` with the HTTP status that fits ([`ApiError`]).
 
 pub mod api;
+pub mod events;
 pub mod openapi;
 pub mod turn;
 pub mod webrtc;

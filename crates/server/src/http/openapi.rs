@@ -15,7 +15,7 @@ use utoipa::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{api, webrtc};
+use super::{api, events, webrtc};
 use crate::state::AppState;
 
 /// Path of the document.
@@ -23,12 +23,13 @@ pub const OPENAPI_PATH: &str = "/openapi.json";
 
 /// Every route template the document describes: the REST routes of this router, and
 /// `/health` and `/ready`, which the main router serves.
-pub const ROUTES: [&str; 7] = [
+pub const ROUTES: [&str; 8] = [
     "/health",
     "/ready",
     "/api/stats",
     "/api/rooms",
     "/api/rooms/{id}",
+    "/api/rooms/{id}/events",
     "/webrtc/config",
     "/webrtc/rooms/{id}/participants",
 ];
@@ -143,6 +144,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(api::stats))
         .routes(routes!(api::rooms))
         .routes(routes!(api::room))
+        .routes(routes!(events::room_events))
         .routes(routes!(webrtc::config))
         .routes(routes!(webrtc::participants))
 }

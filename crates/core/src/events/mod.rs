@@ -7,8 +7,11 @@
 //! a publisher drains the outbox into the sinks, at least once and in order per room.
 //! Without a sink configured, [`NoEvents`] says so and the hub builds no events at all.
 
+mod publisher;
+
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -140,27 +143,68 @@ mod millis {
     }
 }
 
-/// Where lifecycle events go.
+pub use publisher::{Publisher, PublisherConfig};
+
+/// A sink that did not take an event (it will be offered again).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SinkError(pub String);
+
+/// Where lifecycle events go: a sink the [`Publisher`] delivers the outbox to. The hub
+/// only asks [`is_enabled`](Events::is_enabled), to know whether to build events.
+#[async_trait]
 pub trait Events: Send + Sync + 'static {
     /// Whether anything listens: when not, the hub does not build events at all.
     fn is_enabled(&self) -> bool {
         true
     }
 
-    /// Takes an event for delivery. Never waits, never fails the caller.
-    fn publish(&self, event: Event);
+    /// `webhook`, `pubsub`, ...: for logs and metrics.
+    fn name(&self) -> &'static str;
+
+    /// Delivers one event; `Ok` once the receiver acknowledged it. Called for one room's
+    /// events one at a time, in `seq` order.
+    async fn deliver(&self, event: &Event) -> Result<(), SinkError>;
 }
 
-/// No sink: events are dropped.
+/// No sink: no event is built.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoEvents;
 
+#[async_trait]
 impl Events for NoEvents {
     fn is_enabled(&self) -> bool {
         false
     }
 
-    fn publish(&self, _event: Event) {}
+    fn name(&self) -> &'static str {
+        "none"
+    }
+
+    async fn deliver(&self, _event: &Event) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Several sinks as one port: enabled if any is.
+pub struct Sinks(pub Vec<Arc<dyn Events>>);
+
+#[async_trait]
+impl Events for Sinks {
+    fn is_enabled(&self) -> bool {
+        self.0.iter().any(|s| s.is_enabled())
+    }
+
+    fn name(&self) -> &'static str {
+        "sinks"
+    }
+
+    async fn deliver(&self, event: &Event) -> Result<(), SinkError> {
+        for s in &self.0 {
+            s.deliver(event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Keeps every event in memory, in order: for tests, and for a process that reads its
@@ -182,9 +226,15 @@ impl MemoryEvents {
     }
 }
 
+#[async_trait]
 impl Events for MemoryEvents {
-    fn publish(&self, event: Event) {
-        self.events.lock().push(event);
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn deliver(&self, event: &Event) -> Result<(), SinkError> {
+        self.events.lock().push(event.clone());
+        Ok(())
     }
 }
 
@@ -199,8 +249,8 @@ pub mod contract {
     use super::{Event, Events, Kind};
     use crate::ids::{ClientId, RoomId};
 
-    /// Publishes a room's lifecycle to `sink`; with `read`, checks what arrived.
-    pub fn run(sink: &dyn Events, read: Option<&dyn Fn() -> Vec<Event>>) {
+    /// Delivers a room's lifecycle to `sink`; with `read`, checks what arrived.
+    pub async fn run(sink: &dyn Events, read: Option<&dyn Fn() -> Vec<Event>>) {
         let room = RoomId::generate();
         let alice = ClientId::parse("client_id", "contract-alice").unwrap();
         let sent: Vec<Event> = [
@@ -212,15 +262,17 @@ pub mod contract {
             Kind::SessionDisconnected,
         ]
         .into_iter()
-        .map(|k| {
-            Event::new(k, "contract")
+        .enumerate()
+        .map(|(i, k)| Event {
+            seq: Some(i as u64 + 1),
+            ..Event::new(k, "contract")
                 .room(&room)
                 .client(&alice)
                 .data(json!({"step": k.name()}))
         })
         .collect();
         for e in &sent {
-            sink.publish(e.clone());
+            sink.deliver(e).await.unwrap();
         }
         if let Some(read) = read {
             let got: Vec<Event> = read()
@@ -231,6 +283,13 @@ pub mod contract {
         }
         let text = serde_json::to_string(&sent[1]).unwrap();
         assert!(text.contains("\"type\":\"room.created\""), "{text}");
+        assert!(text.contains("\"seq\":2"), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let at = v["at"].as_str().unwrap();
+        assert!(
+            at.len() == 24 && at.ends_with('Z') && at.as_bytes()[19] == b'.',
+            "RFC 3339 with milliseconds: {at}"
+        );
         assert_eq!(serde_json::from_str::<Event>(&text).unwrap(), sent[1]);
     }
 }
@@ -239,11 +298,11 @@ pub mod contract {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_sinks_keep_the_contract() {
-        contract::run(&NoEvents, None);
+    #[tokio::test]
+    async fn the_sinks_keep_the_contract() {
+        contract::run(&NoEvents, None).await;
         let m = MemoryEvents::new();
         let read = || m.events();
-        contract::run(&m, Some(&read));
+        contract::run(&m, Some(&read)).await;
     }
 }
