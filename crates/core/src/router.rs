@@ -607,6 +607,14 @@ pub trait Router: Send + Sync + 'static {
     /// Waits until what this node posted so far was sent.
     async fn posted_sent(&self) {}
 
+    /// Takes or keeps the lease `name` for this node for `ttl`: true while this node
+    /// holds it (no other node can take it before it expires unrenewed). A single node
+    /// always holds every lease.
+    async fn lease(&self, name: &str, ttl: std::time::Duration) -> Result<bool, RouterError> {
+        let _ = (name, ttl);
+        Ok(true)
+    }
+
     /// Whether the router's backend is reachable now (a single node's always is).
     fn is_healthy(&self) -> bool {
         true

@@ -235,6 +235,7 @@ struct Scripts {
     leave: Script,
     forget: Script,
     update: Script,
+    lease: Script,
     restore_room: Script,
     restore_presence: Script,
 }
@@ -297,6 +298,16 @@ return 1
 const UPDATE: &str = r"
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+// Takes or renews a lease for a node. KEYS: the lease. ARGV: node, ttl (ms).
+const LEASE: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
 return 0
@@ -521,6 +532,7 @@ impl RedisRouter {
                 leave: Script::new(LEAVE),
                 forget: Script::new(FORGET),
                 update: Script::new(UPDATE),
+                lease: Script::new(LEASE),
                 restore_room: Script::new(RESTORE_ROOM),
                 restore_presence: Script::new(RESTORE_PRESENCE),
             },
@@ -1301,6 +1313,21 @@ impl Router for RedisRouter {
             con.srem::<_, _, ()>(node_members_key(&self.node_id), format!("{room}\n{client}"))
                 .await,
         );
+    }
+
+    async fn lease(&self, name: &str, ttl: Duration) -> Result<bool, RouterError> {
+        let mut con = self.con.clone();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let held: i64 = self.checked(
+            self.scripts
+                .lease
+                .key(format!("sm:lease:{name}"))
+                .arg(self.node_id.as_str())
+                .arg(ttl_ms)
+                .invoke_async(&mut con)
+                .await,
+        )?;
+        Ok(held == 1)
     }
 
     async fn update_member(&self, room: &RoomId, entry: &MemberEntry) -> Result<(), RouterError> {

@@ -293,6 +293,7 @@ pub async fn start(
         ports.media = media;
     }
     crate::binary::register_formats();
+    let router = ports.router.clone();
     let hub = Hub::new(hub_config(&config), ports);
     hub.settle_predecessor().await;
     match hub.recover_rooms().await {
@@ -305,7 +306,7 @@ pub async fn start(
     let publisher = (!sinks.is_empty()).then(|| {
         let ev = &config.events;
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let p = signal_core::events::Publisher::new(
+        let mut p = signal_core::events::Publisher::new(
             store.clone(),
             sinks,
             signal_core::events::PublisherConfig {
@@ -315,6 +316,12 @@ pub async fn start(
                 retry_max: Duration::from_millis(ev.retry_max),
             },
         );
+        if config.cluster.is_some() {
+            // One node publishes: the one holding the lease, long enough to outlast a
+            // pass of slow deliveries.
+            let ttl = Duration::from_secs((3 * ev.webhook_timeout).max(15));
+            p = p.with_lease(router.clone(), ttl);
+        }
         (stop, tokio::spawn(p.run(stopped)))
     });
     let state = AppState {

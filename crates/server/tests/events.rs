@@ -367,3 +367,23 @@ async fn events_committed_before_a_kill_are_delivered_by_the_next_start() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_publishes_each_event_once() {
+    let receiver = Receiver::default();
+    let (addr, _task) = receiver.clone().start(None).await;
+    // Two nodes on one PostgreSQL and one redis-server of the test's own, behind a
+    // round-robin balancer: Alice lands on node 0, Bob on node 1.
+    let server = TestServer::start_nodes(2, |c| with_webhook(c, addr)).await;
+    assert_eq!(server.nodes(), 2);
+    room_life(&server, "spread").await;
+    let got = receiver.wait_for(12).await;
+    assert_eq!(by_group(steps(&got)), by_group(the_life_of("spread")));
+    let nodes: std::collections::BTreeSet<&str> =
+        got.iter().filter_map(|e| e["node_id"].as_str()).collect();
+    assert_eq!(nodes.len(), 2, "events of both nodes: {nodes:?}");
+    // Both nodes see the shared outbox; only the lease holder publishes it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.got.lock().unwrap().len(), 12, "each event once");
+    server.shutdown().await;
+}

@@ -20,7 +20,10 @@ use tokio::{sync::watch, time::Instant};
 use uuid::Uuid;
 
 use super::{Event, Events};
-use crate::store::Store;
+use crate::{router::Router, store::Store};
+
+/// The lease a cluster's publisher holds.
+pub const LEASE: &str = "events-publisher";
 
 /// How the publisher paces itself.
 #[derive(Debug, Clone)]
@@ -57,6 +60,9 @@ pub struct Publisher {
     failed: HashSet<(Uuid, usize)>,
     /// Groups waiting after a failure: their failures so far, and when to try again.
     waiting: HashMap<String, (u32, Instant)>,
+    /// In a cluster: the router holding the [`LEASE`], and its time to live. Only the
+    /// node holding it publishes.
+    lease: Option<(Arc<dyn Router>, Duration)>,
 }
 
 /// What one group's delivery came to.
@@ -80,7 +86,17 @@ impl Publisher {
             taken: HashMap::new(),
             failed: HashSet::new(),
             waiting: HashMap::new(),
+            lease: None,
         }
+    }
+
+    /// Publishes only while this node holds the cluster's [`LEASE`] (taken or renewed
+    /// at each pass, for `ttl`): one node of a cluster publishes each event. A node
+    /// that loses the lease stops; the one that takes it over offers again what was not
+    /// marked delivered.
+    pub fn with_lease(mut self, router: Arc<dyn Router>, ttl: Duration) -> Self {
+        self.lease = Some((router, ttl));
+        self
     }
 
     /// Delivers until `stop` turns true, then makes one last pass (a draining node hands
@@ -104,6 +120,23 @@ impl Publisher {
     /// One pass: reads, delivers, marks. How long to pause before the next, or `None`
     /// to go on at once (it delivered a full batch).
     pub async fn pass(&mut self) -> Option<Duration> {
+        if let Some((router, ttl)) = &self.lease {
+            let held = match router.lease(LEASE, *ttl).await {
+                Ok(held) => held,
+                Err(e) => {
+                    tracing::warn!(error = %e, "events: could not reach the publisher's lease");
+                    false
+                }
+            };
+            metrics::gauge!("signal_events_publisher").set(if held { 1.0 } else { 0.0 });
+            if !held {
+                // Another node publishes: what this one knew of deliveries is stale.
+                self.taken.clear();
+                self.failed.clear();
+                self.waiting.clear();
+                return Some((*ttl / 3).max(self.cfg.poll));
+            }
+        }
         let pending = match self.store.pending_events(self.cfg.batch).await {
             Ok(p) => p,
             Err(e) => {

@@ -29,7 +29,38 @@ pub async fn run<R: Router>(make: impl Fn(&str) -> Arc<R>, shared: bool) {
     if shared {
         registry(&make).await;
         registry_races(&make).await;
+        leases(&make).await;
     }
+}
+
+/// A lease is held by one node at a time; its holder keeps it by renewing; it passes to
+/// another node once it expires unrenewed.
+async fn leases<R: Router>(make: &impl Fn(&str) -> Arc<R>) {
+    let (a, b) = (make(&fresh("a")), make(&fresh("b")));
+    let name = fresh("lease");
+    let ttl = std::time::Duration::from_millis(600);
+    assert!(a.lease(&name, ttl).await.unwrap(), "a free lease is taken");
+    assert!(
+        !b.lease(&name, ttl).await.unwrap(),
+        "a held lease is refused"
+    );
+    assert!(a.lease(&name, ttl).await.unwrap(), "its holder renews it");
+    tokio::time::sleep(ttl / 2).await;
+    assert!(a.lease(&name, ttl).await.unwrap());
+    tokio::time::sleep(ttl / 2).await;
+    assert!(
+        !b.lease(&name, ttl).await.unwrap(),
+        "renewed: still held after the first ttl"
+    );
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(200)).await;
+    assert!(
+        b.lease(&name, ttl).await.unwrap(),
+        "expired: another node takes it"
+    );
+    assert!(
+        !a.lease(&name, ttl).await.unwrap(),
+        "and the former holder is refused"
+    );
 }
 
 fn member(client: &ClientId, node: &str, role: Role) -> MemberEntry {

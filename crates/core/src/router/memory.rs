@@ -36,6 +36,8 @@ struct State {
     presence: HashMap<ClientId, (HashMap<String, usize>, String)>,
     rooms: HashMap<RoomId, RoomReg>,
     down: HashSet<String>,
+    /// Leases: name → (holder, until).
+    leases: HashMap<String, (String, std::time::Instant)>,
 }
 
 /// The shared backend of an in-process cluster. Clone to share.
@@ -358,6 +360,20 @@ impl Router for MemoryRouter {
                 r.sender = None;
             }
         }
+    }
+
+    async fn lease(&self, name: &str, ttl: std::time::Duration) -> Result<bool, RouterError> {
+        let mut st = self.cluster.state.lock();
+        let now = std::time::Instant::now();
+        let held = st
+            .leases
+            .get(name)
+            .is_some_and(|(holder, until)| *holder != self.node_id && *until > now);
+        if !held {
+            st.leases
+                .insert(name.to_owned(), (self.node_id.clone(), now + ttl));
+        }
+        Ok(!held)
     }
 
     async fn update_member(&self, room: &RoomId, entry: &MemberEntry) -> Result<(), RouterError> {

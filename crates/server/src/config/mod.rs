@@ -143,13 +143,6 @@ impl Config {
             }
         }
         self.events.check(&mut c);
-        if self.events.enabled() && self.cluster.is_some() {
-            c.fail(
-                "events.webhook_url",
-                "events are delivered by one node; in cluster mode every node would publish \
-                 the shared outbox, so [events] cannot be combined with [cluster] yet",
-            );
-        }
         if let Some(cluster) = &self.cluster {
             cluster.check(&mut c);
             if self.database.backend() == DatabaseBackend::Sqlite {
