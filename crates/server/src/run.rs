@@ -262,6 +262,18 @@ fn event_sinks(config: &Config) -> Result<Vec<Arc<dyn signal_core::events::Event
         tracing::info!(url = %url, "events: delivered to a webhook");
         sinks.push(Arc::new(webhook));
     }
+    if let Some(topic) = &ev.pubsub_topic {
+        let pubsub = signal_events::pubsub::PubSub::new(signal_events::pubsub::PubSubConfig {
+            topic: topic.clone(),
+            credentials_path: ev.pubsub_credentials_path.clone(),
+            emulator_host: ev.pubsub_emulator_host.clone(),
+            base_url: "https://pubsub.googleapis.com".into(),
+            timeout: Duration::from_secs(ev.pubsub_timeout.max(1)),
+        })
+        .map_err(StartError::Events)?;
+        tracing::info!(topic = %pubsub.describe(), "events: published to GCP Pub/Sub");
+        sinks.push(Arc::new(pubsub));
+    }
     Ok(sinks)
 }
 
@@ -319,7 +331,7 @@ pub async fn start(
         if config.cluster.is_some() {
             // One node publishes: the one holding the lease, long enough to outlast a
             // pass of slow deliveries.
-            let ttl = Duration::from_secs((3 * ev.webhook_timeout).max(15));
+            let ttl = Duration::from_secs((3 * ev.slowest_sink()).max(15));
             p = p.with_lease(router.clone(), ttl);
         }
         (stop, tokio::spawn(p.run(stopped)))

@@ -20,7 +20,7 @@ use std::{
 use axum::{body::Bytes, extract::State, http::HeaderMap, http::StatusCode, routing::post};
 use common::{TestServer, free_port, http_get_bearer, spawn_binary, token, wait_listening};
 use hmac::{KeyInit, Mac};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::sync::Mutex;
 
 const SECRET: &str = "a-webhook-secret-of-some-length";
@@ -386,4 +386,140 @@ async fn a_cluster_publishes_each_event_once() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.got.lock().unwrap().len(), 12, "each event once");
     server.shutdown().await;
+}
+
+/// A Pub/Sub REST call to the emulator at `host`: (status, JSON answer). The emulator
+/// keeps connections open, so the answer is read by its `content-length`.
+async fn pubsub(host: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let s = tokio::net::TcpStream::connect(host).await.unwrap();
+    let mut s = tokio::io::BufReader::new(s);
+    let body = body.to_string();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.get_mut().write_all(req.as_bytes()).await.unwrap();
+    let read = async {
+        let mut status = 0u16;
+        let mut length = 0usize;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            s.read_line(&mut line).await.unwrap();
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(code) = l.strip_prefix("HTTP/1.1 ") {
+                status = code[..3].parse().unwrap();
+            } else if let Some((k, v)) = l.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut buf = vec![0u8; length];
+        s.read_exact(&mut buf).await.unwrap();
+        (status, serde_json::from_slice(&buf).unwrap_or(Value::Null))
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("the emulator answers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_gcp_pub_sub_ordered_by_room() {
+    use base64::Engine;
+    let emulator = tokio::task::spawn_blocking(common::emulator::Emulator::start_pubsub)
+        .await
+        .unwrap();
+    let host = emulator.host.clone();
+    let topic = "projects/demo-signal/topics/lifecycle";
+    let sub = "projects/demo-signal/subscriptions/consumer";
+    let (status, answer) = pubsub(&host, "PUT", &format!("/v1/{topic}"), json!({})).await;
+    assert_eq!(status, 200, "create topic: {answer}");
+    let (status, answer) = pubsub(
+        &host,
+        "PUT",
+        &format!("/v1/{sub}"),
+        json!({ "topic": topic, "enableMessageOrdering": true, "ackDeadlineSeconds": 60 }),
+    )
+    .await;
+    assert_eq!(status, 200, "create subscription: {answer}");
+
+    let server = TestServer::start_single_with(|c| {
+        c.events.pubsub_topic = Some(topic.into());
+        c.events.pubsub_emulator_host = Some(host.clone());
+        c.events.poll_interval = 20;
+    })
+    .await;
+    room_life(&server, "published").await;
+
+    // Pull until the twelve events are in, acknowledging each batch.
+    let mut got: Vec<(Value, Value, String)> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < 12 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of 12 messages: {got:#?}",
+            got.len()
+        );
+        let (status, answer) = pubsub(
+            &host,
+            "POST",
+            &format!("/v1/{sub}:pull"),
+            json!({ "maxMessages": 100 }),
+        )
+        .await;
+        assert_eq!(status, 200, "pull: {answer}");
+        let mut acks = Vec::new();
+        for m in answer["receivedMessages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            acks.push(m["ackId"].clone());
+            let msg = &m["message"];
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(msg["data"].as_str().unwrap())
+                .unwrap();
+            got.push((
+                serde_json::from_slice(&data).unwrap(),
+                msg["attributes"].clone(),
+                msg["orderingKey"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+        if !acks.is_empty() {
+            let (status, answer) = pubsub(
+                &host,
+                "POST",
+                &format!("/v1/{sub}:acknowledge"),
+                json!({ "ackIds": acks }),
+            )
+            .await;
+            assert_eq!(status, 200, "ack: {answer}");
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let events: Vec<Value> = got.iter().map(|(e, ..)| e.clone()).collect();
+    assert_eq!(by_group(steps(&events)), by_group(the_life_of("published")));
+    for (e, attributes, key) in &got {
+        assert_eq!(attributes["type"], e["type"], "{attributes}");
+        assert_eq!(attributes["event_id"], e["id"], "{attributes}");
+        match e["room_id"].as_str() {
+            Some(room) => {
+                assert_eq!(attributes["room_id"], room, "{attributes}");
+                assert_eq!(key, room, "a room's events share its ordering key");
+            }
+            None => {
+                assert!(attributes.get("room_id").is_none(), "{attributes}");
+                assert_eq!(key, &format!("client:{}", e["client_id"].as_str().unwrap()));
+            }
+        }
+    }
+    server.shutdown().await;
+    drop(emulator);
 }

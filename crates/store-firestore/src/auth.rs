@@ -2,8 +2,8 @@
 //!
 //! - **Emulator**: no credentials; the conventional `Bearer owner`.
 //! - **Service account** (a JSON key file from `[firestore] credentials_path` or
-//!   `GOOGLE_APPLICATION_CREDENTIALS`): a self-signed JWT (RS256, audience
-//!   `https://firestore.googleapis.com/`), which Google accepts in place of an OAuth access
+//!   `GOOGLE_APPLICATION_CREDENTIALS`): a self-signed JWT (RS256, audience the API's
+//!   `https://SERVICE.googleapis.com/`), which Google accepts in place of an OAuth access
 //!   token, so no token endpoint is called. Renewed ten minutes before its hour ends.
 //! - **Authorized user** (`gcloud auth application-default login`'s file): its refresh
 //!   token is exchanged at Google's token endpoint.
@@ -18,29 +18,38 @@ use serde::Deserialize;
 use signal_core::store::StoreError;
 
 /// The audience of a self-signed service-account JWT for Firestore.
-pub(crate) const FIRESTORE_AUDIENCE: &str = "https://firestore.googleapis.com/";
+pub const FIRESTORE_AUDIENCE: &str = "https://firestore.googleapis.com/";
 const TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
 const LIFETIME: Duration = Duration::from_secs(3600);
 const RENEW_BEFORE: Duration = Duration::from_secs(600);
 
 /// Where tokens come from.
-pub(crate) enum Credentials {
+pub enum Credentials {
     /// The emulator: `Bearer owner`.
     Emulator,
     /// A service account key.
     ServiceAccount {
+        /// The account's email (the JWT's issuer and subject).
         email: String,
+        /// The key's id (the JWT's `kid`).
         key_id: Option<String>,
+        /// The private key.
         key: Box<EncodingKey>,
     },
     /// A user's refresh token (application default credentials of `gcloud`).
     AuthorizedUser {
+        /// The OAuth client.
         client_id: String,
+        /// The OAuth client's secret.
         client_secret: String,
+        /// The refresh token.
         refresh_token: String,
     },
     /// The metadata server of the instance the server runs on.
-    Metadata { host: String },
+    Metadata {
+        /// `HOST[:PORT]` of the metadata server.
+        host: String,
+    },
 }
 
 impl std::fmt::Debug for Credentials {
@@ -80,7 +89,7 @@ impl Credentials {
     /// The credentials of the standard Google environment: `explicit` (the configured
     /// file), else `GOOGLE_APPLICATION_CREDENTIALS`, else gcloud's application default
     /// credentials file, else the metadata server.
-    pub(crate) fn discover(explicit: Option<&Path>) -> Result<Self, StoreError> {
+    pub fn discover(explicit: Option<&Path>) -> Result<Self, StoreError> {
         if let Some(path) = explicit {
             return Self::from_file(path);
         }
@@ -104,7 +113,7 @@ impl Credentials {
     }
 
     /// Reads a credentials file (service account or authorized user).
-    pub(crate) fn from_file(path: &Path) -> Result<Self, StoreError> {
+    pub fn from_file(path: &Path) -> Result<Self, StoreError> {
         let bad = |why: String| {
             StoreError::Internal(format!("credentials file {}: {why}", path.display()))
         };
@@ -144,7 +153,7 @@ impl Credentials {
     }
 
     /// For logs: which kind of credentials (never the secret).
-    pub(crate) fn describe(&self) -> &'static str {
+    pub fn describe(&self) -> &'static str {
         match self {
             Self::Emulator => "emulator (no credentials)",
             Self::ServiceAccount { .. } => "service account key",
@@ -154,10 +163,11 @@ impl Credentials {
     }
 
     /// A fresh token and how long it may be used.
-    pub(crate) async fn fetch(
+    pub async fn fetch(
         &self,
         http: &reqwest::Client,
         timeout: Duration,
+        audience: &str,
     ) -> Result<(String, Duration), StoreError> {
         let unavailable = |what: &str, e: String| {
             StoreError::Unavailable(format!("cannot obtain a Google token from {what}: {e}"))
@@ -165,7 +175,7 @@ impl Credentials {
         match self {
             Self::Emulator => Ok(("owner".to_owned(), Duration::from_secs(u64::MAX / 4))),
             Self::ServiceAccount { email, key_id, key } => {
-                let jwt = self_signed_jwt(email, key_id.as_deref(), key, FIRESTORE_AUDIENCE)?;
+                let jwt = self_signed_jwt(email, key_id.as_deref(), key, audience)?;
                 Ok((jwt, LIFETIME))
             }
             Self::AuthorizedUser {
@@ -226,7 +236,7 @@ async fn token_from(resp: reqwest::Response, what: &str) -> Result<(String, Dura
 }
 
 /// A JWT signed by the service account's own key, for `audience`.
-pub(crate) fn self_signed_jwt(
+pub fn self_signed_jwt(
     email: &str,
     key_id: Option<&str>,
     key: &EncodingKey,
@@ -263,17 +273,18 @@ fn form_encode(s: &str) -> String {
 
 /// A cached token, renewed before it ends.
 #[derive(Default)]
-pub(crate) struct TokenCache {
+pub struct TokenCache {
     current: tokio::sync::Mutex<Option<(String, Instant)>>,
 }
 
 impl TokenCache {
     /// The `Authorization` header's value.
-    pub(crate) async fn bearer(
+    pub async fn bearer(
         &self,
         creds: &Credentials,
         http: &reqwest::Client,
         timeout: Duration,
+        audience: &str,
     ) -> Result<String, StoreError> {
         let mut current = self.current.lock().await;
         if let Some((token, renew_at)) = current.as_ref()
@@ -281,7 +292,7 @@ impl TokenCache {
         {
             return Ok(format!("Bearer {token}"));
         }
-        let (token, lifetime) = creds.fetch(http, timeout).await?;
+        let (token, lifetime) = creds.fetch(http, timeout, audience).await?;
         let renew_at = Instant::now()
             .checked_add(lifetime.saturating_sub(RENEW_BEFORE.min(lifetime / 2)))
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));

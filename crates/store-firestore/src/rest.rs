@@ -109,7 +109,12 @@ impl Rest {
     async fn call(&self, method: &str, body: &Value) -> Result<Value, Failure> {
         let bearer = self
             .tokens
-            .bearer(&self.creds, &self.http, self.timeout)
+            .bearer(
+                &self.creds,
+                &self.http,
+                self.timeout,
+                crate::auth::FIRESTORE_AUDIENCE,
+            )
             .await
             .map_err(|e| Failure::Status {
                 status: "UNAUTHENTICATED".into(),

@@ -735,6 +735,14 @@ pub struct EventsConfig {
     pub webhook_secret: Option<Secret>,
     /// Seconds one POST may take.
     pub webhook_timeout: u64,
+    /// Each event is published to this GCP Pub/Sub topic (`projects/P/topics/T`).
+    pub pubsub_topic: Option<String>,
+    /// A Google credentials file for Pub/Sub; unset: the standard Google environment.
+    pub pubsub_credentials_path: Option<PathBuf>,
+    /// `HOST:PORT` of a Pub/Sub emulator; unset: `PUBSUB_EMULATOR_HOST`, else Google.
+    pub pubsub_emulator_host: Option<String>,
+    /// Seconds one publish may take.
+    pub pubsub_timeout: u64,
     /// Milliseconds before a failed delivery is tried again; doubles with each failure.
     pub retry_initial: u64,
     /// Longest pause between attempts, in milliseconds.
@@ -751,6 +759,10 @@ impl Default for EventsConfig {
             webhook_url: None,
             webhook_secret: None,
             webhook_timeout: 10,
+            pubsub_topic: None,
+            pubsub_credentials_path: None,
+            pubsub_emulator_host: None,
+            pubsub_timeout: 10,
             retry_initial: 500,
             retry_max: 60_000,
             batch_size: 256,
@@ -762,7 +774,12 @@ impl Default for EventsConfig {
 impl EventsConfig {
     /// Whether a sink is set (events are recorded and delivered).
     pub fn enabled(&self) -> bool {
-        self.webhook_url.is_some()
+        self.webhook_url.is_some() || self.pubsub_topic.is_some()
+    }
+
+    /// The longest a sink may take to answer, in seconds.
+    pub fn slowest_sink(&self) -> u64 {
+        self.webhook_timeout.max(self.pubsub_timeout).max(1)
     }
 
     pub(crate) fn check(&self, c: &mut Checks) {
@@ -788,6 +805,17 @@ impl EventsConfig {
         }
         if self.webhook_timeout == 0 {
             c.fail("events.webhook_timeout", "must be at least 1 (seconds)");
+        }
+        if let Some(topic) = &self.pubsub_topic
+            && !signal_events::pubsub::is_topic(topic)
+        {
+            c.fail(
+                "events.pubsub_topic",
+                "must be projects/PROJECT_ID/topics/TOPIC_ID",
+            );
+        }
+        if self.pubsub_timeout == 0 {
+            c.fail("events.pubsub_timeout", "must be at least 1 (seconds)");
         }
         if self.retry_initial == 0 {
             c.fail("events.retry_initial", "must be at least 1 (milliseconds)");

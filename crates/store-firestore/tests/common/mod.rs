@@ -1,8 +1,9 @@
-//! Google's Firestore emulator, started by the tests themselves on a free port (never a
-//! shared instance): `gcloud emulators firestore start`, in its own process group, under
-//! a watchdog shell that stops the group when the test process ends, however it ends.
-//! Each test uses its own database on the emulator, so tests share one emulator per test
-//! binary and still start empty.
+//! Google's Firestore emulator (or its Pub/Sub emulator, [`Emulator::start_pubsub`]),
+//! started by the tests themselves on a free port (never a shared instance):
+//! `gcloud emulators firestore start`, in its own process group, under a watchdog shell
+//! that stops the group when the test process ends, however it ends. Each test uses its
+//! own database on the emulator, so tests share one emulator per test binary and still
+//! start empty.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -21,6 +22,8 @@ pub struct Emulator {
     sid: u32,
     watchdog: Option<std::process::Child>,
     log: std::path::PathBuf,
+    /// The `gcloud` subcommand that starts it.
+    command: &'static str,
     _dir: tempfile::TempDir,
 }
 
@@ -58,8 +61,17 @@ fn answers(host: &str) -> bool {
 }
 
 impl Emulator {
-    /// Starts an emulator on a free port and waits until it answers.
+    /// Starts a Firestore emulator on a free port and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with("emulators firestore start")
+    }
+
+    /// Starts a Pub/Sub emulator on a free port and waits until it answers.
+    pub fn start_pubsub() -> Self {
+        Self::start_with("beta emulators pubsub start")
+    }
+
+    fn start_with(command: &'static str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut e = Self {
@@ -68,6 +80,7 @@ impl Emulator {
             sid: 0,
             watchdog: None,
             log: dir.path().join("emulator.log"),
+            command,
             _dir: dir,
         };
         e.spawn();
@@ -82,16 +95,18 @@ impl Emulator {
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success()),
-            "the Firestore tests need Google's Firestore emulator: `gcloud` (google-cloud-cli \
-             with google-cloud-cli-firestore-emulator, and Java) is not installed"
+            "these tests need Google's emulators: `gcloud` (google-cloud-cli with \
+             google-cloud-cli-firestore-emulator and google-cloud-cli-pubsub-emulator, and \
+             Java) is not installed"
         );
         // The shell ignores TERM so it can stop the whole group after its first signal.
         let script = format!(
             "trap '' TERM; \
-             gcloud emulators firestore start --host-port=127.0.0.1:{port} >>'{log}' 2>&1 & e=$!; \
+             gcloud {command} --host-port=127.0.0.1:{port} >>'{log}' 2>&1 & e=$!; \
              while kill -0 {watch} 2>/dev/null && kill -0 $e 2>/dev/null; do sleep 1; done; \
              pkill -TERM -s $$; sleep 2; pkill -KILL -s $$",
             port = self.port,
+            command = self.command,
             log = self.log.display(),
             watch = std::process::id(),
         );
@@ -109,7 +124,10 @@ impl Emulator {
             if Instant::now() > deadline {
                 let log = std::fs::read_to_string(&self.log).unwrap_or_default();
                 self.kill();
-                panic!("the Firestore emulator did not answer within 120 s; its log:\n{log}");
+                panic!(
+                    "`gcloud {}` did not answer within 120 s; its log:\n{log}",
+                    self.command
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
