@@ -326,6 +326,7 @@ pub async fn start(
                 poll: Duration::from_millis(ev.poll_interval),
                 retry_initial: Duration::from_millis(ev.retry_initial),
                 retry_max: Duration::from_millis(ev.retry_max),
+                concurrency: ev.concurrency,
             },
         );
         if config.cluster.is_some() {

@@ -518,6 +518,8 @@ enum Op {
     RemoveMember(Box<ClientInTerminatedRoomRecord>),
     /// `touch_client`: the client and its `last_seen`.
     Touch(Box<(String, DateTime<Utc>)>),
+    /// `append_events`: nothing but the job's events.
+    Append,
 }
 
 /// What `create_room` writes.
@@ -534,6 +536,7 @@ enum OpKind {
     CreateRoom,
     RemoveMember,
     Touch,
+    Append,
 }
 
 impl Op {
@@ -544,6 +547,7 @@ impl Op {
             Op::CreateRoom(_) => OpKind::CreateRoom,
             Op::RemoveMember(_) => OpKind::RemoveMember,
             Op::Touch(_) => OpKind::Touch,
+            Op::Append => OpKind::Append,
         }
     }
 
@@ -568,6 +572,7 @@ impl Op {
                 insert_history(&mut *tx, &h).await?;
                 Ok(0)
             }
+            Op::Append => Ok(0),
             Op::Touch(t) => {
                 sqlx::query("UPDATE registered_clients SET last_seen = ? WHERE client_id = ?")
                     .bind(ts(&t.1))
@@ -816,6 +821,7 @@ enum Run<'a> {
     Rooms(Vec<&'a NewRoom>),
     Leaves(Vec<&'a ClientInTerminatedRoomRecord>),
     Touches(Vec<&'a (String, DateTime<Utc>)>),
+    Appends,
 }
 
 impl<'a> Run<'a> {
@@ -829,6 +835,7 @@ impl<'a> Run<'a> {
             Op::CreateRoom(_) => Run::Rooms(Vec::with_capacity(run.len())),
             Op::RemoveMember(_) => Run::Leaves(Vec::with_capacity(run.len())),
             Op::Touch(_) => Run::Touches(Vec::with_capacity(run.len())),
+            Op::Append => Run::Appends,
         };
         for j in run {
             match (&mut out, &j.op) {
@@ -836,6 +843,7 @@ impl<'a> Run<'a> {
                 (Run::Rooms(v), Op::CreateRoom(r)) => v.push(&**r),
                 (Run::Leaves(v), Op::RemoveMember(h)) => v.push(&**h),
                 (Run::Touches(v), Op::Touch(t)) => v.push(&**t),
+                (Run::Appends, Op::Append) => {}
                 _ => return None,
             }
         }
@@ -854,6 +862,7 @@ async fn together(
         Run::Rooms(rooms) => create_rooms_together(&mut sp, &rooms).await,
         Run::Leaves(leaves) => remove_members_together(&mut sp, &leaves).await,
         Run::Touches(touches) => touch_clients_together(&mut sp, &touches).await,
+        Run::Appends => Ok(()),
     };
     let r = match r {
         Ok(()) => insert_events(&mut sp, events.iter().copied()).await,
@@ -977,39 +986,87 @@ fn caps(c: &[String]) -> String {
 /// it was given are not recorded.
 const NOTHING_DONE: u64 = u64::MAX;
 
-/// Appends `events` to the outbox, numbering each room's.
+/// Appends `events` to the outbox, numbering each room's: two statements however many
+/// events (each statement is a round trip to SQLite's thread). The rooms' counters move on
+/// by their number of events, and each room's events take the numbers below the new last
+/// one, in order.
 async fn insert_events<'e>(
     tx: &mut SqliteConnection,
     events: impl Iterator<Item = &'e Event>,
 ) -> Result<(), StoreError> {
-    for e in events {
-        let seq: Option<i64> = match &e.room_id {
-            Some(room) => Some(
-                sqlx::query_scalar(
-                    "INSERT INTO event_room_seq (room_id, last) VALUES (?, 1) \
-                     ON CONFLICT (room_id) DO UPDATE SET last = last + 1 RETURNING last",
-                )
-                .bind(room.as_str())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(classify)?,
-            ),
+    let events: Vec<&Event> = events.collect();
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut per_room: Vec<(&str, i64)> = Vec::new();
+    for e in &events {
+        if let Some(r) = &e.room_id {
+            match per_room.iter_mut().find(|(id, _)| *id == r.as_str()) {
+                Some((_, n)) => *n += 1,
+                None => per_room.push((r.as_str(), 1)),
+            }
+        }
+    }
+    let mut next: HashMap<String, i64> = HashMap::new();
+    if !per_room.is_empty() {
+        let counts: Vec<Value> = per_room
+            .iter()
+            .map(|(r, n)| serde_json::json!({"room": r, "n": n}))
+            .collect();
+        let rows = sqlx::query(
+            "INSERT INTO event_room_seq (room_id, last) \
+             SELECT value ->> 'room', value ->> 'n' FROM json_each(?) WHERE true \
+             ON CONFLICT (room_id) DO UPDATE SET last = last + excluded.last \
+             RETURNING room_id, last",
+        )
+        .bind(Value::Array(counts).to_string())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(classify)?;
+        for row in rows {
+            let room: String = row.try_get("room_id").map_err(|e| corrupt("room_id", e))?;
+            let last: i64 = row.try_get("last").map_err(|e| corrupt("last", e))?;
+            let n = per_room
+                .iter()
+                .find(|(r, _)| *r == room)
+                .map_or(0, |(_, n)| *n);
+            next.insert(room, last - n + 1);
+        }
+    }
+    let mut rows = Vec::with_capacity(events.len());
+    for e in &events {
+        let seq = match &e.room_id {
+            Some(r) => {
+                let n = next
+                    .get_mut(r.as_str())
+                    .ok_or_else(|| StoreError::Internal(format!("no seq for room '{r}'")))?;
+                let seq = *n;
+                *n += 1;
+                Some(seq)
+            }
             None => None,
         };
         let body = serde_json::to_string(&Event {
             seq: None,
-            ..e.clone()
+            ..(*e).clone()
         })
         .map_err(|err| StoreError::Internal(format!("encoding event {}: {err}", e.id)))?;
-        sqlx::query("INSERT INTO event_outbox (id, room_id, seq, body) VALUES (?, ?, ?, ?)")
-            .bind(e.id.to_string())
-            .bind(e.room_id.as_ref().map(|r| r.as_str()))
-            .bind(seq)
-            .bind(body)
-            .execute(&mut *tx)
-            .await
-            .map_err(|err| insert_err(err, |_| format!("event {} is recorded already", e.id)))?;
+        rows.push(serde_json::json!({
+            "id": e.id.to_string(),
+            "room": e.room_id.as_ref().map(|r| r.as_str()),
+            "seq": seq,
+            "body": body,
+        }));
     }
+    sqlx::query(
+        "INSERT INTO event_outbox (id, room_id, seq, body) \
+         SELECT value ->> 'id', value ->> 'room', value ->> 'seq', value ->> 'body' \
+         FROM json_each(?)",
+    )
+    .bind(Value::Array(rows).to_string())
+    .execute(&mut *tx)
+    .await
+    .map_err(|err| insert_err(err, |_| "an event is recorded already".to_owned()))?;
     Ok(())
 }
 
@@ -1783,8 +1840,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
-        let nothing = job(|_| Box::pin(async { Ok(0) }));
-        self.write_with("append_events", Op::Fn(nothing), events.to_vec())
+        self.write_with("append_events", Op::Append, events.to_vec())
             .await
             .map(|_| ())
     }

@@ -36,6 +36,9 @@ pub struct PublisherConfig {
     pub retry_initial: Duration,
     /// Longest pause between attempts.
     pub retry_max: Duration,
+    /// Groups (rooms, clients) delivered at once: each holds a connection to the sink
+    /// while it delivers.
+    pub concurrency: usize,
 }
 
 impl Default for PublisherConfig {
@@ -45,6 +48,7 @@ impl Default for PublisherConfig {
             poll: Duration::from_millis(100),
             retry_initial: Duration::from_millis(500),
             retry_max: Duration::from_secs(60),
+            concurrency: 32,
         }
     }
 }
@@ -169,13 +173,16 @@ impl Publisher {
                 (k, events)
             })
             .collect();
-        let outcomes = {
+        let outcomes: Vec<Outcome> = {
+            use futures_util::StreamExt;
             let me = &*self;
-            futures_util::future::join_all(
+            futures_util::stream::iter(
                 ready
                     .into_iter()
                     .map(|(key, events)| me.deliver_group(key, events)),
             )
+            .buffer_unordered(self.cfg.concurrency.max(1))
+            .collect()
             .await
         };
         let mut done = Vec::new();

@@ -749,6 +749,9 @@ pub struct EventsConfig {
     pub retry_max: u64,
     /// Events read from the outbox per pass.
     pub batch_size: u32,
+    /// Rooms (and clients) whose events are delivered at once, each over a connection of
+    /// its own.
+    pub concurrency: usize,
     /// Milliseconds between looks at an empty outbox.
     pub poll_interval: u64,
 }
@@ -766,6 +769,7 @@ impl Default for EventsConfig {
             retry_initial: 500,
             retry_max: 60_000,
             batch_size: 256,
+            concurrency: 32,
             poll_interval: 100,
         }
     }
@@ -828,6 +832,9 @@ impl EventsConfig {
         }
         if self.poll_interval == 0 {
             c.fail("events.poll_interval", "must be at least 1 (milliseconds)");
+        }
+        if !(1..=1024).contains(&self.concurrency) {
+            c.fail("events.concurrency", "must be between 1 and 1024");
         }
     }
 }
