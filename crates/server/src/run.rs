@@ -327,6 +327,8 @@ pub async fn start(
                 retry_initial: Duration::from_millis(ev.retry_initial),
                 retry_max: Duration::from_millis(ev.retry_max),
                 concurrency: ev.concurrency,
+                retention: (ev.retention_days > 0)
+                    .then(|| Duration::from_secs(ev.retention_days.saturating_mul(86_400))),
             },
         );
         if config.cluster.is_some() {

@@ -381,6 +381,7 @@ impl FirestoreStore {
             let mut fields = Fields::new()
                 .uuid("id", e.id)
                 .int("position", next_seq())
+                .time("at", &e.at)
                 .str("body", &body);
             fields = match (&e.room_id, seq) {
                 (Some(r), Some(s)) => fields.str("room_id", r.as_str()).int("seq", s),
@@ -978,6 +979,58 @@ impl Store for FirestoreStore {
                 .map_err(|f| failed("mark_delivered", f))?;
         }
         Ok(())
+    }
+
+    async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.open_or_err()?;
+        let mut pruned = 0u64;
+        loop {
+            // The log's oldest events (a single-field index on `at`), 300 at a time.
+            let query = json!({
+                "from": [{ "collectionId": EVENTS }],
+                "where": { "fieldFilter": {
+                    "field": { "fieldPath": "at" },
+                    "op": "LESS_THAN",
+                    "value": crate::fields::timestamp(&before),
+                }},
+                "orderBy": [{ "field": { "fieldPath": "at" }, "direction": "ASCENDING" }],
+                "limit": 300,
+            });
+            let docs = self
+                .read("prune_events", || self.rest.query(query.clone(), None))
+                .await?;
+            let ids: Vec<String> = docs
+                .iter()
+                .filter_map(|d| Doc::new(d).str("id").ok())
+                .collect();
+            if ids.is_empty() {
+                return Ok(pruned);
+            }
+            // Those still in the outbox are not delivered: kept.
+            let pending_names: Vec<String> = ids
+                .iter()
+                .map(|id| self.rest.name(EVENT_OUTBOX, id))
+                .collect();
+            let pending = self
+                .read("prune_events", || self.rest.get(&pending_names, None))
+                .await?;
+            let writes: Vec<Value> = ids
+                .iter()
+                .zip(&pending)
+                .filter(|(_, p)| p.is_none())
+                .map(|(id, _)| delete(self.rest.name(EVENTS, id)))
+                .collect();
+            let n = writes.len() as u64;
+            if n > 0 {
+                self.commit("prune_events", writes)
+                    .await
+                    .map_err(|f| failed("prune_events", f))?;
+                pruned += n;
+            }
+            if ids.len() < 300 || n == 0 {
+                return Ok(pruned);
+            }
+        }
     }
 
     async fn room_events(

@@ -799,6 +799,21 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.write("prune_events", |mut tx| async move {
+            let done = sqlx::query(
+                "DELETE FROM event_outbox WHERE delivered_at IS NOT NULL \
+                 AND (body ->> 'at')::timestamptz < $1",
+            )
+            .bind(before)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+            Ok((tx, done.rows_affected()))
+        })
+        .await
+    }
+
     async fn room_events(
         &self,
         room_id: &str,

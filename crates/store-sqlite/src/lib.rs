@@ -1886,6 +1886,28 @@ impl Store for SqliteStore {
         .map(|_| ())
     }
 
+    async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        // `at` is in the body: its RFC 3339 text (UTC, milliseconds) sorts as time does.
+        let before = before.to_rfc3339_opts(SecondsFormat::Millis, true);
+        self.write(
+            "prune_events",
+            job(move |tx| {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "DELETE FROM event_outbox WHERE delivered_at IS NOT NULL \
+                         AND body ->> 'at' < ?",
+                    )
+                    .bind(before)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                    Ok(done.rows_affected())
+                })
+            }),
+        )
+        .await
+    }
+
     async fn room_events(
         &self,
         room_id: &str,

@@ -39,6 +39,9 @@ pub struct PublisherConfig {
     /// Groups (rooms, clients) delivered at once: each holds a connection to the sink
     /// while it delivers.
     pub concurrency: usize,
+    /// How long delivered events are kept (for `GET /api/rooms/{id}/events`); `None`:
+    /// for ever. Pruned at the first pass, then hourly.
+    pub retention: Option<Duration>,
 }
 
 impl Default for PublisherConfig {
@@ -49,6 +52,7 @@ impl Default for PublisherConfig {
             retry_initial: Duration::from_millis(500),
             retry_max: Duration::from_secs(60),
             concurrency: 32,
+            retention: Some(Duration::from_secs(7 * 86_400)),
         }
     }
 }
@@ -67,6 +71,8 @@ pub struct Publisher {
     /// In a cluster: the router holding the [`LEASE`], and its time to live. Only the
     /// node holding it publishes.
     lease: Option<(Arc<dyn Router>, Duration)>,
+    /// When delivered events were last pruned.
+    pruned_at: Option<Instant>,
 }
 
 /// What one group's delivery came to.
@@ -91,6 +97,31 @@ impl Publisher {
             failed: HashSet::new(),
             waiting: HashMap::new(),
             lease: None,
+            pruned_at: None,
+        }
+    }
+
+    /// Deletes delivered events older than the retention, at most hourly.
+    async fn prune(&mut self) {
+        let Some(keep) = self.cfg.retention else {
+            return;
+        };
+        if self
+            .pruned_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(3600))
+        {
+            return;
+        }
+        self.pruned_at = Some(Instant::now());
+        let before =
+            chrono::Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+        match self.store.prune_events(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                pruned = n,
+                "events: delivered events past their retention deleted"
+            ),
+            Err(e) => tracing::warn!(error = %e, "events: could not prune delivered events"),
         }
     }
 
@@ -141,6 +172,7 @@ impl Publisher {
                 return Some((*ttl / 3).max(self.cfg.poll));
             }
         }
+        self.prune().await;
         let pending = match self.store.pending_events(self.cfg.batch).await {
             Ok(p) => p,
             Err(e) => {

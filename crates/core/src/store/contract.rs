@@ -55,7 +55,8 @@ macro_rules! store_contract {
             concurrent_creators_of_one_room_one_wins,
             events_are_recorded_with_their_writes,
             failed_writes_record_no_events,
-            concurrent_room_events_are_numbered_without_gaps
+            concurrent_room_events_are_numbered_without_gaps,
+            delivered_events_are_pruned_by_age
         );
     };
     (@module $module:ident, $make:expr; $($name:ident),* $(,)?) => {
@@ -1052,4 +1053,44 @@ pub async fn concurrent_room_events_are_numbered_without_gaps(s: &Arc<dyn Store>
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=21).collect::<Vec<_>>());
     assert_eq!(in_order, seqs, "read back in seq order");
+}
+
+/// Pruning deletes delivered events older than the cutoff, and nothing else.
+pub async fn delivered_events_are_pruned_by_age(s: &Arc<dyn Store>) {
+    let old = |kind, client: &str| Event {
+        at: chrono::Utc::now() - chrono::Duration::days(10),
+        ..event(kind, client, Some("r1"))
+    };
+    let (delivered_old, pending_old) = (old(Kind::MemberJoined, "a"), old(Kind::MemberJoined, "b"));
+    let recent = event(Kind::MemberLeft, "a", Some("r1"));
+    s.append_events(&[delivered_old.clone(), pending_old.clone(), recent.clone()])
+        .await
+        .unwrap();
+    s.mark_delivered(&[delivered_old.id, recent.id])
+        .await
+        .unwrap();
+    let cutoff = chrono::Utc::now() - chrono::Duration::days(1);
+    assert_eq!(s.prune_events(cutoff).await.unwrap(), 1);
+    let left: Vec<Uuid> = s
+        .room_events("r1", 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        left,
+        [pending_old.id, recent.id],
+        "pending and recent events stay"
+    );
+    assert_eq!(s.prune_events(cutoff).await.unwrap(), 0);
+    assert_eq!(
+        s.pending_events(10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>(),
+        [pending_old.id]
+    );
 }

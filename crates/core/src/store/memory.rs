@@ -358,6 +358,13 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut t = self.tables()?;
+        let n = t.events.len();
+        t.events.retain(|(e, done)| !*done || e.at >= before);
+        Ok((n - t.events.len()) as u64)
+    }
+
     async fn room_events(
         &self,
         room_id: &str,

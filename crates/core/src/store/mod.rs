@@ -105,6 +105,9 @@ pub trait Store: Send + Sync + 'static {
     /// Marks events delivered: [`pending_events`](Self::pending_events) no longer returns
     /// them. Unknown ids are ignored.
     async fn mark_delivered(&self, ids: &[Uuid]) -> Result<(), StoreError>;
+    /// Deletes the delivered events that happened (`at`) before `before`; how many. An
+    /// undelivered event is kept however old.
+    async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
     /// A room's events (delivered or not) with `seq` above `since`, in order, at most
     /// `limit`.
     async fn room_events(

@@ -754,6 +754,8 @@ pub struct EventsConfig {
     pub concurrency: usize,
     /// Milliseconds between looks at an empty outbox.
     pub poll_interval: u64,
+    /// Days delivered events are kept (for `GET /api/rooms/{id}/events`); 0: for ever.
+    pub retention_days: u64,
 }
 
 impl Default for EventsConfig {
@@ -771,6 +773,7 @@ impl Default for EventsConfig {
             batch_size: 256,
             concurrency: 32,
             poll_interval: 100,
+            retention_days: 7,
         }
     }
 }
@@ -832,6 +835,12 @@ impl EventsConfig {
         }
         if self.poll_interval == 0 {
             c.fail("events.poll_interval", "must be at least 1 (milliseconds)");
+        }
+        if self.retention_days > 36_500 {
+            c.fail(
+                "events.retention_days",
+                "must be at most 36500 (0 keeps events for ever)",
+            );
         }
         if !(1..=1024).contains(&self.concurrency) {
             c.fail("events.concurrency", "must be between 1 and 1024");
