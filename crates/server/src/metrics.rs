@@ -106,6 +106,12 @@ impl HotMetrics {
     }
 }
 
+/// Buckets of the negotiation timings (seconds): a peer's answer or first candidate
+/// takes from tens of milliseconds to the offer's timeout.
+const NEGOTIATION_BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
+];
+
 /// The recorder could not be installed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("cannot install the Prometheus recorder: {0}")]
@@ -125,6 +131,18 @@ pub fn recorder() -> Result<PrometheusHandle, RecorderError> {
                     b.set_buckets_for_metric(
                         Matcher::Full("signal_http_request_duration_seconds".into()),
                         &HTTP_DURATION_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("signal_offer_answer_seconds".into()),
+                        &NEGOTIATION_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("signal_join_first_candidate_seconds".into()),
+                        &NEGOTIATION_BUCKETS,
                     )
                 })
                 .and_then(|b| {
@@ -172,6 +190,18 @@ fn register_zeroes() {
 
 /// Registers the name, unit and help text of every metric the server emits.
 fn describe() {
+    describe_histogram!(
+        "signal_offer_answer_seconds",
+        "Time from an offer to its answer, by the offerer's wire format"
+    );
+    describe_histogram!(
+        "signal_join_first_candidate_seconds",
+        "Time from joining a room to the first ICE candidate sent, by wire format"
+    );
+    describe_counter!(
+        "signal_offers_unanswered_total",
+        "Offers with no answer within 30 s, or none before the offerer's session ended, by the offerer's wire format"
+    );
     describe_gauge!(
         "signal_connections",
         "Open WebSocket connections, by endpoint"

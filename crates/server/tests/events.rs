@@ -21,6 +21,7 @@ use axum::{body::Bytes, extract::State, http::HeaderMap, http::StatusCode, routi
 use common::{TestServer, free_port, http_get_bearer, spawn_binary, token, wait_listening};
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
+use signal_client::protocol::MessageType;
 use std::sync::Mutex;
 
 const SECRET: &str = "a-webhook-secret-of-some-length";
@@ -161,13 +162,44 @@ fn step(
 /// Alice and Bob register; Alice creates a room, Bob joins, Bob leaves, Alice leaves (the
 /// room ends); both disconnect.
 async fn room_life(server: &TestServer, room: &str) {
-    let alice = server.registered("alice").await;
-    let bob = server.registered("bob").await;
+    let mut alice = server.registered("alice").await;
+    let mut bob = server.registered("bob").await;
     alice
         .create_room(&token("alice"), Some(room), None)
         .await
         .unwrap();
     bob.join_room(&token("bob"), room).await.unwrap();
+    // One offer answered, one not; Bob's first candidate.
+    alice
+        .send_offer("bob", Some(room), "v=0 offer")
+        .await
+        .unwrap();
+    bob.expect_event(MessageType::SignalOffer, Duration::from_secs(5))
+        .await
+        .unwrap();
+    bob.send_answer("alice", Some(room), "v=0 answer")
+        .await
+        .unwrap();
+    bob.send_candidate(
+        "alice",
+        Some(room),
+        "candidate:1 1 udp 1 10.0.0.1 9 typ host",
+        Some("0"),
+        Some(0),
+    )
+    .await
+    .unwrap();
+    alice
+        .expect_event(MessageType::SignalIceCandidate, Duration::from_secs(5))
+        .await
+        .unwrap();
+    alice
+        .send_offer("bob", Some(room), "v=0 again")
+        .await
+        .unwrap();
+    bob.expect_event(MessageType::SignalOffer, Duration::from_secs(5))
+        .await
+        .unwrap();
     bob.leave_room(&token("bob"), room).await.unwrap();
     alice.leave_room(&token("alice"), room).await.unwrap();
     bob.disconnect().await.unwrap();
@@ -223,6 +255,14 @@ async fn a_room_life_produces_its_events_in_order_signed() {
         of("room.terminated", "alice")["data"]["participant_count"],
         2
     );
+    // The room's negotiations: one offer answered, one left when its sender left.
+    let n = &of("room.terminated", "alice")["data"]["negotiation"];
+    assert_eq!(n["offers"], 2, "{n}");
+    assert_eq!(n["answered"], 1, "{n}");
+    assert_eq!(n["unanswered"], 1, "{n}");
+    assert_eq!(n["first_candidates"], 1, "{n}");
+    assert!(n["offer_answer_ms_mean"].is_u64(), "{n}");
+    assert!(n["join_first_candidate_ms_max"].is_u64(), "{n}");
     assert!(
         of("member.left", "bob")["data"]["reason"]
             .as_str()

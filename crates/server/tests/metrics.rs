@@ -310,3 +310,84 @@ async fn resumes_are_counted() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn negotiations_are_timed_and_unanswered_offers_counted() {
+    let s = metrics_server().await;
+    let base = metrics_base(&s);
+    let series = |name: &str| format!("{name}{{wire=\"binary_json\"}}");
+    let value = |text: &str, name: &str| sample(text, &series(name)).unwrap_or(0.0);
+    let before = scrape(&base).await;
+    let room = "negotiation-metrics-7d2a";
+    let alice = s.registered("alice").await;
+    let mut bob = s.registered("bob").await;
+    alice
+        .create_room("alice-token", Some(room), None)
+        .await
+        .unwrap();
+    bob.join_room("bob-token", room).await.unwrap();
+    // An offer answered; the joiner's first candidate.
+    alice
+        .send_offer("bob", Some(room), "v=0 offer")
+        .await
+        .unwrap();
+    bob.expect_event(MessageType::SignalOffer, WAIT)
+        .await
+        .unwrap();
+    bob.send_answer("alice", Some(room), "v=0 answer")
+        .await
+        .unwrap();
+    bob.send_candidate(
+        "alice",
+        Some(room),
+        "candidate:1 1 udp 1 10.0.0.1 9 typ host",
+        Some("0"),
+        Some(0),
+    )
+    .await
+    .unwrap();
+    bob.send_candidate(
+        "alice",
+        Some(room),
+        "candidate:2 1 udp 1 10.0.0.2 9 typ host",
+        Some("0"),
+        Some(0),
+    )
+    .await
+    .unwrap();
+    // An offer never answered: its sender leaves.
+    alice
+        .send_offer("bob", Some(room), "v=0 again")
+        .await
+        .unwrap();
+    bob.expect_event(MessageType::SignalOffer, WAIT)
+        .await
+        .unwrap();
+    alice.disconnect().await.unwrap();
+    let after = scrape_until(&base, "an unanswered offer", |t| {
+        value(t, "signal_offers_unanswered_total")
+            > value(&before, "signal_offers_unanswered_total")
+    })
+    .await;
+    assert!(
+        value(&after, "signal_offer_answer_seconds_count")
+            > value(&before, "signal_offer_answer_seconds_count"),
+        "the answer was timed:\n{after}"
+    );
+    assert!(
+        after.contains("signal_offer_answer_seconds_bucket{wire=\"binary_json\",le=\"0.01\"}"),
+        "a histogram with buckets:\n{after}"
+    );
+    assert_eq!(
+        value(&after, "signal_join_first_candidate_seconds_count")
+            - value(&before, "signal_join_first_candidate_seconds_count"),
+        1.0,
+        "only the first candidate after the join is timed"
+    );
+    assert_eq!(
+        value(&after, "signal_offers_unanswered_total")
+            - value(&before, "signal_offers_unanswered_total"),
+        1.0
+    );
+    s.shutdown().await;
+}

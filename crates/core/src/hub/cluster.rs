@@ -404,6 +404,20 @@ impl Hub {
             room: room_id.clone(),
             reason: why.clone(),
         });
+        // The negotiations this node saw; its members' offers there end unanswered.
+        let negotiation = self.room(room_id.as_str()).map(|r| {
+            let sessions: Vec<Arc<Session>> = r
+                .state
+                .read()
+                .members
+                .iter()
+                .map(|m| m.session.clone())
+                .collect();
+            for s in &sessions {
+                self.offers_abandoned(&r, s);
+            }
+            r.figures.summary()
+        });
         self.inner.close_replica(room_id, &env);
         self.inner.media.room_ended(room_id).await;
         let nodes: Vec<String> = remaining.iter().map(|m| m.node.clone()).collect();
@@ -443,6 +457,7 @@ impl Hub {
                 "session_duration": (now - entry.created_at).num_seconds(),
                 "participant_count": ever_joined,
                 "final_status": "completed",
+                "negotiation": negotiation,
             }),
             termination_reason: Some(why.clone()),
             terminated_by: Some(by),
@@ -686,6 +701,7 @@ pub(super) fn replica_of(room_id: &RoomId, entry: RoomEntry) -> Arc<Room> {
             ..RoomState::default()
         }),
         joins: Mutex::new(Default::default()),
+        figures: Default::default(),
     })
 }
 

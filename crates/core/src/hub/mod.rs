@@ -215,6 +215,16 @@ struct Inner {
     /// `signal_relayed_total` by kind, registered once (a labelled lookup per message
     /// costs as much as the relay's own work).
     relayed: [metrics::Counter; 3],
+    /// The negotiation metrics by wire format id (the last: sessions of no format),
+    /// registered at first use, for the same reason.
+    negotiation: [std::sync::OnceLock<NegotiationMetrics>; Format::MAX + 1],
+}
+
+/// The negotiation metrics of one wire format.
+struct NegotiationMetrics {
+    offer_answer: metrics::Histogram,
+    first_candidate: metrics::Histogram,
+    unanswered: metrics::Counter,
 }
 
 /// Clients on other nodes whose node a hub keeps at most; past it, it starts again.
@@ -260,6 +270,7 @@ impl Hub {
                     SignalKind::IceCandidate,
                 ]
                 .map(|k| metrics::counter!("signal_relayed_total", "kind" => k.label())),
+                negotiation: [const { std::sync::OnceLock::new() }; Format::MAX + 1],
             }),
         };
         let inbox: std::sync::Weak<dyn Inbox> = Arc::downgrade(&hub.inner) as _;
@@ -473,6 +484,13 @@ impl Hub {
             metrics::gauge!("signal_sessions", "wire" => session.format_label()).decrement(1.0);
         }
         self.leave_all(session, reason, voluntary).await;
+        let left = session.offers_left();
+        if left > 0 {
+            self.inner
+                .negotiation_metrics(session)
+                .unanswered
+                .increment(left as u64);
+        }
         if removed {
             let ev = self.event(events::Kind::SessionDisconnected, |e| {
                 e.client(&session.client_id).data(serde_json::json!({
@@ -609,6 +627,66 @@ impl Hub {
             .and_then(|l| l.iter().rev().find(|s| pred(s)).cloned())
     }
 
+    /// The signaling metrics of a signal `from` sends (to `target`, whose session here
+    /// is `to`, in `room` if named): offer→answer time, join→first candidate time, offers
+    /// left unanswered, for the wire format's metrics and the room's summary.
+    pub(crate) fn observe_negotiation(
+        &self,
+        from: &Session,
+        kind: SignalKind,
+        target: Option<&str>,
+        room: Option<&str>,
+        to: Option<&Session>,
+    ) {
+        match kind {
+            SignalKind::Offer => {
+                let r = match room {
+                    Some(id) => self.room(id),
+                    None => from.only_room().and_then(|id| self.room(id.as_str())),
+                };
+                if let Some(r) = &r {
+                    r.figures.offer();
+                }
+                let replaced = from.offer_sent(target, r.map(|r| r.id.clone()));
+                if let Some(o) = replaced.filter(|o| o.waited >= UNANSWERED_AFTER) {
+                    self.inner.negotiation_metrics(from).unanswered.increment(1);
+                    if let Some(r) = o.room.and_then(|id| self.room(id.as_str())) {
+                        r.figures.unanswered(1);
+                    }
+                }
+            }
+            SignalKind::Answer => {
+                if let Some(offerer) = to {
+                    self.inner.answered(offerer, from.client_id.as_str());
+                }
+            }
+            SignalKind::IceCandidate => {
+                if let Some((after, room)) = from.candidate_sent() {
+                    self.inner
+                        .negotiation_metrics(from)
+                        .first_candidate
+                        .record(after.as_secs_f64());
+                    if let Some(r) = self.room(room.as_str()) {
+                        r.figures.first_candidate(after);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `session` leaves `room` (or the room ends): its offers there that got no answer
+    /// count as unanswered.
+    pub(in crate::hub) fn offers_abandoned(&self, room: &room::Room, session: &Session) {
+        let n = session.offers_left_in(room.id.as_str());
+        if n > 0 {
+            room.figures.unanswered(n);
+            self.inner
+                .negotiation_metrics(session)
+                .unanswered
+                .increment(n as u64);
+        }
+    }
+
     /// Counts one relayed signal (`signal_relayed_total`).
     pub fn count_relayed(&self, kind: SignalKind) {
         let i = match kind {
@@ -725,6 +803,52 @@ impl Inner {
     }
 }
 
+/// An offer with no answer this long counts as unanswered.
+pub const UNANSWERED_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Inner {
+    /// The negotiation metrics of `s`'s wire format.
+    fn negotiation_metrics(&self, s: &Session) -> &NegotiationMetrics {
+        let i = s
+            .format()
+            .map_or(Format::MAX, |f| usize::from(f.id()).min(Format::MAX));
+        self.negotiation[i].get_or_init(|| {
+            let wire = s.format_label();
+            NegotiationMetrics {
+                offer_answer: metrics::histogram!("signal_offer_answer_seconds", "wire" => wire),
+                first_candidate: metrics::histogram!(
+                    "signal_join_first_candidate_seconds",
+                    "wire" => wire
+                ),
+                unanswered: metrics::counter!("signal_offers_unanswered_total", "wire" => wire),
+            }
+        })
+    }
+
+    /// `answerer` answers `offerer`: the time since the offer, or an unanswered offer if
+    /// it came too late.
+    fn answered(&self, offerer: &Session, answerer: &str) {
+        let Some(o) = offerer.answer_from(answerer) else {
+            return;
+        };
+        let m = self.negotiation_metrics(offerer);
+        let room = o
+            .room
+            .and_then(|id| self.rooms.get(&id).map(|r| r.value().clone()));
+        if o.waited >= UNANSWERED_AFTER {
+            m.unanswered.increment(1);
+            if let Some(r) = room {
+                r.figures.unanswered(1);
+            }
+        } else {
+            m.offer_answer.record(o.waited.as_secs_f64());
+            if let Some(r) = room {
+                r.figures.answered(o.waited);
+            }
+        }
+    }
+}
+
 /// Marks `s`'s queue with where the next item came from in this node's inbox stream,
 /// for a session whose frames are kept in the cluster.
 fn mark(s: &Session, pos: Option<crate::router::InboxPos>) {
@@ -755,6 +879,12 @@ impl Inbox for Inner {
                     .get(client.as_str())
                     .and_then(|l| l.last().cloned());
                 let Some(s) = newest else { return 0 };
+                // An answer from another node to an offer sent from here.
+                if let Event::Signal(sig) = &event
+                    && sig.kind == SignalKind::Answer
+                {
+                    self.answered(&s, sig.from.as_str());
+                }
                 let Some(item) = Self::client_item(&s, id, &from_node, event, raw) else {
                     return 0;
                 };

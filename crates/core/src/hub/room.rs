@@ -3,7 +3,13 @@
 //! writes that record it); the member list itself sits behind a short sync lock that the
 //! relay path reads without waiting on the store.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, RwLock};
@@ -38,6 +44,66 @@ pub(super) struct Room {
     pub(super) control: tokio::sync::Mutex<()>,
     pub(super) state: RwLock<RoomState>,
     pub(super) joins: Mutex<JoinQueue>,
+    /// Its negotiations as this node saw them, for its termination summary.
+    pub(super) figures: NegotiationFigures,
+}
+
+/// A room's negotiation figures: offers, their answers and the time each took, offers
+/// never answered, and members' first ICE candidates after joining.
+#[derive(Default)]
+pub(super) struct NegotiationFigures {
+    offers: AtomicU64,
+    answered: AtomicU64,
+    unanswered: AtomicU64,
+    answer_ms_total: AtomicU64,
+    answer_ms_max: AtomicU64,
+    first_candidates: AtomicU64,
+    first_candidate_ms_total: AtomicU64,
+    first_candidate_ms_max: AtomicU64,
+}
+
+impl NegotiationFigures {
+    pub(super) fn offer(&self) {
+        self.offers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn answered(&self, waited: std::time::Duration) {
+        let ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        self.answer_ms_total.fetch_add(ms, Ordering::Relaxed);
+        self.answer_ms_max.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    pub(super) fn unanswered(&self, n: usize) {
+        self.unanswered.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(super) fn first_candidate(&self, after: std::time::Duration) {
+        let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        self.first_candidates.fetch_add(1, Ordering::Relaxed);
+        self.first_candidate_ms_total
+            .fetch_add(ms, Ordering::Relaxed);
+        self.first_candidate_ms_max.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// The figures as `room_data.negotiation` and `room.terminated` carry them (means
+    /// and maxima in milliseconds, `null` when nothing was timed).
+    pub(super) fn summary(&self) -> Value {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mean = |total: u64, n: u64| total.checked_div(n).map_or(Value::Null, |m| json!(m));
+        let max = |m: u64, n: u64| if n == 0 { Value::Null } else { json!(m) };
+        let (answered, candidates) = (get(&self.answered), get(&self.first_candidates));
+        json!({
+            "offers": get(&self.offers),
+            "answered": answered,
+            "unanswered": get(&self.unanswered),
+            "offer_answer_ms_mean": mean(get(&self.answer_ms_total), answered),
+            "offer_answer_ms_max": max(get(&self.answer_ms_max), answered),
+            "first_candidates": candidates,
+            "join_first_candidate_ms_mean": mean(get(&self.first_candidate_ms_total), candidates),
+            "join_first_candidate_ms_max": max(get(&self.first_candidate_ms_max), candidates),
+        })
+    }
 }
 
 /// Joins waiting for the room's control lock; one task at a time runs them.
@@ -594,6 +660,7 @@ impl Hub {
             control: tokio::sync::Mutex::new(()),
             state: RwLock::new(RoomState::default()),
             joins: Mutex::new(JoinQueue::default()),
+            figures: NegotiationFigures::default(),
         });
         // Held until the room is committed: joiners that find it wait here.
         let Ok(_control) = room.control.try_lock() else {
@@ -765,6 +832,7 @@ impl Hub {
             st.ever_joined = 1;
         }
         session.add_room(room_id.clone());
+        session.joined_room(room_id.clone());
         self.share_published(&room, &session.client_id).await;
         metrics::counter!("signal_rooms_created_total").increment(1);
         tracing::debug!(room_id = %room_id, client_id = %session.client_id, "room created");
@@ -1159,6 +1227,7 @@ impl Hub {
                 (participants, offer)
             };
             session.add_room(room_id.clone());
+            session.joined_room(room_id.clone());
             self.tell_other_nodes(room_id, Some(&session.client_id), &env)
                 .await;
             let _ = reply.send(Ok(RoomJoined {
@@ -1281,6 +1350,7 @@ impl Hub {
         reason: &str,
         voluntary: bool,
     ) -> bool {
+        self.offers_abandoned(room, session);
         if self.clustered() {
             return self.leave_clustered(room, session, reason, voluntary).await;
         }
@@ -1330,6 +1400,7 @@ impl Hub {
             for m in &remaining {
                 m.session.deliver(env.clone());
                 m.session.room_terminated();
+                self.offers_abandoned(room, &m.session);
             }
             self.tell_other_nodes(&room.id, None, &env).await;
             let now = Utc::now();
@@ -1349,6 +1420,7 @@ impl Hub {
                     "session_duration": (now - room.created_at).num_seconds(),
                     "participant_count": room.state.read().ever_joined,
                     "final_status": "completed",
+                    "negotiation": room.figures.summary(),
                 }),
                 termination_reason: Some(why),
                 terminated_by: Some(by),

@@ -43,6 +43,49 @@ pub struct Session {
     kill: Notify,
     /// For a session that may be resumed after its connection drops.
     resume: Option<Box<Resumable>>,
+    /// Its negotiations so far, for the signaling metrics; boxed, made at its first
+    /// join or offer.
+    negotiation: Mutex<Option<Box<Negotiation>>>,
+    /// It joined a room and has sent no ICE candidate since.
+    awaits_candidate: AtomicBool,
+}
+
+/// What the signaling metrics follow of one session's negotiations.
+#[derive(Debug, Default)]
+struct Negotiation {
+    /// Offers it sent and got no answer to yet.
+    offers: Vec<PendingOffer>,
+    /// When it last joined a room, and which (until its first candidate after that).
+    joined: Option<(std::time::Instant, RoomId)>,
+}
+
+/// An offer waiting for its answer.
+#[derive(Debug)]
+struct PendingOffer {
+    /// To whom (a hash of the peer's id; `None`: to a room).
+    to: Option<u64>,
+    /// Sent when.
+    at: std::time::Instant,
+    /// In which room, if known.
+    room: Option<RoomId>,
+}
+
+/// An offer the metrics are done with: how long it waited, and in which room.
+#[derive(Debug)]
+pub(crate) struct OfferOutcome {
+    pub(crate) waited: std::time::Duration,
+    pub(crate) room: Option<RoomId>,
+}
+
+/// Most offers a session keeps waiting for an answer (the oldest goes, unanswered).
+const MAX_PENDING_OFFERS: usize = 16;
+
+/// A peer's id as [`Negotiation::offers`] keeps it (no allocation per offer).
+fn peer_key(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
 }
 
 /// What a resumable session keeps.
@@ -89,7 +132,98 @@ impl Session {
             close_reason: Mutex::new(None),
             kill: Notify::new(),
             resume: None,
+            negotiation: Mutex::new(None),
+            awaits_candidate: AtomicBool::new(false),
         })
+    }
+
+    /// It joined `room` now: its next ICE candidate is its first since.
+    pub(crate) fn joined_room(&self, room: RoomId) {
+        self.negotiation
+            .lock()
+            .get_or_insert_with(Default::default)
+            .joined = Some((std::time::Instant::now(), room));
+        self.awaits_candidate.store(true, Ordering::Release);
+    }
+
+    /// It sends an ICE candidate: how long after its last join, and in which room, if
+    /// this is the first since.
+    pub(crate) fn candidate_sent(&self) -> Option<(std::time::Duration, RoomId)> {
+        // A load first: after its first candidate, a session's candidates write nothing.
+        if !self.awaits_candidate.load(Ordering::Acquire)
+            || !self.awaits_candidate.swap(false, Ordering::AcqRel)
+        {
+            return None;
+        }
+        let (joined, room) = self.negotiation.lock().as_mut()?.joined.take()?;
+        Some((joined.elapsed(), room))
+    }
+
+    /// It sends an offer to `to` (`None`: its room) in `room`: the earlier offer to the
+    /// same peer it replaces (or the oldest, when too many wait), if any.
+    pub(crate) fn offer_sent(
+        &self,
+        to: Option<&str>,
+        room: Option<RoomId>,
+    ) -> Option<OfferOutcome> {
+        let mut n = self.negotiation.lock();
+        let n = n.get_or_insert_with(Default::default);
+        let now = std::time::Instant::now();
+        let to = to.map(peer_key);
+        let replaced = match n.offers.iter().position(|o| o.to == to) {
+            Some(i) => Some(n.offers.remove(i)),
+            None if n.offers.len() >= MAX_PENDING_OFFERS => Some(n.offers.remove(0)),
+            None => None,
+        };
+        n.offers.push(PendingOffer { to, at: now, room });
+        replaced.map(|o| OfferOutcome {
+            waited: now - o.at,
+            room: o.room,
+        })
+    }
+
+    /// `from` answers it: the offer it answers (one to `from`, else one to a room), if
+    /// one waits.
+    pub(crate) fn answer_from(&self, from: &str) -> Option<OfferOutcome> {
+        let mut n = self.negotiation.lock();
+        let offers = &mut n.as_mut()?.offers;
+        let from = peer_key(from);
+        let i = offers
+            .iter()
+            .position(|o| o.to == Some(from))
+            .or_else(|| offers.iter().position(|o| o.to.is_none()))?;
+        let o = offers.remove(i);
+        Some(OfferOutcome {
+            waited: o.at.elapsed(),
+            room: o.room,
+        })
+    }
+
+    /// It leaves `room` (or the room ends): how many of its offers there never got an
+    /// answer.
+    pub(crate) fn offers_left_in(&self, room: &str) -> usize {
+        let mut n = self.negotiation.lock();
+        let Some(n) = n.as_mut() else { return 0 };
+        let before = n.offers.len();
+        n.offers
+            .retain(|o| o.room.as_ref().is_none_or(|r| r.as_str() != room));
+        before - n.offers.len()
+    }
+
+    /// Its session ends: how many of its offers (of no room) never got an answer.
+    pub(crate) fn offers_left(&self) -> usize {
+        self.negotiation
+            .lock()
+            .as_mut()
+            .map_or(0, |n| std::mem::take(&mut n.offers).len())
+    }
+
+    /// Its only room, if it is in exactly one.
+    pub(crate) fn only_room(&self) -> Option<RoomId> {
+        match self.rooms.lock().as_slice() {
+            [r] => Some(r.clone()),
+            _ => None,
+        }
     }
 
     /// A new resumable session: [`Hub::resume`](super::Hub::resume) takes it back with

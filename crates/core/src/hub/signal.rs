@@ -90,6 +90,7 @@ impl Hub {
                     body: req.body,
                 }),
             );
+            self.observe_negotiation(from, kind, None, Some(room), None);
             for s in r.other_sessions(from) {
                 s.deliver(env.clone());
             }
@@ -123,6 +124,7 @@ impl Hub {
         body: impl FnOnce() -> Result<SignalBody, CoreError>,
     ) -> Result<Routed, CoreError> {
         let to = self.route(from, target, room)?;
+        self.observe_negotiation(from, kind, Some(target), room, to.as_deref());
         let encoded = match (&to, encoded) {
             (Some(s), Some((format, e))) if s.format() == Some(format) => {
                 s.send(Outbound::Encoded(e));
