@@ -1,7 +1,11 @@
 //! Authentication: configured API keys, HS256 JWTs, and the hashed tokens of registered
 //! clients, tried in that order. Also the token hashing used for `registered_clients`.
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    sync::Arc,
+};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -33,7 +37,53 @@ pub struct Identity {
     pub name: Option<String>,
     /// How it was proven.
     pub method: AuthMethod,
+    /// What its credential allows.
+    pub grants: Grants,
 }
+
+/// What a credential allows beyond proving who holds it: which rooms, and the admin role.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// The rooms its holder may create or join: room ids, or prefixes ending in `*`
+    /// (`"team-*"`); `None`: any room (a credential without a `rooms` claim).
+    pub rooms: Option<Vec<String>>,
+    /// The admin role: every room visible, the admin API.
+    pub admin: bool,
+}
+
+impl Grants {
+    /// Whether its holder may create or join `room`.
+    pub fn allows_room(&self, room: &str) -> bool {
+        match &self.rooms {
+            None => true,
+            Some(list) => list.iter().any(|g| match g.strip_suffix('*') {
+                Some(prefix) => room.starts_with(prefix),
+                None => g == room,
+            }),
+        }
+    }
+
+    /// The rooms it grants, for an error message.
+    pub fn rooms_label(&self) -> String {
+        match &self.rooms {
+            None => "any room".into(),
+            Some(l) if l.is_empty() => "no room".into(),
+            Some(l) => l.join(", "),
+        }
+    }
+
+    /// These grants limited to `rooms`, if given.
+    fn restricted_by(mut self, rooms: Option<Vec<String>>) -> Self {
+        if rooms.is_some() {
+            self.rooms = rooms;
+        }
+        self
+    }
+}
+
+/// The key of a registered client's metadata that keeps the rooms its registering
+/// credential granted (set by the server; a client's own value is replaced).
+pub const GRANTED_ROOMS_KEY: &str = "granted_rooms";
 
 /// Claims of the JWTs the server accepts and issues.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -48,6 +98,13 @@ pub struct Claims {
     /// Display name (room-path's `username`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The rooms its holder may create or join (ids, or prefixes ending in `*`); absent:
+    /// any room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<Vec<String>>,
+    /// The admin role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<bool>,
 }
 
 /// Checks credentials. Cheap to share behind an `Arc`.
@@ -55,6 +112,8 @@ pub struct Authenticator {
     api_keys: HashMap<String, String>,
     jwt: Option<(DecodingKey, Validation)>,
     store: Arc<dyn Store>,
+    /// Client ids with the admin role (`auth.admin_clients`).
+    admins: HashSet<String>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -62,6 +121,7 @@ impl fmt::Debug for Authenticator {
         f.debug_struct("Authenticator")
             .field("api_keys", &self.api_keys.len())
             .field("jwt", &self.jwt.is_some())
+            .field("admins", &self.admins)
             .finish()
     }
 }
@@ -85,7 +145,33 @@ impl Authenticator {
             api_keys: api_keys.into_iter().collect(),
             jwt,
             store,
+            admins: HashSet::new(),
         }
+    }
+
+    /// Gives the admin role to these client ids (`auth.admin_clients`), however they
+    /// authenticate.
+    pub fn with_admins(mut self, admins: impl IntoIterator<Item = String>) -> Self {
+        self.admins = admins.into_iter().collect();
+        self
+    }
+
+    /// Whether `client_id` is listed as an admin.
+    pub fn is_admin_client(&self, client_id: &str) -> bool {
+        self.admins.contains(client_id)
+    }
+
+    fn base_grants(&self, client_id: &str) -> Grants {
+        Grants {
+            rooms: None,
+            admin: self.admins.contains(client_id),
+        }
+    }
+
+    fn jwt_grants(&self, claims: &Claims) -> Grants {
+        let mut g = self.base_grants(&claims.sub);
+        g.admin |= claims.admin == Some(true);
+        g.restricted_by(claims.rooms.clone())
     }
 
     /// Authenticates `(client_id, token)`: API key, then JWT, then registered token.
@@ -95,6 +181,19 @@ impl Authenticator {
         client_id: &str,
         token: &str,
     ) -> Result<AuthMethod, CoreError> {
+        self.authenticate_grants(client_id, token)
+            .await
+            .map(|(m, _)| m)
+    }
+
+    /// [`authenticate`](Self::authenticate), with what the credential allows: a JWT's
+    /// `rooms` and `admin` claims, a registered token's rooms kept from the credential it
+    /// was registered over, the admin role of `auth.admin_clients`.
+    pub async fn authenticate_grants(
+        &self,
+        client_id: &str,
+        token: &str,
+    ) -> Result<(AuthMethod, Grants), CoreError> {
         if token.is_empty() {
             return Err(CoreError::bad_request(
                 "Missing or invalid 'auth_token' field",
@@ -103,7 +202,7 @@ impl Authenticator {
         if let Some(expected) = self.api_keys.get(client_id)
             && bool::from(expected.as_bytes().ct_eq(token.as_bytes()))
         {
-            return Ok(AuthMethod::ApiKey);
+            return Ok((AuthMethod::ApiKey, self.base_grants(client_id)));
         }
         // A token shaped like a JWT may still be a registered client's own token: a
         // JWT that fails verification falls through to the stored token, and its own
@@ -111,7 +210,9 @@ impl Authenticator {
         let mut jwt_error = None;
         if looks_like_jwt(token) {
             match self.verify_jwt(token) {
-                Ok(claims) if claims.sub == client_id => return Ok(AuthMethod::Jwt),
+                Ok(claims) if claims.sub == client_id => {
+                    return Ok((AuthMethod::Jwt, self.jwt_grants(&claims)));
+                }
                 Ok(_) => {
                     jwt_error = Some(CoreError::unauthorized(
                         "Invalid authentication token: JWT subject does not match client_id",
@@ -122,7 +223,11 @@ impl Authenticator {
             }
         }
         match self.store.get_client(client_id).await {
-            Ok(Some(c)) if verify_token(token, &c.auth_token) => Ok(AuthMethod::Registered),
+            Ok(Some(c)) if verify_token(token, &c.auth_token) => Ok((
+                AuthMethod::Registered,
+                self.base_grants(client_id)
+                    .restricted_by(granted_rooms(&c.metadata)),
+            )),
             Ok(_) => Err(jwt_error
                 .unwrap_or_else(|| CoreError::unauthorized("Invalid client_id or auth_token"))),
             Err(StoreError::Conflict(m) | StoreError::NoRoom(m) | StoreError::Internal(m)) => {
@@ -156,10 +261,12 @@ impl Authenticator {
                     "Invalid authentication token: JWT subject does not match client_id",
                 ));
             }
+            let grants = self.jwt_grants(&claims);
             return Ok(Identity {
                 client_id: claims.sub,
                 name: claims.name,
                 method: AuthMethod::Jwt,
+                grants,
             });
         }
         let mut found = None;
@@ -172,19 +279,22 @@ impl Authenticator {
             }
         }
         if let Some(client_id) = found {
+            let grants = self.base_grants(&client_id);
             return Ok(Identity {
                 client_id,
                 name: None,
                 method: AuthMethod::ApiKey,
+                grants,
             });
         }
         match client_id_hint {
             Some(hint) => {
-                let method = self.authenticate(hint, token).await?;
+                let (method, grants) = self.authenticate_grants(hint, token).await?;
                 Ok(Identity {
                     client_id: hint.to_owned(),
                     name: None,
                     method,
+                    grants,
                 })
             }
             None => Err(CoreError::unauthorized("Invalid authentication token")),
@@ -218,6 +328,15 @@ impl Authenticator {
     }
 }
 
+/// The rooms a registered client's token grants, as [`GRANTED_ROOMS_KEY`] keeps them.
+fn granted_rooms(metadata: &serde_json::Value) -> Option<Vec<String>> {
+    metadata.get(GRANTED_ROOMS_KEY)?.as_array().map(|a| {
+        a.iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    })
+}
+
 fn looks_like_jwt(token: &str) -> bool {
     token.bytes().filter(|b| *b == b'.').count() == 2
 }
@@ -235,6 +354,8 @@ pub fn issue_jwt(
         exp: now + ttl_secs,
         iat: Some(now),
         name: name.map(str::to_owned),
+        rooms: None,
+        admin: None,
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -360,6 +481,8 @@ mod tests {
             exp: 1_000,
             iat: None,
             name: None,
+            rooms: None,
+            admin: None,
         };
         let t = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),

@@ -288,11 +288,14 @@ pub async fn start(
         crate::metrics::recorder().map_err(|e| StartError::Metrics(e.to_string()))?;
     }
     let store = open_store(&config).await?;
-    let auth = Arc::new(Authenticator::new(
-        config.api_keys(),
-        config.auth.token_secret.as_ref().map(|s| s.expose()),
-        store.clone(),
-    ));
+    let auth = Arc::new(
+        Authenticator::new(
+            config.api_keys(),
+            config.auth.token_secret.as_ref().map(|s| s.expose()),
+            store.clone(),
+        )
+        .with_admins(config.auth.admin_clients.iter().cloned()),
+    );
     let sinks = event_sinks(&config)?;
     let mut ports = Ports::single_node(store.clone(), auth);
     if !sinks.is_empty() {

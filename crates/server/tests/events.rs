@@ -228,7 +228,11 @@ fn the_life_of(room: &str) -> Vec<Step> {
 async fn a_room_life_produces_its_events_in_order_signed() {
     let receiver = Receiver::default();
     let (addr, _task) = receiver.clone().start(None).await;
-    let server = TestServer::start_single_with(|c| with_webhook(c, addr)).await;
+    let server = TestServer::start_single_with(|c| {
+        with_webhook(c, addr);
+        c.auth.admin_clients = vec!["ops".into()];
+    })
+    .await;
     room_life(&server, "evented").await;
     let got = receiver.wait_for(12).await;
     assert_eq!(by_group(steps(&got)), by_group(the_life_of("evented")));
@@ -273,14 +277,11 @@ async fn a_room_life_produces_its_events_in_order_signed() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.got.lock().unwrap().len(), 12, "each event once");
 
-    // A consumer catches up from seq 3.
+    // A consumer (with the admin role: the room has ended) catches up from seq 3.
     let http = server.http();
-    let (status, body) = http_get_bearer(
-        &http,
-        "/api/rooms/evented/events?since=3",
-        Some(&token("alice")),
-    )
-    .await;
+    let admin = signal_core::auth::issue_jwt(common::JWT_SECRET, "ops", None, 300).unwrap();
+    let (status, body) =
+        http_get_bearer(&http, "/api/rooms/evented/events?since=3", Some(&admin)).await;
     assert_eq!(status, 200, "{body}");
     let page: Value = serde_json::from_str(&body).unwrap();
     let seqs: Vec<u64> = page["events"]
@@ -296,15 +297,15 @@ async fn a_room_life_produces_its_events_in_order_signed() {
         of("member.left", "bob"),
         "the same JSON as the webhook got"
     );
-    let (status, _) = http_get_bearer(
-        &http,
-        "/api/rooms/evented/events?limit=0",
-        Some(&token("alice")),
-    )
-    .await;
+    let (status, _) =
+        http_get_bearer(&http, "/api/rooms/evented/events?limit=0", Some(&admin)).await;
     assert_eq!(status, 400);
     let (status, _) = http_get_bearer(&http, "/api/rooms/evented/events", None).await;
     assert_eq!(status, 401);
+    // Someone no longer in the room, and not an admin, is refused.
+    let (status, body) =
+        http_get_bearer(&http, "/api/rooms/evented/events", Some(&token("alice"))).await;
+    assert_eq!(status, 403, "{body}");
     server.shutdown().await;
 }
 

@@ -118,7 +118,8 @@ async fn populate(s: &TestServer, room: &str) -> Vec<signal_client::Client> {
 
 #[tokio::test]
 async fn stats_and_rooms_describe_real_clients_in_real_rooms() {
-    let s = TestServer::start().await;
+    // dave, an admin, sees every room (a non-admin only its own: tests/access.rs).
+    let s = TestServer::start_with(|c| c.auth.admin_clients = vec!["dave".into()]).await;
     let auth = bearer("dave-token");
     let before = now_ms();
 

@@ -122,6 +122,8 @@ async fn jwt_credentials_follow_sub_and_exp() {
         exp: 1_000_000,
         iat: None,
         name: None,
+        rooms: None,
+        admin: None,
     };
     let expired = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),

@@ -360,6 +360,7 @@ impl Hub {
                 "Server is shutting down",
             ));
         }
+        let mut grants = crate::auth::Grants::default();
         let client_id = if p.anonymous {
             let id = uuid::Uuid::new_v4().simple().to_string();
             ClientId::parse("client_id", &format!("anon-{}", &id[..12]))?
@@ -373,10 +374,12 @@ impl Hub {
             if let Some(v) = &p.version {
                 self.check_version(v)?;
             }
-            self.inner
+            grants = self
+                .inner
                 .auth
-                .authenticate(&p.client_id, &p.auth_token)
-                .await?;
+                .authenticate_grants(&p.client_id, &p.auth_token)
+                .await?
+                .1;
             id
         };
         let session = if p.resume && !self.inner.cfg.resume_window.is_zero() {
@@ -407,6 +410,7 @@ impl Hub {
                 p.display_name,
             )
         };
+        session.set_grants(grants);
         let evicted: Vec<Arc<Session>> = {
             let mut list = self.inner.sessions.entry(client_id).or_default();
             list.push(session.clone());
@@ -514,6 +518,20 @@ impl Hub {
     pub async fn register(&self, session: &Session, p: RegisterParams) -> Result<(), CoreError> {
         self.check_creds(session, &p.creds)?;
         let now = Utc::now();
+        // The token keeps the rooms the session's credential grants; a client's own
+        // value of the key is not kept.
+        let mut metadata = p.metadata;
+        if let Some(m) = metadata.as_object_mut() {
+            m.remove(crate::auth::GRANTED_ROOMS_KEY);
+        }
+        if let Some(rooms) = session.grants().rooms {
+            if !metadata.is_object() {
+                metadata = serde_json::json!({});
+            }
+            if let Some(m) = metadata.as_object_mut() {
+                m.insert(crate::auth::GRANTED_ROOMS_KEY.into(), rooms.into());
+            }
+        }
         let client = RegisteredClient {
             id: uuid::Uuid::new_v4(),
             client_id: p.creds.client_id.clone(),
@@ -523,7 +541,7 @@ impl Hub {
             registered_at: now,
             last_seen: Some(now),
             status: "Active".into(),
-            metadata: p.metadata,
+            metadata,
             record_created_at: now,
         };
         let ev: Vec<events::Event> = self
@@ -726,6 +744,21 @@ impl Hub {
     }
 
     /// Version, identity and token presence checks shared by REGISTER, UNREGISTER, ROOM_*.
+    /// Whether `session` may create or join `room`: 403 if its credential's `rooms`
+    /// do not name it.
+    fn check_grant(&self, session: &Session, room: &str) -> Result<(), CoreError> {
+        let grants = session.grants();
+        if grants.allows_room(room) {
+            return Ok(());
+        }
+        Err(CoreError::forbidden(format!(
+            "Room '{room}' is not granted to client '{}': its credential allows {}",
+            session.client_id,
+            grants.rooms_label()
+        ))
+        .with("room_id", room.to_owned()))
+    }
+
     fn check_creds(&self, session: &Session, c: &Credentials) -> Result<(), CoreError> {
         self.check_version(&c.version)?;
         ClientId::parse("client_id", &c.client_id)?;

@@ -613,6 +613,7 @@ impl Hub {
             Some(id) => RoomId::parse(id)?,
             None => RoomId::generate(),
         };
+        self.check_grant(session, room_id.as_str())?;
         let max_participants = self.max_participants(p.metadata.as_ref())?;
         self.create_inner(
             session,
@@ -854,6 +855,7 @@ impl Hub {
     ) -> Result<RoomJoined, CoreError> {
         self.authorize_member(session, &p.creds).await?;
         let room_id = RoomId::parse(&p.room_id)?;
+        self.check_grant(session, room_id.as_str())?;
         let role = p
             .role
             .as_deref()
@@ -874,6 +876,7 @@ impl Hub {
         metadata: Option<Value>,
     ) -> Result<RoomJoined, CoreError> {
         let room_id = RoomId::parse(room_id)?;
+        self.check_grant(session, room_id.as_str())?;
         // A room may be created or terminated between the look-up and the lock: retry.
         for _ in 0..4 {
             if self.room(room_id.as_str()).is_some() || self.clustered() {

@@ -17,7 +17,10 @@ use super::{
     event::{CloseReason, Envelope, Format, Outbound},
     outbox::{Outbox, PushError},
 };
-use crate::ids::{ClientId, RoomId};
+use crate::{
+    auth::Grants,
+    ids::{ClientId, RoomId},
+};
 
 /// A session of one client on one connection.
 #[derive(Debug)]
@@ -48,6 +51,8 @@ pub struct Session {
     negotiation: Mutex<Option<Box<Negotiation>>>,
     /// It joined a room and has sent no ICE candidate since.
     awaits_candidate: AtomicBool,
+    /// What its credential allows, when it limits rooms or gives the admin role.
+    grants: Mutex<Option<Box<Grants>>>,
 }
 
 /// What the signaling metrics follow of one session's negotiations.
@@ -134,7 +139,23 @@ impl Session {
             resume: None,
             negotiation: Mutex::new(None),
             awaits_candidate: AtomicBool::new(false),
+            grants: Mutex::new(None),
         })
+    }
+
+    /// What its credential allows.
+    pub(crate) fn set_grants(&self, grants: Grants) {
+        *self.grants.lock() = (grants != Grants::default()).then(|| Box::new(grants));
+    }
+
+    /// What its credential allows (any room, no admin role when it says nothing).
+    pub fn grants(&self) -> Grants {
+        self.grants.lock().as_deref().cloned().unwrap_or_default()
+    }
+
+    /// Whether it has the admin role.
+    pub fn is_admin(&self) -> bool {
+        self.grants.lock().as_ref().is_some_and(|g| g.admin)
     }
 
     /// It joined `room` now: its next ICE candidate is its first since.

@@ -36,6 +36,9 @@ pub struct AuthConfig {
     pub api_keys: Vec<String>,
     /// Accept clients that present no credentials.
     pub allow_anonymous: bool,
+    /// Client ids with the admin role (API keys, registered clients, JWT subjects):
+    /// every room visible, the admin API.
+    pub admin_clients: Vec<String>,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -55,6 +58,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("auth_method", &self.auth_method)
             .field("api_keys", &keys)
             .field("allow_anonymous", &self.allow_anonymous)
+            .field("admin_clients", &self.admin_clients)
             .finish()
     }
 }
@@ -67,6 +71,7 @@ impl Default for AuthConfig {
             auth_method: AuthMethod::Token,
             api_keys: Vec::new(),
             allow_anonymous: false,
+            admin_clients: Vec::new(),
         }
     }
 }
@@ -100,6 +105,14 @@ impl AuthConfig {
             );
         }
         c.at_least("auth.token_expiry", self.token_expiry, 1);
+        for (i, id) in self.admin_clients.iter().enumerate() {
+            if id.trim().is_empty() || id.chars().any(char::is_whitespace) {
+                c.fail(
+                    format!("auth.admin_clients[{i}]"),
+                    "expected a client id (not empty, no whitespace)",
+                );
+            }
+        }
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (i, entry) in self.api_keys.iter().enumerate() {
             let key = format!("auth.api_keys[{i}]");

@@ -173,19 +173,21 @@ pub async fn stats(State(state): State<AppState>, _caller: Caller) -> Json<Stats
     }
 }
 
-/// `GET /api/rooms`: every active room, oldest first.
+/// `GET /api/rooms`: the active rooms the caller is in (an admin: every room), oldest
+/// first.
 #[utoipa::path(
     get,
     path = "/api/rooms",
     tag = "api",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Active rooms", body = RoomList),
+        (status = 200, description = "Active rooms the caller is in (every room for an admin)", body = RoomList),
         (status = 401, description = "No valid Bearer token", body = ErrorBody),
     )
 )]
-pub async fn rooms(State(state): State<AppState>, _caller: Caller) -> Json<RoomList> {
+pub async fn rooms(State(state): State<AppState>, caller: Caller) -> Json<RoomList> {
     let mut rooms = state.hub.cluster_rooms().await;
+    rooms.retain(|r| caller.sees_room(r));
     rooms.sort_by(|a, b| {
         (a.created_at, a.room_id.as_str()).cmp(&(b.created_at, b.room_id.as_str()))
     });
@@ -202,7 +204,8 @@ pub async fn rooms(State(state): State<AppState>, _caller: Caller) -> Json<RoomL
     })
 }
 
-/// `GET /api/rooms/{id}`: one room and its members.
+/// `GET /api/rooms/{id}`: one room and its members, to its members and admins (404 to
+/// anyone else, as for a room that does not exist).
 #[utoipa::path(
     get,
     path = "/api/rooms/{id}",
@@ -212,18 +215,19 @@ pub async fn rooms(State(state): State<AppState>, _caller: Caller) -> Json<RoomL
     responses(
         (status = 200, description = "The room", body = RoomDetail),
         (status = 401, description = "No valid Bearer token", body = ErrorBody),
-        (status = 404, description = "No such room", body = ErrorBody),
+        (status = 404, description = "No such room, or the caller is neither in it nor an admin", body = ErrorBody),
     )
 )]
 pub async fn room(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RoomDetail>, ApiError> {
     let info = state
         .hub
         .cluster_room(&id)
         .await
+        .filter(|r| caller.sees_room(r))
         .ok_or_else(|| ApiError::not_found(format!("room '{id}' not found")))?;
     Ok(Json(room_detail(info)))
 }

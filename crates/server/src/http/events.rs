@@ -48,13 +48,14 @@ pub struct RoomEvents {
         (status = 200, description = "The room's events after `since`", body = RoomEvents),
         (status = 400, description = "A bad `limit`", body = ErrorBody),
         (status = 401, description = "No valid Bearer token", body = ErrorBody),
+        (status = 403, description = "The caller is neither an admin nor in the room", body = ErrorBody),
         (status = 404, description = "Events are not recorded (no sink in [events])", body = ErrorBody),
         (status = 503, description = "The store cannot be read now", body = ErrorBody),
     )
 )]
 pub async fn room_events(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<RoomEvents>, ApiError> {
@@ -62,6 +63,22 @@ pub async fn room_events(
         return Err(ApiError::not_found(
             "events are not recorded: set a sink in [events]",
         ));
+    }
+    if !caller.grants.admin {
+        let member = state
+            .hub
+            .cluster_room(&id)
+            .await
+            .is_some_and(|r| caller.is_member(&r));
+        if !member {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                format!(
+                    "the events of room '{id}' are for admins and the room's members ('{}' is neither)",
+                    caller.client_id
+                ),
+            ));
+        }
     }
     let limit = q.limit.unwrap_or(MAX_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {

@@ -154,6 +154,24 @@ pub struct Caller {
     pub name: Option<String>,
     /// Admitted without a token.
     pub anonymous: bool,
+    /// What its credential allows.
+    pub grants: signal_core::auth::Grants,
+}
+
+impl Caller {
+    /// Whether it may see `room`'s members and their endpoints: an admin, or a member.
+    pub fn sees_room(&self, room: &signal_core::hub::RoomInfo) -> bool {
+        self.grants.admin || self.is_member(room)
+    }
+
+    /// Whether it is a member of `room`.
+    pub fn is_member(&self, room: &signal_core::hub::RoomInfo) -> bool {
+        !self.anonymous
+            && room
+                .participants
+                .iter()
+                .any(|p| p.client_id.as_str() == self.client_id)
+    }
 }
 
 /// The client id an anonymous caller gets (also the user part of its TURN username).
@@ -169,6 +187,7 @@ impl FromRequestParts<AppState> for Caller {
                     client_id: ANONYMOUS.to_owned(),
                     name: None,
                     anonymous: true,
+                    grants: Default::default(),
                 });
             }
             return Err(ApiError::unauthorized(
@@ -194,6 +213,7 @@ impl FromRequestParts<AppState> for Caller {
             client_id: identity.client_id,
             name: identity.name,
             anonymous: false,
+            grants: identity.grants,
         })
     }
 }

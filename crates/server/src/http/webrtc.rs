@@ -153,8 +153,10 @@ pub async fn config(
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)))
 }
 
-/// `GET /webrtc/rooms/{id}/participants`: who is in a room. A room that does not exist
-/// has no participants (200 with an empty list, as seed 004's presence lookup answers).
+/// `GET /webrtc/rooms/{id}/participants`: who is in a room, to whoever may join it (its
+/// members, admins, and callers whose credential grants the room). A room that does not
+/// exist has no participants (200 with an empty list, as seed 004's presence lookup
+/// answers); 403 for a room the caller's credential does not grant.
 #[utoipa::path(
     get,
     path = "/webrtc/rooms/{id}/participants",
@@ -165,18 +167,28 @@ pub async fn config(
         (status = 200, description = "The room's participants (empty if the room does not exist)", body = Participants),
         (status = 400, description = "Not a valid room id", body = ErrorBody),
         (status = 401, description = "No valid Bearer token", body = ErrorBody),
+        (status = 403, description = "The caller's credential does not grant the room", body = ErrorBody),
     )
 )]
 pub async fn participants(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Participants>, ApiError> {
     let room = RoomId::parse(&id)?;
-    let participants: Vec<Participant> = state
-        .hub
-        .cluster_room(room.as_str())
-        .await
+    let info = state.hub.cluster_room(room.as_str()).await;
+    let member = info.as_ref().is_some_and(|r| caller.is_member(r));
+    if !(member || caller.grants.admin || caller.grants.allows_room(room.as_str())) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            format!(
+                "room '{room}' is not granted to '{}': its credential allows {}",
+                caller.client_id,
+                caller.grants.rooms_label()
+            ),
+        ));
+    }
+    let participants: Vec<Participant> = info
         .map(|info| {
             info.participants
                 .into_iter()

@@ -397,6 +397,8 @@ pub fn expired_jwt(sub: &str) -> String {
         exp: now - 3600,
         iat: Some(now - 7200),
         name: None,
+        rooms: None,
+        admin: None,
     };
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
