@@ -61,19 +61,19 @@ cargo test --workspace --locked
 for store in postgres firestore; do
     echo "== the server's room, session, dialect and HTTP suites again, on $store"
     SIGNAL_TEST_STORE=$store cargo test --locked -p signal-server \
-        --test rooms --test session --test mixed_rooms --test json_dialects --test http_api --test access
+        --test rooms --test session --test mixed_rooms --test json_dialects --test http_api --test access --test admin
 done
 # The same suites as a cluster: two nodes over a redis-server of the test's own, on one
 # PostgreSQL, behind a round-robin balancer, so a test's first two clients are on
 # different nodes.
 echo "== the server's room, session, dialect and HTTP suites again, as a cluster of two nodes"
 SIGNAL_TEST_NODES=2 cargo test --locked -p signal-server \
-    --test rooms --test session --test mixed_rooms --test json_dialects --test http_api --test access
+    --test rooms --test session --test mixed_rooms --test json_dialects --test http_api --test access --test admin
 # And on a Redis Cluster of three primaries (redis-server and redis-cli --cluster create,
 # on free ports), whose sharded channels and per-slot registry the nodes then use.
 echo "== the same suites as a cluster of two nodes on a Redis Cluster"
 SIGNAL_TEST_NODES=2 SIGNAL_TEST_REDIS=cluster cargo test --locked -p signal-server \
-    --test rooms --test session --test mixed_rooms --test json_dialects --test http_api --test access
+    --test rooms --test session --test mixed_rooms --test json_dialects --test http_api --test access --test admin
 
 echo "== TypeScript client (clients/js)"
 if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then

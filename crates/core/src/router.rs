@@ -244,6 +244,10 @@ pub trait Inbox: Send + Sync + 'static {
     /// one: this node closes its sessions of `client` (they leave their rooms).
     fn evict(&self, _client: &ClientId) {}
 
+    /// An admin removed `client` on another node: this node closes its sessions of
+    /// `client`, or, with `room`, takes them out of that room, telling them `reason`.
+    fn kick(&self, _client: &ClientId, _room: Option<&RoomId>, _reason: &str) {}
+
     /// The router reached its backend again after losing it: this node puts back what
     /// it holds (see [`Router::restore`]) and settles what changed meanwhile.
     fn reconnected(&self) {}
@@ -613,6 +617,25 @@ pub trait Router: Send + Sync + 'static {
     async fn lease(&self, name: &str, ttl: std::time::Duration) -> Result<bool, RouterError> {
         let _ = (name, ttl);
         Ok(true)
+    }
+
+    /// Bans `client` on every node until `until_ms` (Unix milliseconds). A single node
+    /// keeps its bans itself.
+    async fn ban(&self, client: &ClientId, until_ms: i64) -> Result<(), RouterError> {
+        let _ = (client, until_ms);
+        Ok(())
+    }
+
+    /// When `client`'s ban ends (Unix milliseconds), if a node banned it.
+    async fn banned_until(&self, client: &ClientId) -> Result<Option<i64>, RouterError> {
+        let _ = client;
+        Ok(None)
+    }
+
+    /// Asks every other node to close its sessions of `client` (or, with `room`, to
+    /// take them out of that room), telling them `reason` ([`Inbox::kick`]).
+    async fn kick_elsewhere(&self, client: &ClientId, room: Option<&RoomId>, reason: &str) {
+        let _ = (client, room, reason);
     }
 
     /// Whether the router's backend is reachable now (a single node's always is).

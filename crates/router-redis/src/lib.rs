@@ -141,6 +141,12 @@ enum Wire {
     Deliver(Box<NodeMessage>),
     /// Close the receiving node's sessions of `client`: a newer one opened elsewhere.
     Evict { client: ClientId },
+    /// An admin removed `client`: close its sessions (or take them out of `room`).
+    Kick {
+        client: ClientId,
+        room: Option<RoomId>,
+        reason: String,
+    },
     /// Let go of the resumable session `token` names: another node resumes it.
     Release { token: String },
     /// Answer with your load to `reply_to`.
@@ -409,6 +415,11 @@ fn client_key(c: &ClientId) -> String {
 
 fn meta_key(r: &RoomId) -> String {
     format!("sm:{{room:{r}}}:meta")
+}
+
+/// A banned client: its value is when the ban ends (Unix ms); it expires then.
+fn ban_key(c: &ClientId) -> String {
+    format!("sm:ban:{{client:{c}}}")
 }
 
 fn members_key(r: &RoomId) -> String {
@@ -758,6 +769,11 @@ impl RedisRouter {
                 }
             }
             Wire::Evict { client } => inbox.evict(&client),
+            Wire::Kick {
+                client,
+                room,
+                reason,
+            } => inbox.kick(&client, room.as_ref(), &reason),
             Wire::LoadRequest { id, reply_to } => {
                 let reply = Wire::LoadReply {
                     id,
@@ -1313,6 +1329,42 @@ impl Router for RedisRouter {
             con.srem::<_, _, ()>(node_members_key(&self.node_id), format!("{room}\n{client}"))
                 .await,
         );
+    }
+
+    async fn ban(&self, client: &ClientId, until_ms: i64) -> Result<(), RouterError> {
+        let ttl_ms = until_ms
+            .saturating_sub(chrono::Utc::now().timestamp_millis())
+            .max(1);
+        let mut con = self.con.clone();
+        self.checked(
+            con.pset_ex::<_, _, ()>(ban_key(client), until_ms, ttl_ms.unsigned_abs())
+                .await,
+        )
+    }
+
+    async fn banned_until(&self, client: &ClientId) -> Result<Option<i64>, RouterError> {
+        let mut con = self.con.clone();
+        self.checked(con.get::<_, Option<i64>>(ban_key(client)).await)
+    }
+
+    async fn kick_elsewhere(&self, client: &ClientId, room: Option<&RoomId>, reason: &str) {
+        let wire = Wire::Kick {
+            client: client.clone(),
+            room: room.cloned(),
+            reason: reason.to_owned(),
+        };
+        let nodes = match self.nodes().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: could not list the nodes to remove a client from");
+                return;
+            }
+        };
+        for n in nodes.iter().filter(|n| **n != self.node_id) {
+            if let Err(e) = self.publish(n, &wire).await {
+                tracing::warn!(node = %n, error = %e, "cluster: could not remove a client on another node");
+            }
+        }
     }
 
     async fn lease(&self, name: &str, ttl: Duration) -> Result<bool, RouterError> {

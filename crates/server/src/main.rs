@@ -258,7 +258,10 @@ async fn serve(config: Config, dev: bool) -> ExitCode {
         if config.server.tls_enabled { "wss" } else { "ws" },
         running.addr
     );
-    wait_for_signal().await;
+    tokio::select! {
+        () = wait_for_signal() => {}
+        () = running.drain_requested() => tracing::info!("drain requested by an admin"),
+    }
     running.shutdown().await;
     ExitCode::SUCCESS
 }

@@ -346,6 +346,7 @@ pub async fn start(
         hub,
         config: config.clone(),
         shutdown: CancellationToken::new(),
+        drain: CancellationToken::new(),
         tracker: TaskTracker::new(),
         conns: Arc::new(ConnCounts::default()),
         metrics: Arc::new(crate::metrics::HotMetrics::new()),
@@ -486,6 +487,12 @@ impl Running {
     /// The hub (for in-process inspection).
     pub fn hub(&self) -> &Hub {
         &self.state.hub
+    }
+
+    /// Resolves when an admin asked this node to drain (`POST /api/admin/drain`): the
+    /// caller then calls [`shutdown`](Self::shutdown), as on SIGTERM.
+    pub async fn drain_requested(&self) {
+        self.state.drain.cancelled().await;
     }
 
     /// Drains and stops: no new connections, every WebSocket closed with 1001 after its

@@ -26,6 +26,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Cancelled when the server drains: every connection closes with 1001.
     pub shutdown: CancellationToken,
+    /// Cancelled when an admin asks this node to drain (`POST /api/admin/drain`): the
+    /// process then drains as on SIGTERM.
+    pub drain: CancellationToken,
     /// Tracks connection tasks, so the drain can wait for them.
     pub tracker: TaskTracker,
     /// Open connection counts.

@@ -358,7 +358,7 @@ impl Envelope {
 
 /// Why the hub ends a session's connection. Each edge maps a reason to its close code in
 /// one place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
     /// The client's outbound queue overflowed.
     SlowConsumer(super::outbox::Overflow),
@@ -370,6 +370,8 @@ pub enum CloseReason {
     ShuttingDown,
     /// A new connection resumed the session: this one ends without it.
     Resumed,
+    /// An admin kicked the client, saying why.
+    Kicked(String),
 }
 
 impl CloseReason {
@@ -381,12 +383,25 @@ impl CloseReason {
             Self::RoomClosed => "room closed".into(),
             Self::ShuttingDown => "server shutting down".into(),
             Self::Resumed => "session resumed on another connection".into(),
+            Self::Kicked(why) => {
+                let mut t = format!("kicked by an admin: {why}");
+                if t.len() > 123 {
+                    let mut end = 120;
+                    while !t.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    t.truncate(end);
+                    t.push_str("...");
+                }
+                t
+            }
         }
     }
 
     /// The error the client is sent before the close, if any.
     pub fn error(&self) -> Option<CoreError> {
         match self {
+            Self::Kicked(why) => Some(CoreError::forbidden(format!("Kicked by an admin: {why}"))),
             Self::Replaced => Some(CoreError::new(
                 crate::error::ErrorKind::SessionReplaced,
                 "Session replaced: the same client_id connected again",

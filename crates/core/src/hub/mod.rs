@@ -3,6 +3,7 @@
 //! across an `.await` except a room's own control lock, which orders that room's
 //! lifecycle writes to the store.
 
+mod admin;
 mod cluster;
 mod event;
 mod mirror;
@@ -12,6 +13,7 @@ mod room;
 mod session;
 mod signal;
 mod takeover;
+pub use admin::Kicked;
 pub use signal::{Elsewhere, Routed, SignalRequest};
 
 pub use event::{
@@ -210,6 +212,8 @@ struct Inner {
     located: DashMap<ClientId, Arc<str>>,
     /// Resumable sessions by their resume token.
     resumable: DashMap<String, Arc<Session>>,
+    /// Clients banned by an admin on this node, until when (Unix ms).
+    bans: DashMap<ClientId, i64>,
     session_count: AtomicUsize,
     shutting_down: AtomicBool,
     /// `signal_relayed_total` by kind, registered once (a labelled lookup per message
@@ -262,6 +266,7 @@ impl Hub {
                 rooms: DashMap::new(),
                 located: DashMap::new(),
                 resumable: DashMap::new(),
+                bans: DashMap::new(),
                 session_count: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
                 relayed: [
@@ -380,6 +385,7 @@ impl Hub {
                 .authenticate_grants(&p.client_id, &p.auth_token)
                 .await?
                 .1;
+            self.check_ban(&id).await?;
             id
         };
         let session = if p.resume && !self.inner.cfg.resume_window.is_zero() {
@@ -1026,6 +1032,18 @@ impl Inbox for Inner {
         };
         let token = token.to_owned();
         tokio::spawn(async move { Hub { inner }.release(&token).await });
+    }
+
+    fn kick(&self, client: &ClientId, room: Option<&RoomId>, reason: &str) {
+        let Some(inner) = self.me.upgrade() else {
+            return;
+        };
+        let (client, room, reason) = (client.clone(), room.cloned(), reason.to_owned());
+        tokio::spawn(async move {
+            Hub { inner }
+                .remove_here(&client, room.as_ref(), &reason)
+                .await;
+        });
     }
 
     fn evict(&self, client: &ClientId) {

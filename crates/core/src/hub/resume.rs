@@ -177,6 +177,7 @@ impl Hub {
         {
             return Err(unknown());
         }
+        self.check_ban(&session.client_id).await?;
         if let (Some(want), Some(have)) = (p.formats, session.format())
             && !want.contains(&have)
         {

@@ -411,13 +411,13 @@ impl Session {
 
     /// The reason [`close`](Self::close) was called with, once it was.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.close_reason.lock().as_deref().copied()
+        self.close_reason.lock().as_deref().cloned()
     }
 
     /// Resolves when the hub asks this connection to close, with the reason.
     pub async fn closed(&self) -> CloseReason {
         loop {
-            if let Some(r) = self.close_reason.lock().as_deref().copied() {
+            if let Some(r) = self.close_reason.lock().as_deref().cloned() {
                 return r;
             }
             self.kill.notified().await;

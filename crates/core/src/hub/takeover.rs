@@ -96,6 +96,7 @@ impl Hub {
         {
             return Err(unknown());
         }
+        self.check_ban(&record.client).await?;
         let format = p
             .formats
             .unwrap_or(&[])

@@ -38,6 +38,8 @@ struct State {
     down: HashSet<String>,
     /// Leases: name → (holder, until).
     leases: HashMap<String, (String, std::time::Instant)>,
+    /// Bans: client → until (Unix ms).
+    bans: HashMap<ClientId, i64>,
 }
 
 /// The shared backend of an in-process cluster. Clone to share.
@@ -359,6 +361,41 @@ impl Router for MemoryRouter {
             if r.sender.as_ref() == Some(client) {
                 r.sender = None;
             }
+        }
+    }
+
+    async fn ban(&self, client: &ClientId, until_ms: i64) -> Result<(), RouterError> {
+        self.cluster
+            .state
+            .lock()
+            .bans
+            .insert(client.clone(), until_ms);
+        Ok(())
+    }
+
+    async fn banned_until(&self, client: &ClientId) -> Result<Option<i64>, RouterError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        Ok(self
+            .cluster
+            .state
+            .lock()
+            .bans
+            .get(client)
+            .copied()
+            .filter(|until| *until > now))
+    }
+
+    async fn kick_elsewhere(&self, client: &ClientId, room: Option<&RoomId>, reason: &str) {
+        let inboxes: Vec<Arc<dyn Inbox>> = {
+            let st = self.cluster.state.lock();
+            st.inboxes
+                .iter()
+                .filter(|(n, _)| **n != self.node_id && !st.down.contains(*n))
+                .filter_map(|(_, i)| i.upgrade())
+                .collect()
+        };
+        for i in inboxes {
+            i.kick(client, room, reason);
         }
     }
 

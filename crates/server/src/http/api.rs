@@ -232,7 +232,7 @@ pub async fn room(
     Ok(Json(room_detail(info)))
 }
 
-fn room_detail(info: RoomInfo) -> RoomDetail {
+pub(crate) fn room_detail(info: RoomInfo) -> RoomDetail {
     let peers: Vec<Peer> = info.participants.into_iter().map(peer).collect();
     RoomDetail {
         id: info.room_id.as_str().to_owned(),

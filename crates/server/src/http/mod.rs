@@ -7,6 +7,7 @@
 //! `auth.allow_anonymous` (development mode) may a request come without one. Errors are
 //! `{"error": "..."}` with the HTTP status that fits ([`ApiError`]).
 
+pub mod admin;
 pub mod api;
 pub mod events;
 pub mod openapi;

@@ -15,7 +15,7 @@ use utoipa::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{api, events, webrtc};
+use super::{admin, api, events, webrtc};
 use crate::state::AppState;
 
 /// Path of the document.
@@ -23,7 +23,7 @@ pub const OPENAPI_PATH: &str = "/openapi.json";
 
 /// Every route template the document describes: the REST routes of this router, and
 /// `/health` and `/ready`, which the main router serves.
-pub const ROUTES: [&str; 8] = [
+pub const ROUTES: [&str; 13] = [
     "/health",
     "/ready",
     "/api/stats",
@@ -32,6 +32,11 @@ pub const ROUTES: [&str; 8] = [
     "/api/rooms/{id}/events",
     "/webrtc/config",
     "/webrtc/rooms/{id}/participants",
+    "/api/admin/rooms",
+    "/api/admin/rooms/{id}",
+    "/api/admin/rooms/{id}/members/{client_id}",
+    "/api/admin/clients/{client_id}/kick",
+    "/api/admin/drain",
 ];
 
 /// The document's root: title, version, the Bearer scheme, and `/health`.
@@ -50,6 +55,7 @@ pub const ROUTES: [&str; 8] = [
         (name = "api", description = "Seed 002: server statistics and rooms"),
         (name = "webrtc", description = "Seed 004: ICE configuration and room participants"),
         (name = "health", description = "Liveness and store health"),
+        (name = "admin", description = "For the admin role: every room, removing members, closing rooms, kicking and banning clients, draining a node"),
     )
 )]
 pub struct ApiDoc;
@@ -147,4 +153,9 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(events::room_events))
         .routes(routes!(webrtc::config))
         .routes(routes!(webrtc::participants))
+        .routes(routes!(admin::rooms))
+        .routes(routes!(admin::close_room))
+        .routes(routes!(admin::remove_member))
+        .routes(routes!(admin::kick))
+        .routes(routes!(admin::drain))
 }

@@ -357,13 +357,34 @@ pub async fn http_get(base: &str, path: &str) -> (u16, String) {
 
 /// [`http_get`] with `Authorization: Bearer TOKEN`.
 pub async fn http_get_bearer(base: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    http_request(base, "GET", path, token, None).await
+}
+
+/// A minimal HTTP/1.1 request over a raw socket, with an optional Bearer token and JSON
+/// body: (status, body).
+pub async fn http_request(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json_body: Option<&str>,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let hostport = base.trim_start_matches("http://").trim_end_matches('/');
     let mut s = tokio::net::TcpStream::connect(hostport)
         .await
         .expect("tcp connect");
     let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\n{auth}Connection: close\r\n\r\n");
+    let body = json_body.map_or_else(String::new, |b| {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )
+    });
+    let end = if json_body.is_some() { "" } else { "\r\n" };
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\n{auth}Connection: close\r\n{body}{end}"
+    );
     s.write_all(req.as_bytes()).await.expect("write");
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.expect("read");
