@@ -42,10 +42,11 @@ async fn binary_endpoint(
 ) -> Response {
     upgrade(
         state,
+        peer,
         &headers,
         ws,
         "binary",
         "signal-manager: open a WebSocket here and speak the binary protocol (see docs/protocol.md)\n",
-        move |socket, state, guard| binary::serve(socket, state, peer, guard),
+        move |socket, state, guard, peer| binary::serve(socket, state, peer, guard),
     )
 }

@@ -15,6 +15,7 @@ use std::{
     io,
     marker::PhantomData,
     mem::MaybeUninit,
+    net::SocketAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -170,6 +171,9 @@ pub(crate) struct Conn {
     limiter: Option<Box<DefaultDirectRateLimiter>>,
     /// Set when a reply overflowed the queue: the connection ends as a slow consumer.
     slow: Option<Overflow>,
+    /// The client's address and the endpoint's dialect, for the operator's log.
+    pub(crate) peer: SocketAddr,
+    pub(crate) dialect: &'static str,
 }
 
 // === impl Conn ===
@@ -209,11 +213,23 @@ impl Conn {
         params: ConnectParams,
     ) -> Result<Arc<Session>, CoreError> {
         let format = params.format;
-        let session = self.state.hub.connect(params, self.outbox.clone()).await?;
+        let session = match self.state.hub.connect(params, self.outbox.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.log_refused(&e);
+                return Err(e);
+            }
+        };
         tracing::Span::current().record("client_id", tracing::field::display(&session.client_id));
-        tracing::debug!(session_id = %session.id, wire = format.label(), "connected");
+        crate::oplog::opened(self.peer, self.dialect, &session, format.label());
         self.session = Some(session.clone());
         Ok(session)
+    }
+
+    /// Logs a refused credential (or a refused session: a ban, a bad CONNECT) for the
+    /// operator.
+    pub(crate) fn log_refused(&self, e: &CoreError) {
+        crate::oplog::refused(self.peer, self.dialect, e);
     }
 
     /// Takes over a resumed session: its queue becomes this connection's.
@@ -681,6 +697,7 @@ pub(crate) fn drive<D: Dialect>(
     state: AppState,
     mut dialect: D,
     guard: Guard,
+    peer: SocketAddr,
 ) -> impl Future<Output = ()> + Send {
     let cfg = state.config.clone();
     let s = &cfg.server;
@@ -730,6 +747,8 @@ pub(crate) fn drive<D: Dialect>(
         received_at: started.into_std(),
         limiter,
         slow: None,
+        peer,
+        dialect: D::LABEL,
     };
     let connect_timeout = Duration::from_secs(s.connection_timeout.max(1));
     let heartbeat_timeout = Duration::from_secs(cfg.heartbeat.timeout.max(1));
@@ -932,6 +951,23 @@ async fn teardown<D: Dialect>(mut conn: Conn, link: Link<D>, outbox: Arc<Outbox>
                 .await;
         }
         tracing::debug!(code = end.cause.code(), reason = %end.cause.reason(), parked, "session closed");
+        crate::oplog::closed(
+            conn.peer,
+            conn.dialect,
+            Some(&session),
+            end.cause.code(),
+            &end.cause.reason(),
+            parked,
+        );
+    } else {
+        crate::oplog::closed(
+            conn.peer,
+            conn.dialect,
+            None,
+            end.cause.code(),
+            &end.cause.reason(),
+            false,
+        );
     }
     drop(conn);
     if parked && !matches!(end.cause, Cause::Hub(CloseReason::Resumed)) {
@@ -1005,6 +1041,7 @@ async fn finish<D: Dialect>(mut link: Link<D>, outbox: &Outbox, end: End, drain:
 /// connection's one task.
 pub(crate) fn upgrade<F, Fut>(
     state: AppState,
+    peer: SocketAddr,
     headers: &HeaderMap,
     ws: Result<Upgrade, NotUpgrade>,
     endpoint: &'static str,
@@ -1012,7 +1049,7 @@ pub(crate) fn upgrade<F, Fut>(
     serve: F,
 ) -> Response
 where
-    F: FnOnce(Socket, AppState, Guard) -> Fut + Send + 'static,
+    F: FnOnce(Socket, AppState, Guard, SocketAddr) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let ws = match ws {
@@ -1037,5 +1074,5 @@ where
         _slot: slot,
         _token: state.tracker.token(),
     };
-    ws.on_upgrade(move |socket| serve(socket, state, guard))
+    ws.on_upgrade(move |socket| serve(socket, state, guard, peer))
 }

@@ -13,6 +13,7 @@ pub mod fuzz;
 pub mod http;
 pub mod json;
 pub mod metrics;
+pub(crate) mod oplog;
 pub mod ops;
 pub mod run;
 pub mod state;

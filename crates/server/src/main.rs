@@ -254,9 +254,8 @@ async fn serve(config: Config, dev: bool) -> ExitCode {
         addr = %running.addr,
         database = %config.database.redacted_url(),
         version = env!("CARGO_PKG_VERSION"),
-        "listening: binary protocol on {}://{}/",
-        if config.server.tls_enabled { "wss" } else { "ws" },
-        running.addr
+        "listening: {}",
+        endpoints(&config, running.addr, running.metrics_addr)
     );
     tokio::select! {
         () = wait_for_signal() => {}
@@ -264,6 +263,29 @@ async fn serve(config: Config, dev: bool) -> ExitCode {
     }
     running.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// Every endpoint the server answers on, for the start-up line.
+fn endpoints(
+    config: &signal_server::config::Config,
+    addr: std::net::SocketAddr,
+    metrics: Option<std::net::SocketAddr>,
+) -> String {
+    let (ws, http) = if config.server.tls_enabled {
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
+    let metrics = metrics.map_or_else(
+        || "metrics off".to_owned(),
+        |m| format!("metrics on http://{m}/metrics"),
+    );
+    format!(
+        "binary protocol on {ws}://{addr}/, altair and simple JSON on {ws}://{addr}/ws, \
+         room-path JSON on {ws}://{addr}/webrtc/ws/{{room_id}}, \
+         REST on {http}://{addr}/api/ and {http}://{addr}/webrtc/ (OpenAPI at /openapi.json; admin API at /api/admin/), \
+         health at /health and /ready, demo page at {http}://{addr}/demo, {metrics}"
+    )
 }
 
 async fn wait_for_signal() {

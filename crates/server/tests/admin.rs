@@ -280,3 +280,127 @@ async fn an_admin_drains_a_node_and_it_exits() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// The operator's log of a real binary: connections opened and closed with their peer
+/// address, refused credentials with their reason, every endpoint at start-up, and an
+/// attack's refusals capped rather than flooding it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_and_refusals_are_logged_for_the_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("log.toml");
+    let log = dir.path().join("server.log");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nhost = \"127.0.0.1\"\nport = {port}\nshutdown_timeout = 5\n\n\
+             [auth]\napi_keys = [\"alice:alice-token\"]\n\n\
+             [database]\nurl = \"sqlite://{}\"\n\n[metrics]\nenabled = false\n\n\
+             [security]\nnew_connections_per_ip_per_second = 10000\nmax_connections_per_ip = 10000\n\n\
+             [logging]\nlevel = \"info\"\nformat = \"json\"\nfile = \"{}\"\n",
+            dir.path().join("log.db").display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    let mut child = spawn_binary(&config);
+    wait_listening(port).await;
+    let url = format!("ws://127.0.0.1:{port}/");
+    let mut alice = Client::connect(&url).await.unwrap();
+    alice.authenticate("alice", "alice-token").await.unwrap();
+    let mut mallory = Client::connect(&url).await.unwrap();
+    mallory.authenticate("mallory", "guess").await.unwrap_err();
+    let _ = mallory.closed().await;
+    let (st, _) = http_request(
+        &format!("http://127.0.0.1:{port}"),
+        "GET",
+        "/api/rooms",
+        Some("not-a-token"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 401);
+    alice.disconnect().await.unwrap();
+    // A burst of refused logins: the log keeps at most 100 such lines a second.
+    let burst = (0..400).map(|_| {
+        let url = url.clone();
+        async move {
+            let mut c = Client::connect(&url).await.unwrap();
+            let _ = c.authenticate("mallory", "guess").await;
+        }
+    });
+    futures_util::future::join_all(burst).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    // One more after the burst says how many were left out.
+    let mut late = Client::connect(&url).await.unwrap();
+    let _ = late.authenticate("mallory", "late").await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let msg = |l: &Value| l["fields"]["message"].as_str().unwrap_or("").to_owned();
+    let start = lines
+        .iter()
+        .map(msg)
+        .find(|m| m.starts_with("listening"))
+        .expect("a start-up line");
+    for endpoint in [
+        "/ws",
+        "/webrtc/ws/{room_id}",
+        "/api/",
+        "/demo",
+        "/health",
+        "metrics off",
+    ] {
+        assert!(start.contains(endpoint), "{endpoint} in {start}");
+    }
+    let of = |m: &str| -> Vec<&Value> { lines.iter().filter(|l| msg(l) == m).collect() };
+    let opened = of("connection opened");
+    let alice_open = opened
+        .iter()
+        .find(|l| l["fields"]["client_id"] == "alice")
+        .expect("alice's connection opened");
+    assert!(
+        alice_open["fields"]["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{alice_open}"
+    );
+    assert_eq!(alice_open["level"], "INFO");
+    assert_eq!(alice_open["fields"]["dialect"], "binary");
+    let alice_closed = of("connection closed")
+        .into_iter()
+        .find(|l| l["fields"]["client_id"] == "alice")
+        .expect("alice's connection closed");
+    assert_eq!(alice_closed["fields"]["code"], 1000, "{alice_closed}");
+    assert!(alice_closed["fields"]["peer"].is_string());
+    let refused = of("credential refused");
+    assert!(
+        refused.iter().any(|l| l["fields"]["status"] == 401
+            && l["fields"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("Invalid"))
+            && l["fields"]["peer"].is_string()),
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().any(|l| l["fields"]["path"] == "/api/rooms"),
+        "the REST refusal: {refused:?}"
+    );
+    assert!(
+        refused.len() < 300,
+        "the burst of 400 refusals was capped: {} lines",
+        refused.len()
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|l| l["fields"]["suppressed"].as_u64().is_some_and(|n| n > 0)),
+        "a line after the cap says how many were left out"
+    );
+}

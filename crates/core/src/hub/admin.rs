@@ -163,8 +163,19 @@ impl Hub {
         left
     }
 
-    /// 403 while `client` is banned (on this node, or anywhere in a cluster).
+    /// 403 while `client` is banned (on this node, or anywhere in a cluster: the
+    /// cluster's bans are asked for while Redis is reachable).
     pub(crate) async fn check_ban(&self, client: &ClientId) -> Result<(), CoreError> {
+        self.check_ban_in(client, true).await
+    }
+
+    /// [`check_ban`](Self::check_ban) with this node's bans only: a kick closed the
+    /// client's sessions on every node, so a join needs no round trip to Redis.
+    pub(crate) async fn check_ban_here(&self, client: &ClientId) -> Result<(), CoreError> {
+        self.check_ban_in(client, false).await
+    }
+
+    async fn check_ban_in(&self, client: &ClientId, cluster: bool) -> Result<(), CoreError> {
         let now = Utc::now().timestamp_millis();
         let mut until = None;
         if let Some(u) = self.inner.bans.get(client).map(|u| *u) {
@@ -174,7 +185,7 @@ impl Hub {
                 self.inner.bans.remove_if(client, |_, v| *v <= now);
             }
         }
-        if until.is_none() && self.clustered() {
+        if until.is_none() && cluster && self.clustered() && self.inner.router.is_healthy() {
             match self.inner.router.banned_until(client).await {
                 Ok(u) => until = u.filter(|u| *u > now),
                 Err(e) => {

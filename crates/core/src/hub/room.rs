@@ -614,7 +614,7 @@ impl Hub {
             None => RoomId::generate(),
         };
         self.check_grant(session, room_id.as_str())?;
-        self.check_ban(&session.client_id).await?;
+        self.check_ban_here(&session.client_id).await?;
         let max_participants = self.max_participants(p.metadata.as_ref())?;
         self.create_inner(
             session,
@@ -857,7 +857,7 @@ impl Hub {
         self.authorize_member(session, &p.creds).await?;
         let room_id = RoomId::parse(&p.room_id)?;
         self.check_grant(session, room_id.as_str())?;
-        self.check_ban(&session.client_id).await?;
+        self.check_ban_here(&session.client_id).await?;
         let role = p
             .role
             .as_deref()
@@ -879,7 +879,7 @@ impl Hub {
     ) -> Result<RoomJoined, CoreError> {
         let room_id = RoomId::parse(room_id)?;
         self.check_grant(session, room_id.as_str())?;
-        self.check_ban(&session.client_id).await?;
+        self.check_ban_here(&session.client_id).await?;
         // A room may be created or terminated between the look-up and the lock: retry.
         for _ in 0..4 {
             if self.room(room_id.as_str()).is_some() || self.clustered() {

@@ -33,7 +33,7 @@ pub(crate) fn serve(
 ) -> impl Future<Output = ()> + Send {
     let span =
         tracing::debug_span!("conn", dialect = "binary", %peer, client_id = tracing::field::Empty);
-    conn::drive(socket, state, Binary, guard).instrument(span)
+    conn::drive(socket, state, Binary, guard, peer).instrument(span)
 }
 
 static JSON_SPEC: FormatSpec = FormatSpec::new(0, "binary_json");

@@ -182,6 +182,22 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let refused = |e: ApiError, parts: &Parts| {
+            let peer = parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0);
+            crate::oplog::refused_http(peer, parts.uri.path(), &e.message);
+            e
+        };
+        Self::identify(parts, state)
+            .await
+            .map_err(|e| refused(e, parts))
+    }
+}
+
+impl Caller {
+    async fn identify(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             if state.config.auth.allow_anonymous {
                 return Ok(Caller {

@@ -232,13 +232,14 @@ pub(crate) async fn ws_endpoint(
     let cred = credential(&headers, &query);
     upgrade(
         state,
+        peer,
         &headers,
         ws,
         "ws",
         "signal-manager: open a WebSocket here and speak the altair or simple JSON dialect (see docs/dialects.md)\n",
-        move |socket, state, guard| {
+        move |socket, state, guard, peer| {
             let span = tracing::debug_span!("conn", dialect = "ws", %peer, client_id = tracing::field::Empty);
-            conn::drive(socket, state, Ws::new(cred), guard).instrument(span)
+            conn::drive(socket, state, Ws::new(cred), guard, peer).instrument(span)
         },
     )
 }
@@ -257,13 +258,21 @@ pub(crate) async fn room_path_endpoint(
     let cred = credential(&headers, &query);
     upgrade(
         state,
+        peer,
         &headers,
         ws,
         "room_path",
         "signal-manager: open a WebSocket here with ?token=JWT and speak the room-path JSON dialect (see docs/dialects.md)\n",
-        move |socket, state, guard| {
+        move |socket, state, guard, peer| {
             let span = tracing::debug_span!("conn", dialect = "room_path", %peer, client_id = tracing::field::Empty);
-            conn::drive(socket, state, room_path::RoomPath::new(room, cred), guard).instrument(span)
+            conn::drive(
+                socket,
+                state,
+                room_path::RoomPath::new(room, cred),
+                guard,
+                peer,
+            )
+            .instrument(span)
         },
     )
 }
@@ -419,7 +428,11 @@ impl AsyncDialect for Ws {
                 }
             };
         }
-        self.admission = Some(admission(&conn.state, &self.credential).await);
+        let adm = admission(&conn.state, &self.credential).await;
+        if let Err(e) = &adm {
+            conn.log_refused(e);
+        }
+        self.admission = Some(adm);
         Flow::Continue
     }
 

@@ -118,7 +118,10 @@ impl AsyncDialect for RoomPath {
         }
         let adm = match admission(&conn.state, &self.credential).await {
             Ok(a) => a,
-            Err(e) => return Flow::Close(refusal_close(&e), e.message),
+            Err(e) => {
+                conn.log_refused(&e);
+                return Flow::Close(refusal_close(&e), e.message);
+            }
         };
         let resumable = self.credential.resume.resumable;
         let session = match open_session(conn, &adm, super::ROOM_PATH, resumable).await {
