@@ -273,6 +273,10 @@ export interface RegisterAck {
   message: string;
   client_id: string;
   session_id: string;
+  /** The token the server issued, when REGISTER sent an empty `auth_token`. */
+  auth_token?: string;
+  /** When the registered token expires (RFC 3339), if it does. */
+  token_expires_at?: string;
 }
 
 /** UNREGISTER (0x22). */

@@ -49,6 +49,9 @@ pub struct Grants {
     pub rooms: Option<Vec<String>>,
     /// The admin role: every room visible, the admin API.
     pub admin: bool,
+    /// When the credential expires (Unix seconds): a JWT's `exp`, a registered token's
+    /// expiry.
+    pub expires: Option<u64>,
 }
 
 impl Grants {
@@ -79,6 +82,19 @@ impl Grants {
         }
         self
     }
+}
+
+/// The key of a registered client's metadata that keeps when its token expires (Unix
+/// seconds; set by the server, a client's own value is replaced).
+pub const TOKEN_EXPIRES_KEY: &str = "token_expires_at";
+
+/// Whether a registered client's token (its metadata) expired by `now` (Unix seconds).
+pub fn token_expired(metadata: &serde_json::Value, now: i64) -> bool {
+    token_expiry(metadata).is_some_and(|at| at <= now)
+}
+
+fn token_expiry(metadata: &serde_json::Value) -> Option<i64> {
+    metadata.get(TOKEN_EXPIRES_KEY)?.as_i64()
 }
 
 /// The key of a registered client's metadata that keeps the rooms its registering
@@ -165,12 +181,14 @@ impl Authenticator {
         Grants {
             rooms: None,
             admin: self.admins.contains(client_id),
+            expires: None,
         }
     }
 
     fn jwt_grants(&self, claims: &Claims) -> Grants {
         let mut g = self.base_grants(&claims.sub);
         g.admin |= claims.admin == Some(true);
+        g.expires = Some(claims.exp);
         g.restricted_by(claims.rooms.clone())
     }
 
@@ -223,11 +241,23 @@ impl Authenticator {
             }
         }
         match self.store.get_client(client_id).await {
-            Ok(Some(c)) if verify_token(token, &c.auth_token) => Ok((
-                AuthMethod::Registered,
-                self.base_grants(client_id)
-                    .restricted_by(granted_rooms(&c.metadata)),
-            )),
+            Ok(Some(c)) if verify_token(token, &c.auth_token) => {
+                let expires = token_expiry(&c.metadata);
+                if let Some(at) = expires
+                    && at <= chrono::Utc::now().timestamp()
+                {
+                    return Err(CoreError::unauthorized(format!(
+                        "Registered token expired at {}: connect with another credential and REGISTER again",
+                        chrono::DateTime::from_timestamp(at, 0)
+                            .map_or_else(|| at.to_string(), |t| t.to_rfc3339())
+                    )));
+                }
+                let mut g = self
+                    .base_grants(client_id)
+                    .restricted_by(granted_rooms(&c.metadata));
+                g.expires = expires.and_then(|e| u64::try_from(e).ok());
+                Ok((AuthMethod::Registered, g))
+            }
             Ok(_) => Err(jwt_error
                 .unwrap_or_else(|| CoreError::unauthorized("Invalid client_id or auth_token"))),
             Err(StoreError::Conflict(m) | StoreError::NoRoom(m) | StoreError::Internal(m)) => {

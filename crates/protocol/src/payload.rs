@@ -145,6 +145,12 @@ pub struct RegisterAck {
     pub client_id: String,
     /// The session the registration was made on.
     pub session_id: String,
+    /// The token the server issued, when REGISTER sent an empty `auth_token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_token: Option<String>,
+    /// When the registered token expires (RFC 3339), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_expires_at: Option<String>,
 }
 
 /// UNREGISTER (0x22).

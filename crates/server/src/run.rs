@@ -173,6 +173,7 @@ pub fn hub_config(config: &Config) -> HubConfig {
         resume_buffer: config.session.resume_buffer as usize,
         resume_buffer_bytes: usize::try_from(config.session.resume_buffer_bytes)
             .unwrap_or(usize::MAX),
+        registered_token_ttl: Duration::from_secs(config.auth.registered_token_ttl),
         ..sfu_settings(config)
     }
 }

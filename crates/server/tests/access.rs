@@ -232,3 +232,76 @@ async fn rooms_and_members_are_shown_to_members_and_admins_only() {
     assert_eq!(st, 200);
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_token_registered_over_a_jwt_dies_with_the_jwt() {
+    let s = TestServer::start().await;
+    let exp = chrono::Utc::now().timestamp() + 2;
+    let short = {
+        let claims = json!({"sub": "kate", "exp": exp});
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let mut c = s.client().await;
+    c.authenticate("kate", &short).await.unwrap();
+    let ack = c.register("kate-wants-this-forever-7c1e").await.unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339(ack.token_expires_at.as_deref().unwrap())
+        .unwrap()
+        .timestamp();
+    assert_eq!(at, exp, "the registered token expires with the JWT");
+    // Before the JWT's expiry the registered token works; after it, it is refused.
+    let mut ok = s.client().await;
+    ok.authenticate("kate", "kate-wants-this-forever-7c1e")
+        .await
+        .unwrap();
+    drop(ok);
+    tokio::time::sleep(std::time::Duration::from_millis(
+        u64::try_from((exp - chrono::Utc::now().timestamp() + 1) * 1000).unwrap_or(0),
+    ))
+    .await;
+    let mut late = s.client().await;
+    let e = late
+        .authenticate("kate", "kate-wants-this-forever-7c1e")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(401), "{e}");
+    assert!(e.to_string().contains("expired"), "{e}");
+    // With a fresh credential, REGISTER again replaces the expired registration.
+    let mut again = s.client().await;
+    again
+        .authenticate("kate", &jwt("kate", None))
+        .await
+        .unwrap();
+    again.register("kate-second-token-5d9a0b").await.unwrap();
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_server_issues_a_token_for_an_empty_one_and_ttl_ends_tokens() {
+    let s = TestServer::start_with(|c| c.auth.registered_token_ttl = 1).await;
+    let mut c = s.client().await;
+    c.authenticate("alice", "alice-token").await.unwrap();
+    let ack = c.register("").await.unwrap();
+    let issued = ack.auth_token.expect("an issued token");
+    assert_eq!(issued.len(), 64, "{issued}");
+    assert!(issued.bytes().all(|b| b.is_ascii_hexdigit()), "{issued}");
+    assert!(ack.token_expires_at.is_some(), "the TTL applies");
+    drop(c);
+    let mut c = s.client().await;
+    c.authenticate("alice", &issued).await.unwrap();
+    // A room request on it works while it lasts.
+    c.create_room(&issued, Some("issued-room"), None)
+        .await
+        .unwrap();
+    drop(c);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let mut c = s.client().await;
+    let e = c.authenticate("alice", &issued).await.unwrap_err();
+    assert_eq!(e.code(), Some(401), "{e}");
+    assert!(e.to_string().contains("expired"), "{e}");
+    s.shutdown().await;
+}

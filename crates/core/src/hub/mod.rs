@@ -78,6 +78,9 @@ pub struct HubConfig {
     pub resume_buffer: usize,
     /// Bytes of those frames at most.
     pub resume_buffer_bytes: usize,
+    /// How long a registered token lasts (zero: until UNREGISTER); a token registered
+    /// over an expiring credential (a JWT) never outlives it.
+    pub registered_token_ttl: std::time::Duration,
 }
 
 impl Default for HubConfig {
@@ -96,6 +99,7 @@ impl Default for HubConfig {
             resume_window: std::time::Duration::from_secs(30),
             resume_buffer: 128,
             resume_buffer_bytes: 64 << 10,
+            registered_token_ttl: std::time::Duration::ZERO,
         }
     }
 }
@@ -158,6 +162,15 @@ pub struct RegisterParams {
     pub capabilities: Vec<String>,
     /// Metadata.
     pub metadata: Value,
+}
+
+/// What REGISTER did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// The token the server issued (the request's `auth_token` was empty).
+    pub auth_token: Option<String>,
+    /// When the token expires (Unix seconds), if it does.
+    pub expires_at: Option<i64>,
 }
 
 /// The backends the hub works through, each chosen by configuration.
@@ -520,15 +533,49 @@ impl Hub {
         }
     }
 
-    /// REGISTER: persists the client (token hashed) and returns once committed.
-    pub async fn register(&self, session: &Session, p: RegisterParams) -> Result<(), CoreError> {
+    /// REGISTER: persists the client (token hashed) and returns once committed. An
+    /// empty `auth_token` has the server issue one (256 random bits). The token expires
+    /// with `registered_token_ttl`, and never after the credential the session connected
+    /// with (a JWT's `exp`); a registration whose token expired is replaced.
+    pub async fn register(
+        &self,
+        session: &Session,
+        mut p: RegisterParams,
+    ) -> Result<Registered, CoreError> {
+        let issued = p.creds.auth_token.is_empty();
+        if issued {
+            p.creds.auth_token = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+        }
         self.check_creds(session, &p.creds)?;
         let now = Utc::now();
+        let ttl = self.inner.cfg.registered_token_ttl;
+        let by_ttl = (!ttl.is_zero()).then(|| {
+            now.timestamp()
+                .saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
+        });
+        let by_credential = session.grants().expires.and_then(|e| i64::try_from(e).ok());
+        let expires = match (by_ttl, by_credential) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         // The token keeps the rooms the session's credential grants; a client's own
         // value of the key is not kept.
         let mut metadata = p.metadata;
         if let Some(m) = metadata.as_object_mut() {
             m.remove(crate::auth::GRANTED_ROOMS_KEY);
+            m.remove(crate::auth::TOKEN_EXPIRES_KEY);
+        }
+        if let Some(at) = expires {
+            if !metadata.is_object() {
+                metadata = serde_json::json!({});
+            }
+            if let Some(m) = metadata.as_object_mut() {
+                m.insert(crate::auth::TOKEN_EXPIRES_KEY.into(), at.into());
+            }
         }
         if let Some(rooms) = session.grants().rooms {
             if !metadata.is_object() {
@@ -556,13 +603,45 @@ impl Hub {
             })
             .into_iter()
             .collect();
+        let done = Registered {
+            auth_token: issued.then(|| p.creds.auth_token.clone()),
+            expires_at: expires,
+        };
         match self.inner.store.register_client(&client, &ev).await {
-            Ok(()) => Ok(()),
-            Err(crate::store::StoreError::Conflict(_)) => Err(CoreError::new(
-                ErrorKind::AlreadyRegistered,
-                "Client already registered",
-            )
-            .with("client_id", p.creds.client_id)),
+            Ok(()) => Ok(done),
+            Err(crate::store::StoreError::Conflict(_)) => {
+                // A registration whose token expired gives way to the new one.
+                let old = self
+                    .inner
+                    .store
+                    .get_client(&p.creds.client_id)
+                    .await
+                    .map_err(|e| CoreError::from_store("register", e))?;
+                let expired = old
+                    .as_ref()
+                    .is_some_and(|c| crate::auth::token_expired(&c.metadata, now.timestamp()));
+                if !expired {
+                    return Err(CoreError::new(
+                        ErrorKind::AlreadyRegistered,
+                        "Client already registered",
+                    )
+                    .with("client_id", p.creds.client_id));
+                }
+                self.inner
+                    .store
+                    .delete_client(&p.creds.client_id, &[])
+                    .await
+                    .map_err(|e| CoreError::from_store("register", e))?;
+                match self.inner.store.register_client(&client, &ev).await {
+                    Ok(()) => Ok(done),
+                    Err(crate::store::StoreError::Conflict(_)) => Err(CoreError::new(
+                        ErrorKind::AlreadyRegistered,
+                        "Client already registered",
+                    )
+                    .with("client_id", p.creds.client_id)),
+                    Err(e) => Err(CoreError::from_store("register", e)),
+                }
+            }
             Err(e) => Err(CoreError::from_store("register", e)),
         }
     }

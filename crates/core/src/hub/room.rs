@@ -570,6 +570,11 @@ impl Hub {
                     .with("client_id", creds.client_id.clone())
             })?;
         if verify_token(&creds.auth_token, &client.auth_token) {
+            if crate::auth::token_expired(&client.metadata, Utc::now().timestamp()) {
+                return Err(CoreError::unauthorized(
+                    "Registered token expired: connect with another credential and REGISTER again",
+                ));
+            }
             return Ok(());
         }
         // A client may present the credential it connected with instead of its

@@ -39,6 +39,9 @@ pub struct AuthConfig {
     /// Client ids with the admin role (API keys, registered clients, JWT subjects):
     /// every room visible, the admin API.
     pub admin_clients: Vec<String>,
+    /// Seconds a registered token lasts after REGISTER (0: until UNREGISTER). A token
+    /// registered over a JWT never outlives the JWT, whatever this says.
+    pub registered_token_ttl: u64,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -59,6 +62,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("api_keys", &keys)
             .field("allow_anonymous", &self.allow_anonymous)
             .field("admin_clients", &self.admin_clients)
+            .field("registered_token_ttl", &self.registered_token_ttl)
             .finish()
     }
 }
@@ -72,6 +76,7 @@ impl Default for AuthConfig {
             api_keys: Vec::new(),
             allow_anonymous: false,
             admin_clients: Vec::new(),
+            registered_token_ttl: 0,
         }
     }
 }

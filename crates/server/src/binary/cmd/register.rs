@@ -18,7 +18,8 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
     let req: RegisterRequest = payload(frame)?;
     let session = conn.session()?.clone();
     let client_id = req.client_id.clone();
-    conn.state
+    let done = conn
+        .state
         .hub
         .register(
             &session,
@@ -36,6 +37,11 @@ pub(crate) async fn handle(conn: &mut Conn, frame: &Frame) -> Result<Option<Byte
         message: "Registration successful".into(),
         client_id,
         session_id: session.id.to_string(),
+        auth_token: done.auth_token,
+        token_expires_at: done.expires_at.and_then(|at| {
+            chrono::DateTime::from_timestamp(at, 0)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        }),
     };
     codec::encode(
         MessageType::RegisterAck,
