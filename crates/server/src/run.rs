@@ -174,6 +174,8 @@ pub fn hub_config(config: &Config) -> HubConfig {
         resume_buffer_bytes: usize::try_from(config.session.resume_buffer_bytes)
             .unwrap_or(usize::MAX),
         registered_token_ttl: Duration::from_secs(config.auth.registered_token_ttl),
+        room_joins_per_minute: config.security.room_joins_per_minute,
+        room_messages_per_second: config.security.room_messages_per_second,
         ..sfu_settings(config)
     }
 }

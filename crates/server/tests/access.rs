@@ -305,3 +305,80 @@ async fn the_server_issues_a_token_for_an_empty_one_and_ttl_ends_tokens() {
     assert!(e.to_string().contains("expired"), "{e}");
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn room_joins_per_client_and_messages_per_room_are_limited() {
+    let s = TestServer::start_with(|c| {
+        c.security.room_joins_per_minute = 3;
+        c.security.room_messages_per_second = 5;
+    })
+    .await;
+    let mut alice = s.registered("alice").await;
+    for room in ["rate-1", "rate-2", "rate-3"] {
+        alice
+            .create_room("alice-token", Some(room), None)
+            .await
+            .unwrap();
+    }
+    let e = alice
+        .create_room("alice-token", Some("rate-4"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(429), "{e}");
+    assert!(e.to_string().contains("3 rooms a minute"), "{e}");
+    // Another client's joins are its own.
+    let mut bob = s.registered("bob").await;
+    bob.join_room("bob-token", "rate-1").await.unwrap();
+    let carol = s.registered("carol").await;
+    carol.join_room("carol-token", "rate-2").await.unwrap();
+
+    // 40 offers at once into one room: about 5 get through, the sender is told why
+    // for the rest.
+    for i in 0..40 {
+        alice
+            .send_offer("bob", Some("rate-1"), &format!("v=0 {i}"))
+            .await
+            .unwrap();
+    }
+    let mut refused = 0;
+    while let Ok(f) = alice
+        .next_event_within(std::time::Duration::from_millis(500))
+        .await
+    {
+        if f.msg_type == signal_client::protocol::MessageType::Error {
+            let p: signal_client::protocol::payload::ErrorPayload =
+                signal_client::decode(&f).unwrap();
+            assert_eq!(p.error_code, 429, "{p:?}");
+            assert!(p.error_message.contains("rate-1"), "{p:?}");
+            refused += 1;
+        }
+    }
+    let mut got = 0;
+    while let Ok(f) = bob
+        .next_event_within(std::time::Duration::from_millis(300))
+        .await
+    {
+        if f.msg_type == signal_client::protocol::MessageType::SignalOffer {
+            got += 1;
+        }
+    }
+    assert!(
+        (5..=10).contains(&got),
+        "a burst of 5, a few refilled: {got}"
+    );
+    assert_eq!(got + refused, 40, "each offer relayed or refused");
+    // Another room is untouched.
+    alice
+        .send_offer("carol", Some("rate-2"), "v=0 elsewhere")
+        .await
+        .unwrap();
+    let mut carol = carol;
+    carol
+        .expect_event(
+            signal_client::protocol::MessageType::SignalOffer,
+            common::WAIT,
+        )
+        .await
+        .unwrap();
+    s.shutdown().await;
+}

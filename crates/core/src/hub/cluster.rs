@@ -112,7 +112,7 @@ impl Hub {
                 registry_unavailable()
             })?
             .ok_or_else(|| not_found(room_id))?;
-        let room = replica_of(room_id, entry);
+        let room = replica_of(room_id, entry, self.config().room_messages_per_second);
         Ok(self
             .inner
             .rooms
@@ -688,7 +688,11 @@ impl Hub {
 }
 
 /// A fresh replica of a room as the registry keeps it, with no member yet.
-pub(super) fn replica_of(room_id: &RoomId, entry: RoomEntry) -> Arc<Room> {
+pub(super) fn replica_of(
+    room_id: &RoomId,
+    entry: RoomEntry,
+    messages_per_second: u32,
+) -> Arc<Room> {
     Arc::new(Room {
         id: room_id.clone(),
         uuid: entry.uuid,
@@ -702,6 +706,7 @@ pub(super) fn replica_of(room_id: &RoomId, entry: RoomEntry) -> Arc<Room> {
         }),
         joins: Mutex::new(Default::default()),
         figures: Default::default(),
+        messages: super::room::message_limiter(messages_per_second),
     })
 }
 

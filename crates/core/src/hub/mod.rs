@@ -81,6 +81,11 @@ pub struct HubConfig {
     /// How long a registered token lasts (zero: until UNREGISTER); a token registered
     /// over an expiring credential (a JWT) never outlives it.
     pub registered_token_ttl: std::time::Duration,
+    /// Room creations and joins one client may make per minute on this node (0: no
+    /// limit).
+    pub room_joins_per_minute: u32,
+    /// Signals per second one room may carry on this node (0: no limit).
+    pub room_messages_per_second: u32,
 }
 
 impl Default for HubConfig {
@@ -100,6 +105,8 @@ impl Default for HubConfig {
             resume_buffer: 128,
             resume_buffer_bytes: 64 << 10,
             registered_token_ttl: std::time::Duration::ZERO,
+            room_joins_per_minute: 0,
+            room_messages_per_second: 0,
         }
     }
 }
@@ -227,6 +234,12 @@ struct Inner {
     resumable: DashMap<String, Arc<Session>>,
     /// Clients banned by an admin on this node, until when (Unix ms).
     bans: DashMap<ClientId, i64>,
+    /// Room joins per client (`room_joins_per_minute`), and the checks since its last
+    /// sweep of clients idle long enough to forget.
+    join_limiter: Option<(
+        governor::DefaultKeyedRateLimiter<ClientId>,
+        std::sync::atomic::AtomicU32,
+    )>,
     session_count: AtomicUsize,
     shutting_down: AtomicBool,
     /// `signal_relayed_total` by kind, registered once (a labelled lookup per message
@@ -266,6 +279,12 @@ impl Hub {
             media,
             events,
         } = ports;
+        let join_limiter = std::num::NonZeroU32::new(cfg.room_joins_per_minute).map(|n| {
+            (
+                governor::RateLimiter::keyed(governor::Quota::per_minute(n)),
+                std::sync::atomic::AtomicU32::new(0),
+            )
+        });
         let hub = Self {
             inner: Arc::new_cyclic(|me| Inner {
                 me: me.clone(),
@@ -280,6 +299,7 @@ impl Hub {
                 located: DashMap::new(),
                 resumable: DashMap::new(),
                 bans: DashMap::new(),
+                join_limiter,
                 session_count: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
                 relayed: [
@@ -829,6 +849,28 @@ impl Hub {
     }
 
     /// Version, identity and token presence checks shared by REGISTER, UNREGISTER, ROOM_*.
+    /// 429 when `client` created or joined more rooms this minute than
+    /// `room_joins_per_minute` allows.
+    fn check_join_rate(&self, client: &ClientId) -> Result<(), CoreError> {
+        let Some((limiter, checks)) = &self.inner.join_limiter else {
+            return Ok(());
+        };
+        if checks.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
+            limiter.retain_recent();
+        }
+        if limiter.check_key(client).is_ok() {
+            return Ok(());
+        }
+        metrics::counter!("signal_rate_limited_total", "limit" => "room_joins").increment(1);
+        Err(CoreError::new(
+            ErrorKind::RateLimited,
+            format!(
+                "Too many room joins: client '{client}' may create or join {} rooms a minute",
+                self.inner.cfg.room_joins_per_minute
+            ),
+        ))
+    }
+
     /// Whether `session` may create or join `room`: 403 if its credential's `rooms`
     /// do not name it.
     fn check_grant(&self, session: &Session, room: &str) -> Result<(), CoreError> {

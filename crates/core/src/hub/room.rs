@@ -46,6 +46,18 @@ pub(super) struct Room {
     pub(super) joins: Mutex<JoinQueue>,
     /// Its negotiations as this node saw them, for its termination summary.
     pub(super) figures: NegotiationFigures,
+    /// Its signals per second on this node (`room_messages_per_second`); boxed, absent
+    /// when there is no limit.
+    pub(super) messages: Option<Box<governor::DefaultDirectRateLimiter>>,
+}
+
+/// A room's message limiter, if `per_second` sets one.
+pub(super) fn message_limiter(per_second: u32) -> Option<Box<governor::DefaultDirectRateLimiter>> {
+    std::num::NonZeroU32::new(per_second).map(|n| {
+        Box::new(governor::RateLimiter::direct(governor::Quota::per_second(
+            n,
+        )))
+    })
 }
 
 /// A room's negotiation figures: offers, their answers and the time each took, offers
@@ -620,6 +632,7 @@ impl Hub {
         };
         self.check_grant(session, room_id.as_str())?;
         self.check_ban_here(&session.client_id).await?;
+        self.check_join_rate(&session.client_id)?;
         let max_participants = self.max_participants(p.metadata.as_ref())?;
         self.create_inner(
             session,
@@ -668,6 +681,7 @@ impl Hub {
             state: RwLock::new(RoomState::default()),
             joins: Mutex::new(JoinQueue::default()),
             figures: NegotiationFigures::default(),
+            messages: message_limiter(self.config().room_messages_per_second),
         });
         // Held until the room is committed: joiners that find it wait here.
         let Ok(_control) = room.control.try_lock() else {
@@ -863,6 +877,7 @@ impl Hub {
         let room_id = RoomId::parse(&p.room_id)?;
         self.check_grant(session, room_id.as_str())?;
         self.check_ban_here(&session.client_id).await?;
+        self.check_join_rate(&session.client_id)?;
         let role = p
             .role
             .as_deref()
@@ -885,6 +900,7 @@ impl Hub {
         let room_id = RoomId::parse(room_id)?;
         self.check_grant(session, room_id.as_str())?;
         self.check_ban_here(&session.client_id).await?;
+        self.check_join_rate(&session.client_id)?;
         // A room may be created or terminated between the look-up and the lock: retry.
         for _ in 0..4 {
             if self.room(room_id.as_str()).is_some() || self.clustered() {

@@ -509,6 +509,19 @@ impl Hub {
             )
             .with("room_id", room_id.to_string()));
         }
+        if let Some(limit) = &r.messages
+            && limit.check().is_err()
+        {
+            metrics::counter!("signal_rate_limited_total", "limit" => "room_messages").increment(1);
+            return Err(CoreError::new(
+                ErrorKind::RateLimited,
+                format!(
+                    "Room '{room_id}' is over its message rate ({} signals a second): send more slowly",
+                    self.config().room_messages_per_second
+                ),
+            )
+            .with("room_id", room_id.to_string()));
+        }
         Ok(r)
     }
 }

@@ -297,7 +297,8 @@ impl Hub {
         let Some((room_entry, members)) = router.room_entry(room_id).await? else {
             return Ok(false);
         };
-        let fresh = super::cluster::replica_of(room_id, room_entry);
+        let fresh =
+            super::cluster::replica_of(room_id, room_entry, self.config().room_messages_per_second);
         let room = self
             .inner
             .rooms

@@ -74,6 +74,10 @@ pub struct SecurityConfig {
     /// New connections accepted per second from one IP address (as a burst of this many,
     /// refilled evenly); 0 turns the limit off.
     pub new_connections_per_ip_per_second: u32,
+    /// Room creations and joins one client may make per minute (per node); 0: no limit.
+    pub room_joins_per_minute: u32,
+    /// Signals per second one room may carry (per node); 0: no limit.
+    pub room_messages_per_second: u32,
     /// `Origin` values accepted on the WebSocket upgrade; `"*"` accepts any.
     pub allowed_origins: Vec<String>,
 }
@@ -85,6 +89,8 @@ impl Default for SecurityConfig {
             max_messages_per_minute: 6000,
             max_connections_per_ip: 1000,
             new_connections_per_ip_per_second: 100,
+            room_joins_per_minute: 120,
+            room_messages_per_second: 0,
             allowed_origins: vec!["*".to_owned()],
         }
     }
