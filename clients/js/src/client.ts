@@ -51,6 +51,8 @@ import {
   type RoomJoinAck,
   type RoomLeaveAck,
   type SignalPayload,
+  type TokenExpiring,
+  type TokenRefreshAck,
   type UnregisterAck,
 } from "./types.js";
 
@@ -213,6 +215,9 @@ export interface SignalClientEvents {
   error: SignalClientError;
   /** Another member's connection was lost; it may resume within `window` seconds. */
   peerReconnecting: PeerReconnecting;
+  /** This connection's credential expires at `expires_at`: call
+   * {@link SignalClient.refreshToken} with a fresh one before then, or it closes. */
+  tokenExpiring: TokenExpiring;
   /** A resumable client lost its connection and is reconnecting. Pending requests have
    * been rejected; signals sent meanwhile throw. */
   reconnecting: CloseInfo;
@@ -441,6 +446,12 @@ export class SignalClient {
   /** HEARTBEAT: resolves with the server's clock. */
   heartbeat(options?: RequestOptions): Promise<HeartbeatAck> {
     return this.request(MessageType.Heartbeat, { timestamp: Date.now() }, options);
+  }
+
+  /** TOKEN_REFRESH (extension): hands the server a fresh credential for this connection
+   * before the one it connected with expires (the `tokenExpiring` event says when). */
+  refreshToken(authToken: string, options?: RequestOptions): Promise<TokenRefreshAck> {
+    return this.request(MessageType.TokenRefresh, { auth_token: authToken }, options);
   }
 
   /**
@@ -703,6 +714,9 @@ export class SignalClient {
         break;
       case MessageType.PeerReconnecting:
         this.#events.emit("peerReconnecting", payload as PeerReconnecting);
+        break;
+      case MessageType.TokenExpiring:
+        this.#events.emit("tokenExpiring", payload as TokenExpiring);
         break;
       case MessageType.SignalOffer:
       case MessageType.SignalAnswer: {

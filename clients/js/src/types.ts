@@ -23,6 +23,10 @@ export const MessageType = {
   Resume: 0x06,
   /** S→C: session taken back; what was missed follows (extension). */
   ResumeAck: 0x07,
+  /** C→S: a fresh credential for this connection, before its own expires (extension). */
+  TokenRefresh: 0x08,
+  /** S→C: the fresh credential now holds the connection (extension). */
+  TokenRefreshAck: 0x09,
   /** Both: SDP offer relayed to a target. */
   SignalOffer: 0x10,
   /** Both: SDP answer relayed to a target. */
@@ -57,6 +61,8 @@ export const MessageType = {
   RoomClosed: 0x38,
   /** S→C: another member's connection was lost; it may resume (extension). */
   PeerReconnecting: 0x39,
+  /** S→C: this connection's credential expires soon; refresh it (extension). */
+  TokenExpiring: 0x3a,
   /** S→C: a request failed. */
   Error: 0xff,
 } as const;
@@ -89,6 +95,8 @@ const MESSAGE_TYPE_NAMES: Readonly<Record<number, string>> = {
   0x05: "HEARTBEAT_ACK",
   0x06: "RESUME",
   0x07: "RESUME_ACK",
+  0x08: "TOKEN_REFRESH",
+  0x09: "TOKEN_REFRESH_ACK",
   0x10: "SIGNAL_OFFER",
   0x11: "SIGNAL_ANSWER",
   0x12: "SIGNAL_ICE_CANDIDATE",
@@ -106,6 +114,7 @@ const MESSAGE_TYPE_NAMES: Readonly<Record<number, string>> = {
   0x37: "PEER_LEFT",
   0x38: "ROOM_CLOSED",
   0x39: "PEER_RECONNECTING",
+  0x3a: "TOKEN_EXPIRING",
   0xff: "ERROR",
 };
 
@@ -151,6 +160,8 @@ export function ackTypeOf(t: MessageType): MessageType | undefined {
       return MessageType.HeartbeatAck;
     case MessageType.Resume:
       return MessageType.ResumeAck;
+    case MessageType.TokenRefresh:
+      return MessageType.TokenRefreshAck;
     case MessageType.Register:
       return MessageType.RegisterAck;
     case MessageType.Unregister:
@@ -176,7 +187,8 @@ export function isAck(t: number): boolean {
     t === MessageType.UnregisterAck ||
     t === MessageType.RoomCreateAck ||
     t === MessageType.RoomJoinAck ||
-    t === MessageType.RoomLeaveAck
+    t === MessageType.RoomLeaveAck ||
+    t === MessageType.TokenRefreshAck
   );
 }
 
@@ -242,6 +254,25 @@ export interface PeerReconnecting {
   room_id: string;
   client_id: string;
   window: number;
+}
+
+/** TOKEN_REFRESH (0x08), extension: a fresh credential for this connection's client. */
+export interface TokenRefresh {
+  auth_token: string;
+}
+
+/** TOKEN_REFRESH_ACK (0x09), extension. */
+export interface TokenRefreshAck {
+  status: number;
+  /** When the fresh credential expires (RFC 3339), if it does. */
+  expires_at?: string;
+}
+
+/** TOKEN_EXPIRING (0x3A), extension: the connection's credential expires at `expires_at`;
+ * a TOKEN_REFRESH before then keeps the connection, else it closes (1008). */
+export interface TokenExpiring {
+  expires_at: string;
+  seconds_left: number;
 }
 
 /** HEARTBEAT / PING (0x04). */

@@ -388,6 +388,22 @@ impl Client {
         Ok(ack)
     }
 
+    /// TOKEN_REFRESH (extension): hands the server a fresh credential for this
+    /// connection before the one it connected with expires (a TOKEN_EXPIRING event says
+    /// when).
+    pub async fn refresh_token(
+        &self,
+        auth_token: &str,
+    ) -> Result<signal_protocol::payload::TokenRefreshAck, ClientError> {
+        self.request(
+            MessageType::TokenRefresh,
+            &signal_protocol::payload::TokenRefresh {
+                auth_token: auth_token.to_owned(),
+            },
+        )
+        .await
+    }
+
     /// HEARTBEAT.
     pub async fn heartbeat(&self) -> Result<HeartbeatAck, ClientError> {
         let now = std::time::SystemTime::now()
@@ -651,6 +667,7 @@ fn is_ack(t: MessageType) -> bool {
             | MessageType::RoomCreateAck
             | MessageType::RoomJoinAck
             | MessageType::RoomLeaveAck
+            | MessageType::TokenRefreshAck
     )
 }
 

@@ -96,6 +96,35 @@ pub struct PeerReconnecting {
     pub window: u64,
 }
 
+/// TOKEN_REFRESH (0x08), extension: a fresh credential for the connection's client (a
+/// JWT, an API key token or its registered token), sent before the one it connected with
+/// expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRefresh {
+    /// The fresh credential; it must authenticate the connection's own client.
+    pub auth_token: String,
+}
+
+/// TOKEN_REFRESH_ACK (0x09), extension.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRefreshAck {
+    /// Always 200 (failures are ERROR frames).
+    pub status: u16,
+    /// When the fresh credential expires (RFC 3339); absent if it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+/// TOKEN_EXPIRING (0x3A), extension: the connection's credential expires soon; a
+/// TOKEN_REFRESH before `expires_at` keeps the connection, else it closes then (1008).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenExpiring {
+    /// When it expires (RFC 3339).
+    pub expires_at: String,
+    /// Seconds left when this was sent.
+    pub seconds_left: u64,
+}
+
 /// HEARTBEAT / PING (0x04).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {

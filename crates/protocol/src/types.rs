@@ -20,6 +20,10 @@ pub enum MessageType {
     Resume = 0x06,
     /// S→C: session taken back; what was missed follows (extension).
     ResumeAck = 0x07,
+    /// C→S: a fresh credential for this connection, before its own expires (extension).
+    TokenRefresh = 0x08,
+    /// S→C: the fresh credential now holds the connection (extension).
+    TokenRefreshAck = 0x09,
     /// Both: SDP offer relayed to a target.
     SignalOffer = 0x10,
     /// Both: SDP answer relayed to a target.
@@ -54,13 +58,15 @@ pub enum MessageType {
     RoomClosed = 0x38,
     /// S→C: another member's connection dropped; it may resume (extension).
     PeerReconnecting = 0x39,
+    /// S→C: this connection's credential expires soon; refresh it (extension).
+    TokenExpiring = 0x3A,
     /// S→C: a request failed.
     Error = 0xFF,
 }
 
 impl MessageType {
     /// Every message type, in wire order.
-    pub const ALL: [MessageType; 25] = [
+    pub const ALL: [MessageType; 28] = [
         Self::Connect,
         Self::ConnectAck,
         Self::Disconnect,
@@ -68,6 +74,8 @@ impl MessageType {
         Self::HeartbeatAck,
         Self::Resume,
         Self::ResumeAck,
+        Self::TokenRefresh,
+        Self::TokenRefreshAck,
         Self::SignalOffer,
         Self::SignalAnswer,
         Self::SignalIceCandidate,
@@ -85,6 +93,7 @@ impl MessageType {
         Self::PeerLeft,
         Self::RoomClosed,
         Self::PeerReconnecting,
+        Self::TokenExpiring,
         Self::Error,
     ];
 
@@ -103,6 +112,8 @@ impl MessageType {
             Self::HeartbeatAck => "HEARTBEAT_ACK",
             Self::Resume => "RESUME",
             Self::ResumeAck => "RESUME_ACK",
+            Self::TokenRefresh => "TOKEN_REFRESH",
+            Self::TokenRefreshAck => "TOKEN_REFRESH_ACK",
             Self::SignalOffer => "SIGNAL_OFFER",
             Self::SignalAnswer => "SIGNAL_ANSWER",
             Self::SignalIceCandidate => "SIGNAL_ICE_CANDIDATE",
@@ -120,6 +131,7 @@ impl MessageType {
             Self::PeerLeft => "PEER_LEFT",
             Self::RoomClosed => "ROOM_CLOSED",
             Self::PeerReconnecting => "PEER_RECONNECTING",
+            Self::TokenExpiring => "TOKEN_EXPIRING",
             Self::Error => "ERROR",
         }
     }
@@ -130,6 +142,7 @@ impl MessageType {
             self,
             Self::Connect
                 | Self::Resume
+                | Self::TokenRefresh
                 | Self::Disconnect
                 | Self::Heartbeat
                 | Self::SignalOffer
@@ -148,6 +161,7 @@ impl MessageType {
         Some(match self {
             Self::Connect => Self::ConnectAck,
             Self::Resume => Self::ResumeAck,
+            Self::TokenRefresh => Self::TokenRefreshAck,
             Self::Heartbeat => Self::HeartbeatAck,
             Self::Register => Self::RegisterAck,
             Self::Unregister => Self::UnregisterAck,

@@ -296,9 +296,10 @@ impl Cause {
             Self::Protocol(e) => e.close_code(),
             Self::Failed => close::ABNORMAL,
             Self::Hub(r) => match r {
-                CloseReason::SlowConsumer(_) | CloseReason::Replaced | CloseReason::Kicked(_) => {
-                    close::POLICY
-                }
+                CloseReason::SlowConsumer(_)
+                | CloseReason::Replaced
+                | CloseReason::Kicked(_)
+                | CloseReason::CredentialExpired => close::POLICY,
                 CloseReason::RoomClosed | CloseReason::Resumed => close::NORMAL,
                 CloseReason::ShuttingDown => close::GOING_AWAY,
             },

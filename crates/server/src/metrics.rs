@@ -101,7 +101,9 @@ impl HotMetrics {
             Event::RoomClosed { .. } => 2,
             Event::Signal(s) => 3 + Self::kind_index(s.kind),
             // Never sent to a connection (it stays between nodes).
-            Event::PeerReconnecting { .. } | Event::MediaPublished { .. } => 6,
+            Event::PeerReconnecting { .. }
+            | Event::MediaPublished { .. }
+            | Event::CredentialExpiring { .. } => 6,
         }
     }
 }

@@ -176,6 +176,7 @@ pub fn hub_config(config: &Config) -> HubConfig {
         registered_token_ttl: Duration::from_secs(config.auth.registered_token_ttl),
         room_joins_per_minute: config.security.room_joins_per_minute,
         room_messages_per_second: config.security.room_messages_per_second,
+        expiry_warning: Duration::from_secs(config.auth.expiry_warning),
         ..sfu_settings(config)
     }
 }

@@ -223,6 +223,12 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// The credential the session connected with expires soon: hand the server a fresh
+    /// one (a token refresh) before `expires_at`, or the connection closes then.
+    CredentialExpiring {
+        /// When it expires, Unix seconds.
+        expires_at: i64,
+    },
     /// A relayed offer, answer or candidate.
     Signal(Signal),
     /// Between nodes only, never told to a connection: a member published tracks on the
@@ -256,6 +262,7 @@ impl Event {
                     reason,
                 } => room.as_str().len() + client.as_str().len() + reason.len(),
                 Self::RoomClosed { room, reason } => room.as_str().len() + reason.len(),
+                Self::CredentialExpiring { .. } => 16,
                 Self::PeerReconnecting { room, client, .. } => {
                     room.as_str().len() + client.as_str().len() + 8
                 }
@@ -287,6 +294,7 @@ impl Event {
             Self::PeerLeft { .. } => "peer_left",
             Self::RoomClosed { .. } => "room_closed",
             Self::PeerReconnecting { .. } => "peer_reconnecting",
+            Self::CredentialExpiring { .. } => "credential_expiring",
             Self::MediaPublished { .. } => "media_published",
             Self::Signal(s) => s.kind.label(),
         }
@@ -372,6 +380,8 @@ pub enum CloseReason {
     Resumed,
     /// An admin kicked the client, saying why.
     Kicked(String),
+    /// The credential the session connected with expired, and no fresh one came.
+    CredentialExpired,
 }
 
 impl CloseReason {
@@ -383,6 +393,7 @@ impl CloseReason {
             Self::RoomClosed => "room closed".into(),
             Self::ShuttingDown => "server shutting down".into(),
             Self::Resumed => "session resumed on another connection".into(),
+            Self::CredentialExpired => "credential expired: reconnect with a fresh token".into(),
             Self::Kicked(why) => {
                 let mut t = format!("kicked by an admin: {why}");
                 if t.len() > 123 {
@@ -402,6 +413,9 @@ impl CloseReason {
     pub fn error(&self) -> Option<CoreError> {
         match self {
             Self::Kicked(why) => Some(CoreError::forbidden(format!("Kicked by an admin: {why}"))),
+            Self::CredentialExpired => Some(CoreError::unauthorized(
+                "Credential expired: reconnect with a fresh token (or refresh it before it expires)",
+            )),
             Self::Replaced => Some(CoreError::new(
                 crate::error::ErrorKind::SessionReplaced,
                 "Session replaced: the same client_id connected again",

@@ -6,6 +6,7 @@
 mod admin;
 mod cluster;
 mod event;
+mod expiry;
 mod mirror;
 mod outbox;
 mod resume;
@@ -86,6 +87,9 @@ pub struct HubConfig {
     pub room_joins_per_minute: u32,
     /// Signals per second one room may carry on this node (0: no limit).
     pub room_messages_per_second: u32,
+    /// How long before its credential expires a session is warned
+    /// ([`Event::CredentialExpiring`]).
+    pub expiry_warning: std::time::Duration,
 }
 
 impl Default for HubConfig {
@@ -107,6 +111,7 @@ impl Default for HubConfig {
             registered_token_ttl: std::time::Duration::ZERO,
             room_joins_per_minute: 0,
             room_messages_per_second: 0,
+            expiry_warning: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -449,7 +454,11 @@ impl Hub {
                 p.display_name,
             )
         };
+        let expires = grants.expires;
         session.set_grants(grants);
+        if expires.is_some() {
+            self.watch_expiry(&session);
+        }
         let evicted: Vec<Arc<Session>> = {
             let mut list = self.inner.sessions.entry(client_id).or_default();
             list.push(session.clone());

@@ -473,6 +473,7 @@ async fn room_events_go_to_the_other_nodes_too() {
                     Event::Signal(_) => "signal",
                     Event::PeerReconnecting { .. } => "peer_reconnecting",
                     Event::MediaPublished { .. } => "media_published",
+                    Event::CredentialExpiring { .. } => "credential_expiring",
                 };
                 (kind.to_owned(), except.as_ref().map(|c| c.to_string()))
             }

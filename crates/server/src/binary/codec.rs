@@ -139,6 +139,15 @@ pub fn encode_event(env: &Envelope, pt: PayloadType) -> Option<Bytes> {
         ),
         // Between nodes only.
         Event::MediaPublished { .. } => return None,
+        Event::CredentialExpiring { expires_at } => encode(
+            MessageType::TokenExpiring,
+            env.id,
+            pt,
+            &signal_protocol::payload::TokenExpiring {
+                expires_at: crate::binary::codec::rfc3339(*expires_at).unwrap_or_default(),
+                seconds_left: seconds_left(*expires_at),
+            },
+        ),
         Event::RoomClosed { room, reason } => encode(
             MessageType::RoomClosed,
             env.id,
@@ -178,4 +187,15 @@ pub fn encode_event(env: &Envelope, pt: PayloadType) -> Option<Bytes> {
             None
         }
     }
+}
+
+/// Seconds from now until `at` (Unix seconds), 0 if it passed.
+pub(crate) fn seconds_left(at: i64) -> u64 {
+    u64::try_from(at.saturating_sub(chrono::Utc::now().timestamp())).unwrap_or(0)
+}
+
+/// Unix seconds as RFC 3339.
+pub(crate) fn rfc3339(at: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp(at, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }

@@ -176,6 +176,7 @@ fn on_frame(conn: &mut Conn, bytes: Bytes) -> Step<'_> {
                 MessageType::RoomCreate => cmd::room_create::handle(conn, &frame).await,
                 MessageType::RoomJoin => cmd::room_join::handle(conn, &frame).await,
                 MessageType::RoomLeave => cmd::room_leave::handle(conn, &frame).await,
+                MessageType::TokenRefresh => cmd::token_refresh::handle(conn, &frame).await,
                 // Every other client request was dispatched above.
                 _ => Err(CoreError::bad_request(format!(
                     "{t} is sent by the server, not by clients"

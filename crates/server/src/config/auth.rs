@@ -42,6 +42,9 @@ pub struct AuthConfig {
     /// Seconds a registered token lasts after REGISTER (0: until UNREGISTER). A token
     /// registered over a JWT never outlives the JWT, whatever this says.
     pub registered_token_ttl: u64,
+    /// Seconds before its credential expires that an open connection is warned
+    /// (TOKEN_EXPIRING); it is closed when the credential expires, unless refreshed.
+    pub expiry_warning: u64,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -63,6 +66,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("allow_anonymous", &self.allow_anonymous)
             .field("admin_clients", &self.admin_clients)
             .field("registered_token_ttl", &self.registered_token_ttl)
+            .field("expiry_warning", &self.expiry_warning)
             .finish()
     }
 }
@@ -77,6 +81,7 @@ impl Default for AuthConfig {
             allow_anonymous: false,
             admin_clients: Vec::new(),
             registered_token_ttl: 0,
+            expiry_warning: 60,
         }
     }
 }

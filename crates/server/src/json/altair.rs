@@ -121,6 +121,17 @@ async fn dispatch(
         "OFFER" => signal(conn, session, obj, SignalKind::Offer, t).await,
         "ANSWER" => signal(conn, session, obj, SignalKind::Answer, t).await,
         "CANDIDATE" => signal(conn, session, obj, SignalKind::IceCandidate, t).await,
+        "REFRESH_TOKEN" => {
+            let expires = super::refresh_token(conn, session, obj)
+                .await
+                .map_err(Fail::from)?;
+            Ok(Some(reply(
+                "TOKEN_REFRESHED",
+                session,
+                current_room(session).as_ref().map(RoomId::as_str),
+                json!({ "expires_at": expires }),
+            )))
+        }
         "KEEP_ALIVE" => Ok(Some(reply(
             "ACK",
             session,
@@ -129,7 +140,7 @@ async fn dispatch(
         ))),
         other => Err(Fail::invalid(format!(
             "Unknown message type '{other}': this connection speaks the altair dialect \
-             (JOIN, LEAVE, DISCOVER, OFFER, ANSWER, CANDIDATE, KEEP_ALIVE)"
+             (JOIN, LEAVE, DISCOVER, OFFER, ANSWER, CANDIDATE, KEEP_ALIVE, REFRESH_TOKEN)"
         ))),
     }
 }
@@ -386,6 +397,14 @@ pub fn encode_event(env: &Envelope) -> Option<Bytes> {
         }),
         // Between nodes only.
         Event::MediaPublished { .. } => return None,
+        Event::CredentialExpiring { expires_at } => json!({
+            "type": "TOKEN_EXPIRING",
+            "payload": {
+                "expires_at": crate::binary::codec::rfc3339(*expires_at),
+                "seconds_left": crate::binary::codec::seconds_left(*expires_at),
+            },
+            "timestamp": now,
+        }),
         Event::RoomClosed { room, reason } => json!({
             "type": "ROOM_CLOSED",
             "room_id": room.as_str(),

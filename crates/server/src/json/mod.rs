@@ -191,6 +191,32 @@ pub(crate) async fn admission(state: &AppState, c: &Credential) -> Result<Admiss
     }
 }
 
+/// A token refresh in a JSON dialect: the fresh credential in `payload.token` (or
+/// `token`) must authenticate the connection's own client. The new expiry, as RFC 3339.
+pub(crate) async fn refresh_token(
+    conn: &mut Conn,
+    session: &Arc<Session>,
+    obj: &serde_json::Map<String, Value>,
+) -> Result<Option<String>, CoreError> {
+    let token = obj
+        .get("payload")
+        .and_then(|p| p.get("token"))
+        .or_else(|| obj.get("token"))
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            CoreError::bad_request("Missing 'payload.token': send the fresh credential")
+        })?;
+    let hub = conn.state.hub.clone();
+    match hub.refresh_credential(session, token).await {
+        Ok(e) => Ok(e.and_then(crate::binary::codec::rfc3339)),
+        Err(e) => {
+            conn.log_refused(&e);
+            Err(e)
+        }
+    }
+}
+
 /// Opens the hub session of an admitted client with the connection's wire format.
 pub(crate) async fn open_session(
     conn: &mut Conn,

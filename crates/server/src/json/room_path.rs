@@ -260,9 +260,22 @@ async fn handle(
             }
             return Ok(());
         }
+        "refresh_token" => {
+            let expires = super::refresh_token(conn, session, obj).await?;
+            let m = message(
+                "token_refreshed",
+                json!({ "expires_at": expires }),
+                "server",
+                Some(room),
+            );
+            if let Some(b) = to_bytes(&m) {
+                conn.reply(b);
+            }
+            return Ok(());
+        }
         other => {
             return Err(CoreError::bad_request(format!(
-                "Unknown message type '{other}': expected offer, answer or ice_candidate"
+                "Unknown message type '{other}': expected offer, answer, ice_candidate or refresh_token"
             )));
         }
     };
@@ -330,6 +343,15 @@ pub fn encode_event(env: &Envelope) -> Option<Bytes> {
         ),
         // Between nodes only.
         Event::MediaPublished { .. } => return None,
+        Event::CredentialExpiring { expires_at } => message(
+            "token_expiring",
+            json!({
+                "expires_at": crate::binary::codec::rfc3339(*expires_at),
+                "seconds_left": crate::binary::codec::seconds_left(*expires_at),
+            }),
+            "server",
+            None,
+        ),
         Event::RoomClosed { room, reason } => message(
             "error",
             json!({ "code": "ROOM_CLOSED", "message": format!("Room closed: {reason}") }),

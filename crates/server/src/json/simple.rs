@@ -123,9 +123,18 @@ async fn dispatch(
         "offer" => signal(conn, session, obj, SignalKind::Offer, t).await,
         "answer" => signal(conn, session, obj, SignalKind::Answer, t).await,
         "candidate" => signal(conn, session, obj, SignalKind::IceCandidate, t).await,
+        "refresh_token" => {
+            let expires = super::refresh_token(conn, session, obj)
+                .await
+                .map_err(Fail::from)?;
+            Ok(Some(json!({
+                "type": "token_refreshed",
+                "payload": { "expires_at": expires },
+            })))
+        }
         other => Err(Fail::invalid(format!(
             "Unknown message type '{other}': this connection speaks the simple dialect \
-             (join, leave, offer, answer, candidate)"
+             (join, leave, offer, answer, candidate, refresh_token)"
         ))),
     }
 }
@@ -280,6 +289,13 @@ pub fn encode_event(env: &Envelope) -> Option<Bytes> {
         }),
         // Between nodes only.
         Event::MediaPublished { .. } => return None,
+        Event::CredentialExpiring { expires_at } => json!({
+            "type": "token_expiring",
+            "payload": {
+                "expires_at": crate::binary::codec::rfc3339(*expires_at),
+                "seconds_left": crate::binary::codec::seconds_left(*expires_at),
+            },
+        }),
         Event::RoomClosed { room, reason } => json!({
             "type": "room_closed",
             "room": room.as_str(),

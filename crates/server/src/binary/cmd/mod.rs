@@ -10,6 +10,7 @@ pub mod room_create;
 pub mod room_join;
 pub mod room_leave;
 pub mod signal;
+pub mod token_refresh;
 pub mod unregister;
 
 use signal_core::hub::{Credentials, ParticipantInfo, Role};
