@@ -31,9 +31,8 @@ pub struct Kicked {
 impl Hub {
     /// Takes `client` out of `room` on every node: its sessions there are told the room
     /// closed for them (`reason`) and leave it; the others see it leave, and the room
-    /// ends if that leave ends it. Whether the room exists.
-    pub async fn remove_member(&self, room: &RoomId, client: &ClientId, reason: &str) -> bool {
-        let exists = self.cluster_room(room.as_str()).await.is_some();
+    /// ends if that leave ends it.
+    pub async fn remove_member(&self, room: &RoomId, client: &ClientId, reason: &str) {
         self.remove_here(client, Some(room), reason).await;
         if self.clustered() {
             self.inner
@@ -41,24 +40,16 @@ impl Hub {
                 .kick_elsewhere(client, Some(room), reason)
                 .await;
         }
-        exists
     }
 
     /// Closes `room`: every member, on every node, is taken out of it with `reason`, its
     /// senders first (a sender's leave ends the room and tells the rest at once). The
     /// members it had, or `None` if no node holds it.
     pub async fn close_room(&self, room: &RoomId, reason: &str) -> Option<usize> {
-        let info = self.cluster_room(room.as_str()).await?;
-        let mut members = info.participants;
+        let mut members = self.cluster_room(room.as_str()).await?.participants;
         members.sort_by_key(|m| m.role != Role::Sender);
         for m in &members {
-            self.remove_here(&m.client_id, Some(room), reason).await;
-            if self.clustered() {
-                self.inner
-                    .router
-                    .kick_elsewhere(&m.client_id, Some(room), reason)
-                    .await;
-            }
+            self.remove_member(room, &m.client_id, reason).await;
         }
         Some(members.len())
     }
@@ -105,18 +96,11 @@ impl Hub {
         if self.clustered() {
             self.inner.router.kick_elsewhere(client, None, reason).await;
         }
-        tracing::info!(client_id = %client, reason, banned_until = ?banned_until.map(rfc3339), sessions_here, "client kicked");
         Ok(Kicked {
             sessions_here,
             banned_until,
             unregistered,
         })
-    }
-
-    /// Lifts `client`'s ban on this node (a ban in the cluster's registry ends when it
-    /// expires).
-    pub fn unban_here(&self, client: &ClientId) {
-        self.inner.bans.remove(client);
     }
 
     /// This node's part of a kick: `client`'s sessions here close (or, with `room`, leave

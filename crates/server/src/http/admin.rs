@@ -7,7 +7,6 @@ use axum::{
     extract::{FromRequestParts, Path, Query, State},
     http::{StatusCode, request::Parts},
 };
-use chrono::{SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use signal_core::{ClientId, RoomId};
 use utoipa::{IntoParams, ToSchema};
@@ -240,11 +239,13 @@ pub async fn kick(
         }
     };
     let k = state.hub.kick(&client, &reason, ban).await?;
-    tracing::info!(client_id = %client, admin = %admin.client_id, ban_minutes = req.ban_minutes, "client kicked by an admin");
+    tracing::info!(client_id = %client, admin = %admin.client_id, reason, ban_minutes = req.ban_minutes, sessions_here = k.sessions_here, "client kicked by an admin");
     Ok(Json(KickResult {
         client_id,
         sessions_closed_here: k.sessions_here,
-        banned_until: k.banned_until.map(rfc3339),
+        banned_until: k
+            .banned_until
+            .and_then(|ms| crate::binary::codec::rfc3339(ms / 1000)),
         unregistered: k.unregistered,
     }))
 }
@@ -303,11 +304,4 @@ fn reason_of(admin: &Caller, given: Option<&str>, did: &str) -> Result<String, A
         Some(r) => format!("{r} (admin '{}')", admin.client_id),
         None => format!("admin '{}' {did}", admin.client_id),
     })
-}
-
-fn rfc3339(ms: i64) -> String {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
-        .unwrap_or_else(|| ms.to_string())
 }
